@@ -1,0 +1,100 @@
+"""Self-describing checkpoints: plain data that loads with `torch.load(..., weights_only=True)`.
+
+A checkpoint holds everything `evaluate`, `predict` and `export` need to rebuild the model with no other
+file: model name + kwargs, class names, input spec (channels, HR size, LR scales/sizes, normalisation),
+the resolved config, versions and the prepared store's content hash. Training state (optimiser,
+scheduler, RNG, epoch) rides along in `last.pt` for `--resume`. Writes are atomic (temp file + rename).
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import zipfile
+from pathlib import Path
+
+import torch
+
+from gmenet_cli import __version__
+from gmenet_cli.errors import CheckpointError
+
+FORMAT = "gmenet-checkpoint"
+FORMAT_VERSION = 1
+
+
+def plain(obj):
+    """Recursively turn numpy scalars, Paths and version objects into the plain types weights_only accepts."""
+    import numpy as np
+
+    if isinstance(obj, dict):
+        return {str(k): plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(plain(v) for v in obj)
+    if isinstance(obj, torch.Tensor) or obj is None or type(obj) in (bool, int, float, str, bytes):
+        return obj
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, (str, int, float)):  # subclasses such as TorchVersion
+        return type(obj).__mro__[-2](obj)
+    return str(obj)
+
+
+def save(path: str | Path, payload: dict) -> None:
+    """Atomically write `payload` (plus format tags) to `path`; a crash never leaves a half file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    data = plain({"format": FORMAT, "format_version": FORMAT_VERSION, "gmenet_version": __version__,
+                  "torch_version": str(torch.__version__), **payload})
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        with open(tmp, "wb") as f:
+            torch.save(data, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def load(path: str | Path, map_location="cpu") -> dict:
+    """Load and validate a checkpoint; every failure is a one-line CheckpointError."""
+    path = Path(path)
+    if not path.exists():
+        raise CheckpointError(f"checkpoint not found: {path}")
+    if path.is_dir():
+        raise CheckpointError(f"{path} is a folder, not a checkpoint file (try {path}/weights/best.pt)")
+    try:
+        data = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else "unsupported content"
+        raise CheckpointError(f"{path} was refused by the safe loader (weights_only=True): {first[:160]}") from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise CheckpointError(f"{path} is not a readable checkpoint (corrupt or truncated): {first[:160]}") from None
+    if not isinstance(data, dict) or data.get("format") != FORMAT:
+        raise CheckpointError(f"{path} is not a gmenet checkpoint (a plain state_dict or another tool's file?)")
+    version = data.get("format_version")
+    if version != FORMAT_VERSION:
+        raise CheckpointError(f"{path} has checkpoint format {version}; this gmenet ({__version__}) reads format {FORMAT_VERSION}")
+    for key in ("model", "state_dict", "classes", "input"):
+        if key not in data:
+            raise CheckpointError(f"{path} is missing '{key}'; it was not written by gmenet distill-teacher/train")
+    return data
+
+
+def build_model(ckpt: dict, path: str | Path = "checkpoint"):
+    """Rebuild the model a checkpoint describes and load its weights (eval mode, CPU)."""
+    from gmenet_cli.errors import UsageError
+    from gmenet_cli.models import create_model
+
+    spec = ckpt["model"]
+    try:
+        model = create_model(spec["name"], **spec.get("kwargs", {}))
+    except UsageError as e:
+        raise CheckpointError(f"{path}: cannot rebuild its model: {e}") from None
+    try:
+        model.load_state_dict(ckpt["state_dict"])
+    except RuntimeError as e:
+        raise CheckpointError(f"{path}: weights do not fit model '{spec['name']}': {str(e).splitlines()[0][:160]}") from None
+    return model.eval()

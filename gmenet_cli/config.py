@@ -1,0 +1,249 @@
+"""One configuration object for every command.
+
+Precedence (later wins): dataclass defaults < preset YAML (`--preset ferplus`) < `--config FILE.yaml`
+< `--set section.key=value` < explicit command-line flags. Unknown keys are errors that name the valid
+ones (with a "did you mean"), values are type-checked, and YAML is only ever read with `safe_load`.
+The resolved config is saved in each run directory and inside every checkpoint.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import typing
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from gmenet_cli.errors import UsageError
+
+
+@dataclass
+class PrepareConfig:
+    """How `gmenet prepare` turns a dataset into HR/LR pairs."""
+
+    hr_size: int = 0  # 0 = the source's native size (48 for FER2013/FERPlus, 112 for RAF-DB/ExpW/AffectNet)
+    scales: list[int] = field(default_factory=lambda: [4])
+    method: str = "area"  # area | bicubic | bilinear | nearest
+    blur_sigma: float = 0.0  # Gaussian blur (HR pixels) before downsampling; 0 = off
+    noise_std: float = 0.0  # Gaussian noise on the LR face, in 0..255 units; 0 = off
+    jpeg_quality: int = 0  # JPEG round-trip of the LR face; 0 = off
+    seed: int = 0
+    classes: int = 0  # 0 = the source's default (8 for FERPlus, 7 otherwise); 7 drops contempt
+    label_mode: str = "majority"  # FERPlus: majority | votes (also keeps the vote distribution)
+    channels: int = 0  # 0 = keep the source's (1 for FER2013/FERPlus, 3 for colour sources)
+    val_ratio: float = 0.1  # used only where the source has no official split
+    test_ratio: float = 0.1
+    group_regex: str = ""  # folder source: images whose names share this regex's match stay in one split
+    margin: float = 0.0  # box sources (ExpW, AffectNet): extra context around the face box, fraction of size
+
+
+@dataclass
+class ModelConfig:
+    name: str = "gmenet_s"
+    teacher: str = "teacher_s"  # architecture `distill-teacher` trains
+    kwargs: dict = field(default_factory=dict)  # passed to create_model (ablation switches live here)
+
+
+@dataclass
+class OptimConfig:
+    name: str = "adamw"  # adamw | sgd
+    lr: float = 2e-3
+    weight_decay: float = 0.05
+    momentum: float = 0.9  # sgd only
+    nesterov: bool = True  # sgd only
+    schedule: str = "cosine"  # cosine | step | constant
+    warmup_epochs: float = 1.0
+    step_epochs: list[int] = field(default_factory=list)  # step schedule: epochs at which lr *= 0.1
+    grad_clip: float = 5.0  # 0 = off
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 12
+    batch_size: int = 128
+    seed: int = 0
+    deterministic: bool = False
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    amp: bool = True  # bf16 autocast on CUDA (ignored on CPU)
+    channels_last: bool = True  # CUDA only
+    compile: bool = False  # torch.compile the model
+    label_smoothing: float = 0.0
+    soft_labels: bool = False  # train on FERPlus vote distributions (needs a store prepared with votes)
+    flip: bool = True  # horizontal flip (applied identically to HR and LR)
+    shift: int = 1  # random translation, in LR pixels (HR shift = this x scale, so pairs stay aligned)
+    scales: list[int] = field(default_factory=list)  # student LR scales; [] = every scale in the store
+    val_split: str = "val"
+    threads: int = 0  # torch CPU threads; 0 = torch's default
+
+
+@dataclass
+class DistillConfig:
+    enabled: bool = True
+    weight: float = 5.0  # lambda per attention map, as in A-SKD (Shin et al., ECCV 2022)
+    maps: str = "both"  # both | channel | spatial
+    kd_weight: float = 0.0  # optional logit KD (Hinton); 0 = off
+    kd_temperature: float = 4.0
+
+
+@dataclass
+class Config:
+    prepare: PrepareConfig = field(default_factory=PrepareConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    distill: DistillConfig = field(default_factory=DistillConfig)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def _valid_keys(obj) -> list[str]:
+    return [f.name for f in dataclasses.fields(obj)]
+
+
+def _unknown(key: str, where: str, valid: list[str]) -> UsageError:
+    close = difflib.get_close_matches(key, valid, n=1)
+    hint = f" Did you mean '{close[0]}'?" if close else ""
+    return UsageError(f"unknown config key '{where}{key}'.{hint} Valid keys: {', '.join(valid)}")
+
+
+def _coerce(value: Any, tp: Any, name: str) -> Any:
+    """Check/convert one value against a dataclass field type (str, int, float, bool, list[int], dict)."""
+    origin = typing.get_origin(tp)
+    if origin is list:
+        (inner,) = typing.get_args(tp)
+        if isinstance(value, (int, float, str)) and not isinstance(value, bool):
+            value = [v for v in str(value).split(",") if v.strip()]
+        if not isinstance(value, list):
+            raise UsageError(f"config key '{name}' expects a list, got {value!r}")
+        return [_coerce(v, inner, name) for v in value]
+    if tp is dict or origin is dict:
+        if not isinstance(value, dict):
+            raise UsageError(f"config key '{name}' expects a mapping, got {value!r}")
+        return value
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "yes", "1", "on", "false", "no", "0", "off"):
+            return value.lower() in ("true", "yes", "1", "on")
+        raise UsageError(f"config key '{name}' expects true/false, got {value!r}")
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, (int, str)):
+            raise UsageError(f"config key '{name}' expects an integer, got {value!r}")
+        try:
+            return int(value)
+        except ValueError:
+            raise UsageError(f"config key '{name}' expects an integer, got {value!r}") from None
+    if tp is float:
+        if isinstance(value, bool):
+            raise UsageError(f"config key '{name}' expects a number, got {value!r}")
+        try:
+            return float(value)
+        except (TypeError, ValueError):
+            raise UsageError(f"config key '{name}' expects a number, got {value!r}") from None
+    if tp is str:
+        if not isinstance(value, (str, int, float)) or isinstance(value, bool):
+            raise UsageError(f"config key '{name}' expects a string, got {value!r}")
+        return str(value)
+    return value
+
+
+def merge(cfg: Config, data: dict, source: str = "config") -> Config:
+    """Apply a nested dict onto `cfg` in place; unknown sections/keys are UsageErrors."""
+    if not isinstance(data, dict):
+        raise UsageError(f"{source}: expected a mapping of sections ({', '.join(_valid_keys(cfg))})")
+    hints = typing.get_type_hints(Config)
+    for section, values in data.items():
+        if section not in hints:
+            raise _unknown(str(section), "", _valid_keys(cfg))
+        sub = getattr(cfg, section)
+        if values is None:
+            continue
+        if not isinstance(values, dict):
+            raise UsageError(f"{source}: section '{section}' must be a mapping of keys")
+        sub_hints = typing.get_type_hints(type(sub))
+        for key, value in values.items():
+            if key not in sub_hints:
+                raise _unknown(str(key), f"{section}.", _valid_keys(sub))
+            setattr(sub, key, _coerce(value, sub_hints[key], f"{section}.{key}"))
+    return cfg
+
+
+def parse_set(items: list[str]) -> dict:
+    """`["train.epochs=3", "model.kwargs.global_branch=false"]` -> nested dict (values read as YAML scalars)."""
+    out: dict = {}
+    for item in items or []:
+        if "=" not in item:
+            raise UsageError(f"--set expects section.key=value, got '{item}'")
+        key, raw = item.split("=", 1)
+        parts = key.strip().split(".")
+        if len(parts) < 2 or not all(parts):
+            raise UsageError(f"--set expects section.key=value, got '{item}'")
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else ""
+        except yaml.YAMLError:
+            value = raw
+        node = out
+        for p in parts[:-1]:
+            node = node.setdefault(p, {})
+        node[parts[-1]] = value
+    # model.kwargs.X=Y keeps its sub-key: kwargs is a free-form dict validated by the model constructor.
+    return out
+
+
+def load_yaml(path: str | Path) -> dict:
+    p = Path(path)
+    if not p.is_file():
+        raise UsageError(f"config file not found: {p}")
+    try:
+        data = yaml.safe_load(p.read_text(encoding="utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError) as e:
+        raise UsageError(f"config file {p} is not valid YAML: {str(e).splitlines()[0]}") from None
+    return data or {}
+
+
+def presets() -> list[str]:
+    return sorted(p.name[:-5] for p in resources.files("gmenet_cli.configs").iterdir() if p.name.endswith(".yaml"))
+
+
+def build_config(
+    preset: str | None = None,
+    config_file: str | None = None,
+    sets: list[str] | None = None,
+    flags: dict | None = None,
+) -> Config:
+    """Resolve the config for one command invocation (see module docstring for precedence)."""
+    cfg = Config()
+    if preset:
+        if preset not in presets():
+            raise UsageError(f"unknown preset '{preset}'. Valid presets: {', '.join(presets())}")
+        text = resources.files("gmenet_cli.configs").joinpath(f"{preset}.yaml").read_text(encoding="utf-8")
+        merge(cfg, yaml.safe_load(text) or {}, f"preset {preset}")
+    if config_file:
+        merge(cfg, load_yaml(config_file), str(config_file))
+    if sets:
+        merge(cfg, parse_set(sets), "--set")
+    if flags:
+        nested: dict = {}
+        for dotted, value in flags.items():
+            if value is None:
+                continue
+            section, key = dotted.split(".", 1)
+            nested.setdefault(section, {})[key] = value
+        merge(cfg, nested, "command line")
+    return cfg
+
+
+def config_from_dict(data: dict) -> Config:
+    """Rebuild a Config saved in a checkpoint (keys unknown to this version are ignored, not fatal)."""
+    cfg = Config()
+    known = {k: v for k, v in (data or {}).items() if k in _valid_keys(cfg) and isinstance(v, dict)}
+    for section, values in known.items():
+        sub = getattr(cfg, section)
+        keep = {k: v for k, v in values.items() if k in _valid_keys(sub)}
+        merge(cfg, {section: keep}, "checkpoint")
+    return cfg

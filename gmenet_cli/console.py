@@ -1,0 +1,60 @@
+"""Console output at the edge: Rich on stderr for people, plain stdout for data.
+
+Library code never prints; it returns data and reports progress through callbacks. The CLI renders with
+the helpers here. `fail` turns any user-fixable error into one line on stderr and an exit code.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import sys
+import traceback
+
+import typer
+from rich.console import Console
+
+err = Console(stderr=True, highlight=False)
+
+
+def data_out(line: str) -> None:
+    """One line of machine-readable output on stdout (flushed, so pipelines see it at once)."""
+    sys.stdout.write(line + "\n")
+    sys.stdout.flush()
+
+
+def handle_errors(fn):
+    """Wrap a command: GmenetError -> `error: msg` + its exit code; anything else -> one line, exit 1."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        from gmenet_cli.errors import GmenetError
+
+        try:
+            return fn(*args, **kwargs)
+        except (typer.Exit, typer.Abort, SystemExit):
+            raise
+        except GmenetError as e:
+            err.print(f"[red]error:[/red] {e}", markup=True, soft_wrap=True)
+            raise typer.Exit(e.exit_code) from None
+        except KeyboardInterrupt:
+            err.print("interrupted")
+            raise typer.Exit(130) from None
+        except MemoryError:
+            err.print("[red]error:[/red] out of memory; try a smaller --batch-size")
+            raise typer.Exit(1) from None
+        except OSError as e:
+            if os.environ.get("GMENET_DEBUG"):
+                traceback.print_exc()
+            where = f": {e.filename}" if getattr(e, "filename", None) else ""
+            err.print(f"[red]error:[/red] {e.strerror or e}{where}", soft_wrap=True)
+            raise typer.Exit(1) from None
+        except Exception as e:  # noqa: BLE001 - the promise is: never a traceback for users
+            if os.environ.get("GMENET_DEBUG"):
+                traceback.print_exc()
+            first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+            err.print(f"[red]internal error:[/red] {type(e).__name__}: {first[:200]} (set GMENET_DEBUG=1 for details)",
+                      soft_wrap=True)
+            raise typer.Exit(1) from None
+
+    return wrapper

@@ -1,0 +1,1 @@
+"""Datasets in, prepared HR/LR stores out (`prepare`), and the loaders that training reads them with."""

@@ -1,0 +1,70 @@
+"""Image decoding that never crashes on hostile files.
+
+Every image a command reads comes through `read_image`: it caps file size and pixel count before
+decoding, decodes with OpenCV into 8-bit gray or BGR (16-bit, alpha, CMYK and palette images are
+converted by OpenCV's decoder), and turns every failure into `ImageError` with a one-line reason.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+MAX_FILE_BYTES = 256 * 1024 * 1024
+MAX_PIXELS = 100_000_000  # a 10k x 10k photo; larger headers are refused by the decoder before allocation
+# OpenCV reads this limit lazily at the first decode; its default (2^30 pixels = 3 GB BGR) is too generous.
+os.environ.setdefault("CV_IO_MAX_IMAGE_PIXELS", str(MAX_PIXELS))
+
+import cv2  # noqa: E402
+import numpy as np  # noqa: E402
+
+cv2.setLogLevel(0) if hasattr(cv2, "setLogLevel") else None  # keep libpng/libjpeg chatter off stderr
+
+
+class ImageError(Exception):
+    """An image that cannot be used; the message is a short reason ("truncated or corrupt", ...)."""
+
+
+def decode_image(data: bytes, channels: int = 3) -> np.ndarray:
+    """Bytes -> uint8 array, (H, W) for channels=1 or (H, W, 3) BGR for channels=3."""
+    if not data:
+        raise ImageError("empty file")
+    buf = np.frombuffer(data, dtype=np.uint8)
+    flag = cv2.IMREAD_GRAYSCALE if channels == 1 else cv2.IMREAD_COLOR
+    try:
+        img = cv2.imdecode(buf, flag)
+    except cv2.error as e:
+        msg = str(e)
+        if "CV_IO_MAX_IMAGE_PIXELS" in msg or "validateInputImageSize" in msg:
+            raise ImageError(f"image too large (over {MAX_PIXELS:,} pixels)") from None
+        raise ImageError("cannot decode (corrupt or unsupported image)") from None
+    if img is None or img.size == 0:
+        raise ImageError("not an image, or truncated/corrupt")
+    if img.dtype != np.uint8:  # defensive: IMREAD_COLOR/GRAYSCALE already give 8-bit
+        img = (img / 257).astype(np.uint8) if img.dtype == np.uint16 else img.astype(np.uint8)
+    return img
+
+
+def read_image(path: str | Path, channels: int = 3) -> np.ndarray:
+    p = Path(path)
+    try:
+        if p.is_dir():
+            raise ImageError("is a directory")
+        size = p.stat().st_size
+        if size > MAX_FILE_BYTES:
+            raise ImageError(f"file too large ({size:,} bytes)")
+        data = p.read_bytes()
+    except FileNotFoundError:
+        raise ImageError("file not found") from None
+    except PermissionError:
+        raise ImageError("permission denied") from None
+    except OSError as e:
+        raise ImageError(f"cannot read ({e.strerror or e})") from None
+    return decode_image(data, channels)
+
+
+def to_channels(img: np.ndarray, channels: int) -> np.ndarray:
+    """Convert a gray (H, W) or BGR (H, W, 3) uint8 image to `channels` (1 -> (H, W), 3 -> (H, W, 3))."""
+    if channels == 1:
+        return img if img.ndim == 2 else cv2.cvtColor(img, cv2.COLOR_BGR2GRAY)
+    return cv2.cvtColor(img, cv2.COLOR_GRAY2BGR) if img.ndim == 2 else img

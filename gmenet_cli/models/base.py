@@ -1,0 +1,75 @@
+"""What every gmenet model shares: input preprocessing and the stem + attention-stage backbone.
+
+Preprocessing lives *inside* the model so a prepared LR pair, a real tiny face crop, an exported ONNX
+graph and a checkpoint reloaded months later all take the same path: uint8 or [0, 1] float in any size
+-> resized to the working size (bicubic up by default, antialiased down) -> normalised.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from gmenet_cli.models.blocks import AttentionBlock, conv_bn
+
+
+class FERModel(nn.Module):
+    """Base: `forward(x, return_maps=False)` -> logits (B, K), or (logits, [(c_map, s_map), ...])."""
+
+    def __init__(self, in_chans: int, num_classes: int, input_size: int, upsample: str = "bicubic",
+                 mean: float = 0.5, std: float = 0.25):
+        super().__init__()
+        if upsample not in ("bicubic", "bilinear", "nearest"):
+            raise ValueError(f"upsample must be bicubic, bilinear or nearest, got {upsample!r}")
+        self.in_chans, self.num_classes, self.input_size, self.upsample = in_chans, num_classes, input_size, upsample
+        self.register_buffer("mean", torch.full((1, in_chans, 1, 1), float(mean)), persistent=False)
+        self.register_buffer("std", torch.full((1, in_chans, 1, 1), float(std)), persistent=False)
+
+    def preprocess(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, C, h, w) uint8 or float in [0, 1] -> (B, C, S, S) normalised float, S = input_size."""
+        if x.dtype == torch.uint8:
+            x = x.float().div_(255.0)
+        x = self.resize(x)
+        return (x - self.mean) / self.std
+
+    def resize(self, x: torch.Tensor) -> torch.Tensor:
+        size = self.input_size
+        if x.shape[-2:] == (size, size):
+            return x
+        if x.shape[-1] > size:  # a face larger than the working size: antialiased shrink
+            return F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
+        if self.upsample == "nearest":
+            return F.interpolate(x, size=(size, size), mode="nearest")
+        # bicubic overshoots: clamp back to the valid range of the [0, 1] input.
+        return F.interpolate(x, size=(size, size), mode=self.upsample, align_corners=False).clamp(0.0, 1.0)
+
+
+class AttentionBackbone(nn.Module):
+    """Stem + stages of attention blocks; returns the last feature map and every block's maps.
+
+    (B, C, S, S) -> (B, widths[-1], S/stride_total, S/stride_total), [(c, s)] * sum(depths)."""
+
+    def __init__(self, in_chans: int, widths: tuple, depths: tuple, stem_stride: int, spatial: str, kernel: int = 7):
+        super().__init__()
+        if len(widths) != len(depths):
+            raise ValueError("widths and depths must have the same length")
+        self.stem = nn.Sequential(conv_bn(in_chans, widths[0], 3, stem_stride), nn.ReLU(inplace=True))
+        blocks, cin = [], widths[0]
+        for i, (w, d) in enumerate(zip(widths, depths)):
+            for j in range(d):
+                # First stage keeps the stem's resolution; each later stage halves it.
+                stride = 2 if (j == 0 and i > 0) else 1
+                blocks.append(AttentionBlock(cin, w, stride, spatial, kernel))
+                cin = w
+        self.blocks = nn.ModuleList(blocks)
+        self.out_channels = cin
+
+    def forward(self, x: torch.Tensor):
+        stem = self.stem(x)
+        maps = []
+        out = stem
+        for block in self.blocks:
+            out, m = block(out)
+            maps.append(m)
+        return stem, out, maps
