@@ -304,6 +304,208 @@ def train(
     _finish_training(result, rt, "train", "gmenet evaluate --weights {best}")
 
 
+@app.command()
+@handle_errors
+def evaluate(
+    weights: Path = typer.Option(..., "--weights", "-w", help="Checkpoint to evaluate (runs/<command>/<name>/weights/best.pt)."),
+    data: Optional[Path] = typer.Option(None, "--data", "-d", help="Prepared store (default: the one the model was trained on)."),
+    split: Optional[str] = typer.Option(None, "--split", help="test or val (default: test if the store has it, else val)."),
+    scale: Optional[List[str]] = typer.Option(None, "--scales", "--scale", "-s", help="Face scales to sweep, e.g. 1,2,4,8 (1 = HR faces). Default: every scale in the store (teachers also HR)."),
+    compare: Optional[List[Path]] = typer.Option(None, "--compare", help="More checkpoints to evaluate side by side (e.g. the teacher); repeatable."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Folder for metrics.json and plots (default runs/evaluate/exp<N>)."),
+    batch_size: int = typer.Option(256, "--batch-size", "-b", min=1, help="Evaluation batch size."),
+    device: Optional[str] = DeviceOpt,
+    as_json: bool = JsonOpt,
+):
+    """Report accuracy, mean per-class accuracy, macro-F1, per-class precision/recall and the confusion matrix.
+
+    For several scales this is a resolution sweep (accuracy against face size), for every model given.
+    Example: gmenet evaluate --weights runs/train/exp/weights/best.pt --scales 2,4,8 --compare runs/distill-teacher/exp/weights/best.pt
+    """
+    from gmenet_cli.engine import resolve_run_dir
+    from gmenet_cli.evaluate import evaluate as run_evaluate
+    from gmenet_cli.evaluate import write_outputs
+    from gmenet_cli.runtime import select_device
+
+    dev = select_device(device)
+    report = run_evaluate([str(weights)] + [str(c) for c in compare or []], str(data) if data else None, split,
+                          _scales(scale), dev, batch_size, message=err.print)
+    out_dir = out or resolve_run_dir("evaluate", None, False)[0]
+    written = write_outputs(report, out_dir)
+    if as_json:
+        data_out(json.dumps(report))
+    _print_report(report)
+    err.print(f"wrote {', '.join(str(p) for p in written)}")
+    err.print(f"Next: gmenet predict photo.jpg --weights {weights}")
+
+
+def _print_report(report: dict) -> None:
+    from rich.table import Table
+
+    table = Table(title=f"{report['split']} split of {report['data']} ({report['count']} faces)", title_justify="left")
+    for col in ("model", "view", "face px", "accuracy", "mean class acc", "macro F1"):
+        table.add_column(col, justify="left" if col in ("model", "view") else "right")
+    for m in report["models"]:
+        for r in m["results"]:
+            table.add_row(f"{m['model']} ({Path(m['weights']).parent.parent.name})", r["view"], str(r["face_px"]),
+                          f"{r['accuracy']:.4f}", f"{r['mean_class_accuracy']:.4f}", f"{r['macro_f1']:.4f}")
+    err.print(table)
+    first = report["models"][0]["results"][0]
+    per = Table(title=f"per class ({report['models'][0]['model']}, {first['view']})", title_justify="left")
+    for col in ("class", "precision", "recall", "F1", "support"):
+        per.add_column(col, justify="left" if col == "class" else "right")
+    for c, v in first["per_class"].items():
+        per.add_row(c, f"{v['precision']:.3f}", f"{v['recall']:.3f}", f"{v['f1']:.3f}", str(v["support"]))
+    err.print(per)
+
+
+@app.command()
+@handle_errors
+def predict(
+    inputs: List[str] = typer.Argument(..., help="Images, videos, folders (recursive), globs, or - to read paths from stdin."),
+    weights: Optional[Path] = typer.Option(None, "--weights", "-w", help="Checkpoint (default: the model shipped with gmenet)."),
+    detector: str = typer.Option("haar", "--detector", help="haar (built into OpenCV), yunet (needs --detector-model), none."),
+    detector_model: Optional[Path] = typer.Option(None, "--detector-model", help="YuNet ONNX file for --detector yunet."),
+    no_detect: bool = typer.Option(False, "--no-detect", help="Each input is already a cropped face (same as --detector none)."),
+    boxes: Optional[Path] = typer.Option(None, "--boxes", help="CSV of face boxes: file,x,y,w,h (replaces detection)."),
+    margin: float = typer.Option(0.1, "--margin", min=0.0, max=1.0, help="Context added around each detected box, as a fraction of its size."),
+    every: int = typer.Option(10, "--every", min=1, help="Videos: classify every N-th frame."),
+    batch_size: int = typer.Option(64, "--batch-size", "-b", min=1, help="Faces per classification batch."),
+    as_json: bool = typer.Option(False, "--json", help="JSON lines on stdout: one object per face (or per faceless/unreadable input)."),
+    as_csv: bool = typer.Option(False, "--csv", help="CSV on stdout."),
+    save: Optional[Path] = typer.Option(None, "--save", help="Write annotated copies into this folder."),
+    device: Optional[str] = DeviceOpt,
+):
+    """Detect faces, classify their expression, print one result per face.
+
+    Exit code 0 when every input gave at least one face, 1 when some inputs were unreadable or had no face
+    (the rest are still processed), 2 for usage errors. Data goes to stdout, messages to stderr:
+    ls photos/*.jpg | gmenet predict - --json | jq -r .label
+    """
+    import csv as _csv
+    import sys
+
+    from gmenet_cli.predict import Classifier, expand_inputs, make_detector, read_box_csv, run, save_annotated
+    from gmenet_cli.runtime import select_device
+
+    if as_json and as_csv:
+        raise typer.BadParameter("choose one of --json and --csv", param_hint="--json")
+    files, skipped = expand_inputs(inputs)
+    for f in skipped:
+        err.print(f"skipped {f}: not an image or video file")
+    if not files:
+        from gmenet_cli.errors import UsageError
+
+        raise UsageError("no input images found" + (" (stdin was empty)" if "-" in inputs else ""))
+    clf = Classifier(str(weights) if weights else None, select_device(device))
+    det = None if (no_detect or boxes) else make_detector(detector, str(detector_model) if detector_model else None)
+    box_map = read_box_csv(str(boxes)) if boxes else None
+    if save:
+        if save.exists() and not save.is_dir():
+            raise typer.BadParameter(f"{save} exists and is not a folder", param_hint="--save")
+        save.mkdir(parents=True, exist_ok=True)
+    writer = None
+    if as_csv:
+        writer = _csv.writer(sys.stdout, lineterminator="\n")
+        writer.writerow(["file", "frame", "face", "x", "y", "w", "h", "label", "confidence", "face_px", *clf.classes])
+    rows_for_table, bad, faceless, used = [], 0, 0, set()
+    for item, results in run(files, clf, det, margin, every, batch_size, box_map):
+        for r in results:
+            if "error" in r:
+                bad += 1
+                err.print(f"[red]error[/red]: {r['file']}: {r['error']}", soft_wrap=True)
+                continue
+            if r.get("faces") == 0:
+                faceless += 1
+                err.print(f"{r['file']}: {r.get('note', 'no face found')}", soft_wrap=True)
+            if as_json:
+                data_out(json.dumps(r))
+            elif as_csv:
+                if "label" in r:
+                    writer.writerow([r["file"], r.get("frame", ""), r["face"], *r["box"], r["label"], r["confidence"],
+                                     r["face_px"], *(r["probs"][c] for c in clf.classes)])
+                else:
+                    writer.writerow([r["file"], r.get("frame", ""), "", "", "", "", "", "", "", "", *([""] * len(clf.classes))])
+                sys.stdout.flush()
+            elif "label" in r:
+                rows_for_table.append(r)
+        if save and item.image is not None:
+            save_annotated(save, item.file, item.frame, item.image, results, used)
+    if not (as_json or as_csv):
+        from rich.console import Console
+        from rich.table import Table
+
+        table = Table()
+        for col in ("file", "face", "label", "confidence", "face px", "box"):
+            table.add_column(col, justify="right" if col in ("confidence", "face px") else "left")
+        for r in rows_for_table:
+            name = r["file"] + (f"#{r['frame']}" if "frame" in r else "")
+            table.add_row(name, str(r["face"]), r["label"], f"{r['confidence']:.3f}", f"{r['face_px']:.0f}",
+                          ",".join(f"{v:.0f}" for v in r["box"]))
+        if rows_for_table:
+            Console(highlight=False).print(table)
+    if save:
+        err.print(f"annotated copies in {save}")
+    if bad or faceless:
+        raise typer.Exit(1)
+
+
+@app.command("export")
+@handle_errors
+def export_cmd(
+    weights: Path = typer.Option(..., "--weights", "-w", help="Checkpoint to export."),
+    fmt: str = typer.Option("onnx", "--format", "-f", help="onnx (needs the onnx extra) or torchscript."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Output file (default next to the weights)."),
+    input_size: Optional[int] = typer.Option(None, "--input-size", help="Face size in px the graph takes (default: the middle trained LR size, or HR for a teacher)."),
+    as_json: bool = JsonOpt,
+):
+    """Export a checkpoint to ONNX or TorchScript, checking parity with the eager model.
+
+    The graph takes (N, C, s, s) float32 faces in [0, 1] (dynamic N) and returns logits.
+    """
+    from gmenet_cli.export import export
+
+    info = export(str(weights), fmt, str(out) if out else None, input_size)
+    if as_json:
+        data_out(json.dumps(info))
+    err.print(f"wrote {info['path']} ({fmt}, input {info['input']}); parity: max |exported - eager| = {info['max_abs_diff']:.2e}")
+
+
+@app.command()
+@handle_errors
+def models(
+    input_size: int = typer.Option(48, "--input-size", help="Working (HR) size for the FLOP count."),
+    lr_size: int = typer.Option(12, "--lr-size", help="LR face size fed to students for the FLOP count."),
+    channels: int = typer.Option(1, "--channels", help="Input channels (1 gray, 3 colour)."),
+    classes: int = typer.Option(8, "--classes", help="Number of classes."),
+    as_json: bool = JsonOpt,
+):
+    """List registered models with parameter counts and FLOPs (2 x multiply-adds, one face)."""
+    from rich.table import Table
+
+    from gmenet_cli.models import count_flops, count_params, create_model, get_spec, list_models
+
+    rows = []
+    for name in list_models():
+        spec = get_spec(name)
+        m = create_model(name, in_chans=channels, num_classes=classes, input_size=input_size)
+        size = input_size if spec.kind == "teacher" else lr_size
+        rows.append({"name": name, "kind": spec.kind, "params": count_params(m),
+                     "gflops": count_flops(m, channels, size) / 1e9, "input_px": size, "about": spec.about})
+    if as_json:
+        for r in rows:
+            data_out(json.dumps(r))
+        return
+    table = Table(title=f"models at {input_size}px working size ({channels} ch, {classes} classes)", title_justify="left")
+    for col in ("name", "kind", "params", "GFLOPs", "input px", "about"):
+        table.add_column(col, justify="right" if col in ("params", "GFLOPs", "input px") else "left")
+    for r in rows:
+        table.add_row(r["name"], r["kind"], f"{r['params']:,}", f"{r['gflops']:.3f}", str(r["input_px"]), r["about"])
+    from rich.console import Console
+
+    Console(highlight=False).print(table)
+
+
 def main() -> None:
     app()
 

@@ -375,7 +375,7 @@ def fit(command: str, task, model, store: Store, cfg: Config, rt: Runtime, run_d
                 n = len(batch["target"])
                 seen += n
                 correct += int((res["logits"].argmax(1).cpu() == batch["target"]).sum())
-                scalars = {k: float(v) for k, v in res.items() if k != "logits" and torch.is_tensor(v) and v.ndim == 0}
+                scalars = {k: float(v.detach()) for k, v in res.items() if k != "logits" and torch.is_tensor(v) and v.ndim == 0}
                 for k, v in scalars.items():
                     sums[k] = sums.get(k, 0.0) + v * n
                 cb.batch(i, {"loss": scalars["loss"], "acc": correct / seen})

@@ -23,8 +23,8 @@ class ChannelAttention(nn.Module):
         self.mlp = nn.Sequential(nn.Conv2d(channels, hidden, 1), nn.ReLU(inplace=True), nn.Conv2d(hidden, channels, 1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        avg = F.adaptive_avg_pool2d(x, 1)
-        mx = F.adaptive_max_pool2d(x, 1)
+        avg = x.mean(dim=(2, 3), keepdim=True)  # plain reductions (not adaptive pools) export to ONNX cleanly
+        mx = x.amax(dim=(2, 3), keepdim=True)
         return self.mlp(avg) + self.mlp(mx)
 
 

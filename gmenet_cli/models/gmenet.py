@@ -26,12 +26,19 @@ class GlobalBranch(nn.Module):
     Decoder mirrors it: up + skip -> MC(2w) @S/2 -> up + skip -> MC(w) @S. "Quasi": the decoder reuses
     the encoder's widths but fuses skips by addition, so it is lighter than a strict mirror.
 
-    (B, Cin, S, S) -> (B, w, S, S)."""
+    `stride` 2 starts the branch at half the stem's resolution: global context needs no fine detail, and
+    it halves the branch's cost on CPU (depthwise dilated convs are memory-bound there).
 
-    def __init__(self, cin: int, width: int, dilations: tuple = (1, 2, 3, 4)):
+    (B, Cin, S, S) -> (B, w, S/stride, S/stride)."""
+
+    def __init__(self, cin: int, width: int, dilations: tuple = (1, 2, 3, 4), stride: int = 2, in_size: int = 24):
         super().__init__()
         w2 = 2 * width
-        self.proj = nn.Sequential(conv_bn(cin, width, 1), nn.ReLU(inplace=True))
+        # Level sizes as Python constants (3x3, pad 1, stride 2 -> (n - 1) // 2 + 1): static shapes export cleanly.
+        n0 = (in_size - 1) // stride + 1 if stride > 1 else in_size
+        n1 = (n0 - 1) // 2 + 1
+        self.sizes = (n0, n1)
+        self.proj = nn.Sequential(conv_bn(cin, width, 3 if stride > 1 else 1, stride), nn.ReLU(inplace=True))
         self.enc0 = MixedChannelBlock(width, dilations)
         self.down1 = nn.Sequential(conv_bn(width, w2, 3, 2), nn.ReLU(inplace=True))
         self.enc1 = MixedChannelBlock(w2, dilations)
@@ -42,15 +49,16 @@ class GlobalBranch(nn.Module):
         self.dec0 = MixedChannelBlock(width, dilations)
 
     @staticmethod
-    def _up(x: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-        return F.interpolate(x, size=like.shape[-2:], mode="bilinear", align_corners=False)
+    def _up(x: torch.Tensor, n: int) -> torch.Tensor:
+        return F.interpolate(x, size=(n, n), mode="bilinear", align_corners=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        e0 = self.enc0(self.proj(x))  # (B, w, S, S)
-        e1 = self.enc1(self.down1(e0))  # (B, 2w, S/2, S/2)
-        m = self.mid(self.down2(e1))  # (B, 2w, S/4, S/4)
-        d1 = self.dec1(self._up(m, e1) + e1)  # (B, 2w, S/2, S/2)
-        return self.dec0(self.up0(self._up(d1, e0)) + e0)  # (B, w, S, S)
+        n0, n1 = self.sizes
+        e0 = self.enc0(self.proj(x))  # (B, w, n0, n0), n0 = S / stride
+        e1 = self.enc1(self.down1(e0))  # (B, 2w, n1, n1), n1 = n0 / 2
+        m = self.mid(self.down2(e1))  # (B, 2w, n0/4, n0/4)
+        d1 = self.dec1(self._up(m, n1) + e1)  # (B, 2w, n1, n1)
+        return self.dec0(self.up0(self._up(d1, n0)) + e0)  # (B, w, n0, n0)
 
 
 class GMENet(FERModel):
@@ -65,6 +73,7 @@ class GMENet(FERModel):
         spatial: str = "depthwise",
         global_branch: bool = True,
         global_width: int = 32,
+        global_stride: int = 2,
         dilations: tuple = (1, 2, 3, 4),
         fusion: str = "concat",
         dropout: float = 0.2,
@@ -75,7 +84,14 @@ class GMENet(FERModel):
             raise ValueError(f"fusion must be one of {', '.join(FUSIONS)}, got {fusion!r}")
         self.local = AttentionBackbone(in_chans, tuple(widths), tuple(depths), stem_stride, spatial)
         c = self.local.out_channels
-        self.global_branch = GlobalBranch(widths[0], global_width, tuple(dilations)) if global_branch else None
+        # Feature sizes are fixed (inputs are always resized to input_size first); Python constants keep the
+        # global branch's resizes and the fusion pool static, which ONNX export needs.
+        with torch.no_grad():
+            stem, local, _ = self.local.eval()(torch.zeros(1, in_chans, input_size, input_size))
+        self.local.train()
+        self.local_hw = tuple(int(v) for v in local.shape[-2:])
+        self.global_branch = (GlobalBranch(widths[0], global_width, tuple(dilations), global_stride, int(stem.shape[-1]))
+                              if global_branch else None)
         self.fusion = fusion if global_branch else "none"
         if self.global_branch is not None:
             if fusion == "concat":
@@ -87,12 +103,18 @@ class GMENet(FERModel):
         self.drop = nn.Dropout(dropout)
         self.head = nn.Linear(c, num_classes)
 
+    def _pool_to_local(self, g: torch.Tensor) -> torch.Tensor:
+        n0, lh = self.global_branch.sizes[0], self.local_hw[0]
+        if n0 % lh == 0:  # the usual case (12 -> 3): a fixed-kernel average pool, static for export
+            return F.avg_pool2d(g, n0 // lh)
+        return F.adaptive_avg_pool2d(g, self.local_hw)
+
     def forward(self, x: torch.Tensor, return_maps: bool = False):
         """x: (B, C, h, w) uint8 or [0, 1] float, any h, w -> logits (B, K) [, maps]."""
         stem, local, maps = self.local(self.preprocess(x))  # stem (B, w0, S1, S1); local (B, c, S', S')
         if self.global_branch is not None:
-            g = self.global_branch(stem)  # (B, gw, S1, S1)
-            g = F.adaptive_avg_pool2d(g, local.shape[-2:])  # (B, gw, S', S'): global context per cell
+            g = self.global_branch(stem)  # (B, gw, S1/global_stride, S1/global_stride)
+            g = self._pool_to_local(g)  # (B, gw, S', S'): global context per cell
             if self.fusion == "concat":
                 local = self.fuse(torch.cat([local, g], dim=1))
             elif self.fusion == "sum":
@@ -100,5 +122,5 @@ class GMENet(FERModel):
             else:  # gate: how much global context each position takes, learned from both
                 g = self.proj(g)
                 local = F.relu(local + torch.sigmoid(self.gate(torch.cat([local, g], dim=1))) * g)
-        logits = self.head(self.drop(F.adaptive_avg_pool2d(local, 1).flatten(1)))
+        logits = self.head(self.drop(local.mean(dim=(2, 3))))
         return (logits, maps) if return_maps else logits

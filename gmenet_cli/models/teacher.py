@@ -5,7 +5,6 @@
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from gmenet_cli.models.base import AttentionBackbone, FERModel
@@ -32,5 +31,5 @@ class AttentionResNet(FERModel):
     def forward(self, x: torch.Tensor, return_maps: bool = False):
         """x: (B, C, h, w) uint8 or [0, 1] float -> logits (B, K) [, maps]."""
         _, feat, maps = self.backbone(self.preprocess(x))  # feat: (B, W, S', S')
-        logits = self.head(self.drop(F.adaptive_avg_pool2d(feat, 1).flatten(1)))
+        logits = self.head(self.drop(feat.mean(dim=(2, 3))))
         return (logits, maps) if return_maps else logits
