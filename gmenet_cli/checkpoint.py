@@ -27,7 +27,8 @@ def plain(obj):
     import numpy as np
 
     if isinstance(obj, dict):
-        return {str(k): plain(v) for k, v in obj.items()}
+        # keys keep their type: the optimizer's state is keyed by int parameter ids
+        return {(k if type(k) in (int, str) else str(k)): plain(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
         return type(obj)(plain(v) for v in obj)
     if isinstance(obj, torch.Tensor) or obj is None or type(obj) in (bool, int, float, str, bytes):

@@ -56,7 +56,9 @@ def _scales(values: Optional[List[str]]) -> Optional[list[int]]:
     out = []
     for v in values:
         for part in str(v).split(","):
-            part = part.strip().lower().lstrip("x")
+            part = part.strip().lower()
+            if part[:1] == "x" and part[1:].isdigit():  # "x4" reads as 4
+                part = part[1:]
             if not part:
                 continue
             try:
@@ -123,7 +125,7 @@ def prepare(
     cfg = build_config(config_file=str(config) if config else None, sets=sets, flags=flags)
     start = time.perf_counter()
     with Progress(TextColumn("preparing"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                  console=err, transient=True) as bar:
+                  console=err, transient=True, disable=not err.is_terminal) as bar:
         task = bar.add_task("prepare", total=None)
         path, manifest = run_prepare(src, root_dir, out, cfg.prepare, strict=strict, workers=workers,
                                      progress=lambda d, t: bar.update(task, completed=d, total=t))
@@ -165,7 +167,8 @@ class _RichTraining:
 
         self.quiet = quiet
         self.bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                            TextColumn("{task.fields[stats]}"), TimeRemainingColumn(), console=err, transient=True)
+                            TextColumn("{task.fields[stats]}"), TimeRemainingColumn(), console=err, transient=True,
+                            disable=quiet or not err.is_terminal)
         self.task = None
 
     def start(self, info: dict) -> None:
@@ -175,7 +178,7 @@ class _RichTraining:
                   f"{info['store']}, {info['epochs']} epochs{resumed} -> {info['run_dir']}")
 
     def epoch_start(self, epoch: int, epochs: int, batches: int) -> None:
-        if self.quiet:
+        if self.bar.disable:
             return
         self.bar.start()
         self.task = self.bar.add_task(f"epoch {epoch + 1}/{epochs}", total=batches, stats="")
@@ -368,6 +371,7 @@ def predict(
     detector_model: Optional[Path] = typer.Option(None, "--detector-model", help="YuNet ONNX file for --detector yunet."),
     no_detect: bool = typer.Option(False, "--no-detect", help="Each input is already a cropped face (same as --detector none)."),
     boxes: Optional[Path] = typer.Option(None, "--boxes", help="CSV of face boxes: file,x,y,w,h (replaces detection)."),
+    min_score: Optional[float] = typer.Option(None, "--min-score", help="Drop detections scoring below this (default: haar 2.0 level weight; yunet 0.6 confidence)."),
     margin: float = typer.Option(0.1, "--margin", min=0.0, max=1.0, help="Context added around each detected box, as a fraction of its size."),
     every: int = typer.Option(10, "--every", min=1, help="Videos: classify every N-th frame."),
     batch_size: int = typer.Option(64, "--batch-size", "-b", min=1, help="Faces per classification batch."),
@@ -398,7 +402,7 @@ def predict(
 
         raise UsageError("no input images found" + (" (stdin was empty)" if "-" in inputs else ""))
     clf = Classifier(str(weights) if weights else None, select_device(device))
-    det = None if (no_detect or boxes) else make_detector(detector, str(detector_model) if detector_model else None)
+    det = None if (no_detect or boxes) else make_detector(detector, str(detector_model) if detector_model else None, min_score)
     box_map = read_box_csv(str(boxes)) if boxes else None
     if save:
         if save.exists() and not save.is_dir():

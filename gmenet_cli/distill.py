@@ -28,11 +28,12 @@ def map_similarity_loss(student: torch.Tensor, teacher: torch.Tensor) -> torch.T
 def check_pairing(student_maps, teacher_maps) -> None:
     if len(student_maps) != len(teacher_maps):
         raise UsageError(f"student has {len(student_maps)} attention blocks, teacher has {len(teacher_maps)}: "
-                         "use a teacher of the same size letter (gmenet_s <-> teacher_s)")
+                         "use a teacher of the same size letter (gmenet_s pairs with teacher_s)")
     for i, ((sc, ss), (tc, ts)) in enumerate(zip(student_maps, teacher_maps)):
         if sc.shape != tc.shape or ss.shape != ts.shape:
             raise UsageError(f"attention maps of block {i} differ: student {tuple(sc.shape)}/{tuple(ss.shape)} vs "
-                             f"teacher {tuple(tc.shape)}/{tuple(ts.shape)}; use the matching teacher size")
+                             f"teacher {tuple(tc.shape)}/{tuple(ts.shape)}; use a teacher of the same size letter "
+                             "(gmenet_s pairs with teacher_s)")
 
 
 class ASKDLoss(nn.Module):

@@ -153,6 +153,7 @@ def train_teacher(cfg: Config, rt: Runtime, data: str | None = None, name: str |
     if get_spec(cfg.model.teacher).kind != "teacher":
         raise UsageError(f"'{cfg.model.teacher}' is not a teacher model; use one of teacher_t, teacher_s, teacher_m")
     kwargs = {"in_chans": store.channels, "num_classes": len(store.classes), "input_size": store.hr_size, **cfg.model.kwargs}
+    seed_everything(cfg.train.seed, cfg.train.deterministic)  # before building: the weight init is seeded too
     model = create_model(cfg.model.teacher, **kwargs)
     task = ClassifierTask(model, ClassificationLoss(cfg.train.label_smoothing, cfg.train.soft_labels), "hr", rt.channels_last)
     meta = {
@@ -188,6 +189,7 @@ def train_student(cfg: Config, rt: Runtime, data: str | None = None, teacher: st
     if get_spec(cfg.model.name).kind != "student":
         raise UsageError(f"'{cfg.model.name}' is not a student model; use one of gmenet_t, gmenet_s, gmenet_m")
     kwargs = {"in_chans": store.channels, "num_classes": len(store.classes), "input_size": store.hr_size, **cfg.model.kwargs}
+    seed_everything(cfg.train.seed, cfg.train.deterministic)  # before building: the weight init is seeded too
     model = create_model(cfg.model.name, **kwargs)
     loss = ClassificationLoss(cfg.train.label_smoothing, cfg.train.soft_labels)
     meta = {
@@ -308,7 +310,7 @@ def fit(command: str, task, model, store: Store, cfg: Config, rt: Runtime, run_d
     if val_name != cfg.train.val_split:
         cb.message(f"no '{cfg.train.val_split}' split in the store; "
                    + (f"selecting best.pt on '{val_name}'" if val_name else "best.pt = last epoch (no validation split)"))
-    seed_everything(cfg.train.seed + rt.rank, cfg.train.deterministic)
+    torch.manual_seed(cfg.train.seed + rt.rank)  # per-rank dropout streams; the init was seeded identically
     model.to(rt.device)
     if getattr(task, "teacher", None) is not None:
         task.teacher.to(rt.device)
@@ -387,6 +389,7 @@ def fit(command: str, task, model, store: Store, cfg: Config, rt: Runtime, run_d
             row["train_acc"] = totals[-2] / seen_all
             if val_name:
                 row.update(validate(task, store.split(val_name), rt, scales, max(cfg.train.batch_size, 256)))
+            row["train_images"] = int(seen_all)  # summed over ranks: each sample once per epoch
             row["epoch_time_s"] = seconds
             row["images_per_s"] = seen_all / seconds
             metric = row.get("val_acc", row["train_acc"])
@@ -404,10 +407,12 @@ def fit(command: str, task, model, store: Store, cfg: Config, rt: Runtime, run_d
                 _plot(run_dir / "results.png", rows)
             cb.epoch_end({**row, "best": improved})
     except KeyboardInterrupt:
-        if rt.is_main:
-            checkpoint.save(weights / "last.pt", snapshot(epoch, False, {}))
-        raise TrainingError(f"interrupted in epoch {epoch + 1}; saved {weights / 'last.pt'}. "
-                            f"Resume with: gmenet {command} --name {run_dir.name} --resume", exit_code=130) from None
+        # last.pt stays at the last completed epoch (mid-epoch weights are not saved): a resumed run then
+        # replays exactly what an uninterrupted one would have done, as after kill -9.
+        done = f"{weights / 'last.pt'} holds epoch {epoch}" if epoch > start_epoch or start_epoch else "no epoch completed yet"
+        hint = (f"Resume with: gmenet {command} --name {run_dir.name} --resume" if (weights / "last.pt").is_file()
+                else "Rerun the command to start over")
+        raise TrainingError(f"interrupted in epoch {epoch + 1}; {done}. {hint}", exit_code=130) from None
     # An epoch with no improvement never wrote best.pt only if no epoch ever ran (resume of a finished run is refused).
     return RunResult(run_dir, weights / "best.pt", weights / "last.pt", rows, best_metric, start_epoch)
 

@@ -37,6 +37,7 @@ class FaceDetector:
     """Interface: `detect(bgr) -> list of (x, y, w, h, score)` in the image's own pixels."""
 
     min_face = 30  # the smallest face (px, at detection scale) the detector finds reliably
+    min_score = 0.0  # detections scoring below this are dropped (see --min-score)
 
     def detect(self, bgr: np.ndarray) -> list[tuple[float, float, float, float, float]]:
         raise NotImplementedError
@@ -53,6 +54,9 @@ class HaarDetector(FaceDetector):
                              "or use --detector yunet --detector-model yunet.onnx")
         self.cascade = cv2.CascadeClassifier(str(path))
         self.min_face = 24
+        # Haar level weights: on astronaut.png and 12-24 px copies the face scored 3.2-6.4, the two false
+        # positives 0.8 and 1.2 (benchmarks/predict_speed.py prints them).
+        self.min_score = 2.0
 
     def detect(self, bgr):
         gray = cv2.equalizeHist(cv2.cvtColor(bgr, cv2.COLOR_BGR2GRAY) if bgr.ndim == 3 else bgr)
@@ -86,14 +90,18 @@ class YuNetDetector(FaceDetector):
         return [(float(f[0]), float(f[1]), float(f[2]), float(f[3]), float(f[14])) for f in faces]
 
 
-def make_detector(name: str, model_path: str | None) -> FaceDetector | None:
+def make_detector(name: str, model_path: str | None, min_score: float | None = None) -> FaceDetector | None:
     if name == "none":
         return None
     if name == "haar":
-        return HaarDetector()
-    if name == "yunet":
-        return YuNetDetector(model_path or "")
-    raise UsageError(f"unknown detector '{name}'. Valid: haar, yunet, none")
+        det: FaceDetector = HaarDetector()
+    elif name == "yunet":
+        det = YuNetDetector(model_path or "")
+    else:
+        raise UsageError(f"unknown detector '{name}'. Valid: haar, yunet, none")
+    if min_score is not None:
+        det.min_score = min_score
+    return det
 
 
 def detect_faces(detector: FaceDetector, bgr: np.ndarray) -> tuple[list, float]:
@@ -105,10 +113,10 @@ def detect_faces(detector: FaceDetector, bgr: np.ndarray) -> tuple[list, float]:
     if max(h, w) < DETECT_MIN_SIDE:
         f = min(8.0, DETECT_MIN_SIDE / max(h, w))
         bgr = cv2.resize(bgr, (round(w * f), round(h * f)), interpolation=cv2.INTER_CUBIC)
-    boxes = detector.detect(bgr)
+    boxes = [b for b in detector.detect(bgr) if b[4] >= detector.min_score]
     boxes = [(x / f, y / f, bw / f, bh / f, s) for x, y, bw, bh, s in boxes]
-    # Biggest first: the main subject gets face index 0.
-    return sorted(boxes, key=lambda b: -b[2] * b[3]), f
+    # Most confident first: face 0 is the detector's best guess.
+    return sorted(boxes, key=lambda b: -b[4]), f
 
 
 # ---------------------------------------------------------------------------------------------- inputs

@@ -1,0 +1,131 @@
+"""Model core: every registered model, the teacher/student map contract, A-SKD, ablation switches."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from gmenet_cli.distill import ASKDLoss, ClassificationLoss, DistillTask, map_similarity_loss
+from gmenet_cli.errors import UsageError
+from gmenet_cli.models import count_flops, count_params, create_model, get_spec, list_models
+
+SMALL = dict(num_classes=5, input_size=32)
+
+
+@pytest.mark.parametrize("name", list_models())
+@pytest.mark.parametrize("in_chans", [1, 3])
+def test_forward_backward_every_model(name, in_chans):
+    torch.manual_seed(0)
+    size = 16 if name.endswith("_m") else 32  # keep the GPU-sized models quick on CPU
+    model = create_model(name, in_chans=in_chans, num_classes=5, input_size=size)
+    x = torch.rand(3, in_chans, 8, 8)  # a tiny LR face: resized inside the model
+    logits, maps = model(x, return_maps=True)
+    assert logits.shape == (3, 5)
+    assert torch.isfinite(logits).all()
+    logits.sum().backward()
+    grads = [p.grad for p in model.parameters() if p.requires_grad]
+    assert all(g is not None and torch.isfinite(g).all() for g in grads)
+    for c_map, s_map in maps:
+        assert c_map.shape[:2] == (3, c_map.shape[1]) and c_map.shape[2:] == (1, 1)
+        assert s_map.shape[1] == 1
+    assert model(torch.randint(0, 256, (2, in_chans, size, size), dtype=torch.uint8)).shape == (2, 5)
+
+
+@pytest.mark.parametrize("size", ["t", "s", "m"])
+def test_teacher_and_student_maps_pair(size):
+    teacher = create_model(f"teacher_{size}", in_chans=1, num_classes=5, input_size=16)
+    student = create_model(f"gmenet_{size}", in_chans=1, num_classes=5, input_size=16)
+    _, t_maps = teacher(torch.rand(2, 1, 16, 16), return_maps=True)
+    _, s_maps = student(torch.rand(2, 1, 8, 8), return_maps=True)
+    assert len(t_maps) == len(s_maps) > 0
+    for (tc, ts), (sc, ss) in zip(t_maps, s_maps):
+        assert tc.shape == sc.shape and ts.shape == ss.shape
+
+
+def test_askd_zero_for_identical_maps_positive_otherwise():
+    torch.manual_seed(0)
+    maps = [(torch.randn(4, 8, 1, 1), torch.randn(4, 1, 6, 6)) for _ in range(3)]
+    loss, parts = ASKDLoss(weight=5.0)(maps, [(c.clone(), s.clone()) for c, s in maps])
+    assert loss.item() == pytest.approx(0.0, abs=1e-6)
+    other = [(torch.randn_like(c), torch.randn_like(s)) for c, s in maps]
+    loss2, parts2 = ASKDLoss(weight=5.0)(maps, other)
+    assert loss2.item() > 0
+    assert loss2.item() == pytest.approx(5.0 * (parts2["askd_channel"] + parts2["askd_spatial"]).item(), rel=1e-5)
+    # 1 - cos: opposite maps give 2, scaled maps give 0 (cosine ignores magnitude)
+    a = torch.randn(2, 1, 4, 4)
+    assert map_similarity_loss(a, -a).item() == pytest.approx(2.0, abs=1e-5)
+    assert map_similarity_loss(a, 3 * a).item() == pytest.approx(0.0, abs=1e-5)
+    only_channel, p = ASKDLoss(1.0, "channel")(maps, other)
+    assert p["askd_spatial"].item() == 0 and only_channel.item() > 0
+
+
+def test_askd_refuses_unpaired_maps():
+    t = create_model("teacher_s", in_chans=1, **SMALL)
+    s = create_model("gmenet_t", in_chans=1, **SMALL)
+    _, t_maps = t(torch.rand(1, 1, 32, 32), return_maps=True)
+    _, s_maps = s(torch.rand(1, 1, 32, 32), return_maps=True)
+    with pytest.raises(UsageError, match="same size letter|differ"):
+        ASKDLoss()(s_maps, t_maps)
+
+
+def test_gradients_reach_the_student_only():
+    torch.manual_seed(0)
+    teacher = create_model("teacher_t", in_chans=1, **SMALL)
+    student = create_model("gmenet_t", in_chans=1, **SMALL)
+    task = DistillTask(student, teacher, ClassificationLoss(), ASKDLoss(5.0), kd_weight=1.0).train()
+    batch = {
+        "hr": torch.randint(0, 256, (4, 1, 32, 32), dtype=torch.uint8),
+        "lr": {4: (torch.arange(4), torch.randint(0, 256, (4, 1, 8, 8), dtype=torch.uint8))},
+        "target": torch.tensor([0, 1, 2, 3]),
+    }
+    out = task(batch, torch.device("cpu"))
+    assert {"loss", "ce", "askd", "askd_channel", "askd_spatial", "kd", "logits"} <= set(out)
+    out["loss"].backward()
+    assert all(p.grad is None for p in teacher.parameters())
+    assert all(p.grad is not None for p in student.parameters() if p.requires_grad)
+    assert not teacher.training  # frozen teacher stays in eval mode inside a training task
+
+
+def _arch(model) -> list[str]:
+    return [f"{n}:{tuple(p.shape)}" for n, p in model.named_parameters()]
+
+
+@pytest.mark.parametrize("switch", [{"global_branch": False}, {"spatial": "standard"}, {"fusion": "gate"},
+                                    {"fusion": "sum"}, {"global_stride": 1}, {"dilations": (1, 2)}])
+def test_each_ablation_switch_changes_the_architecture(switch):
+    base = create_model("gmenet_s", in_chans=1, **SMALL)
+    changed = create_model("gmenet_s", in_chans=1, **SMALL, **switch)
+    assert _arch(base) != _arch(changed)
+    assert changed(torch.rand(2, 1, 8, 8)).shape == (2, 5)
+
+
+def test_registry_errors_name_the_valid_choices():
+    with pytest.raises(UsageError, match="Did you mean 'gmenet_s'.*Valid models"):
+        create_model("gmenet_ss")
+    with pytest.raises(UsageError, match="no option globl_branch"):
+        create_model("gmenet_s", globl_branch=False)
+    with pytest.raises(UsageError, match="fusion"):
+        create_model("gmenet_s", fusion="magic")
+    assert get_spec("teacher_s").kind == "teacher" and get_spec("gmenet_s").kind == "student"
+
+
+def test_counts_are_plausible():
+    s = create_model("gmenet_s", in_chans=1, num_classes=8, input_size=48)
+    t = create_model("teacher_s", in_chans=1, num_classes=8, input_size=48)
+    no_global = create_model("gmenet_s", in_chans=1, num_classes=8, input_size=48, global_branch=False)
+    assert count_params(s) > count_params(no_global) > 0
+    assert count_flops(s, 1, 12) > count_flops(no_global, 1, 12) > 0
+    assert count_flops(t, 1, 48) > 0
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("name", ["teacher_s", "gmenet_s"])
+def test_cuda_autocast_channels_last(name):
+    model = create_model(name, in_chans=1, num_classes=8, input_size=48).cuda().to(memory_format=torch.channels_last)
+    x = torch.rand(16, 1, 12, 12, device="cuda")
+    with torch.autocast("cuda", dtype=torch.bfloat16):
+        logits, maps = model(x, return_maps=True)
+    assert logits.shape == (16, 8) and torch.isfinite(logits.float()).all()
+    logits.float().sum().backward()
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)

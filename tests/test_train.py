@@ -1,0 +1,209 @@
+"""distill-teacher and train end to end on a tiny synthetic store: checkpoints, resume, errors, DDP."""
+
+from __future__ import annotations
+
+import csv
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from gmenet_cli import checkpoint
+from gmenet_cli.data.loader import PairedBatches
+from gmenet_cli.data.store import Store
+
+from conftest import json_lines
+
+
+def _rows(run: Path) -> list[dict]:
+    with open(run / "results.csv") as f:
+        return list(csv.DictReader(f))
+
+
+def test_teacher_then_student_then_reload_and_predict(tiny_runs, cli, workdir):
+    for key in ("teacher", "student"):
+        path = tiny_runs[key]
+        raw = torch.load(path, weights_only=True)  # plain data only
+        assert raw["format"] == "gmenet-checkpoint"
+        ck = checkpoint.load(path)
+        assert ck["classes"][0] == "neutral" and len(ck["classes"]) == 8
+        model = checkpoint.build_model(ck, path)
+        size = ck["input"]["hr_size"] if key == "teacher" else min(int(v) for v in ck["input"]["lr_sizes"].values())
+        assert model(torch.rand(2, 1, size, size)).shape == (2, 8)
+    student = checkpoint.load(tiny_runs["student"])
+    assert student["kind"] == "student" and student["distill"] is True
+    assert student["input"]["scales"] == [2, 4] and student["input"]["lr_sizes"] == {"2": 24, "4": 12}
+    assert student["teacher"]["model"] == "teacher_t"
+    run = tiny_runs["student"].parent.parent
+    rows = _rows(run)
+    assert len(rows) == 2
+    for col in ("train_loss", "train_ce", "train_askd", "train_askd_channel", "train_askd_spatial", "train_acc",
+                "val_acc", "val_acc_x2", "val_acc_x4", "lr", "epoch_time_s", "images_per_s"):
+        assert col in rows[0]
+    assert (run / "config.yaml").is_file() and (run / "results.png").is_file()
+    # the student classifies a face crop through predict
+    from synth import face
+    import cv2
+
+    cv2.imwrite(str(workdir / "crop.png"), face(1, 24))
+    res = cli("predict", workdir / "crop.png", "--weights", tiny_runs["student"], "--no-detect", "--json")
+    assert res.exit_code == 0, res.output
+    (line,) = json_lines(res.stdout)
+    assert line["label"] in student["classes"] and line["input_px"] == 24
+
+
+def test_distillation_is_learning_on_synthetic_faces(tiny_runs):
+    """Guard against a silently broken loop: after 2 epochs the teacher beats chance (1/8) on train."""
+    rows = _rows(tiny_runs["teacher"].parent.parent)
+    assert float(rows[-1]["train_acc"]) > 0.2
+
+
+def test_interrupted_run_resumes_to_the_same_epoch_count(tiny_store, cli, workdir, monkeypatch):
+    from gmenet_cli import engine
+
+    calls = {"n": 0}
+    real_validate = engine.validate
+
+    def interrupt_second_epoch(*a, **k):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt
+        return real_validate(*a, **k)
+
+    monkeypatch.setattr(engine, "validate", interrupt_second_epoch)
+    res = cli("train", "--data", tiny_store, "--no-distill", "--preset", "tiny", "--epochs", "3", "--name", "r", "-q")
+    assert res.exit_code == 130
+    assert "--resume" in res.stderr
+    last = checkpoint.load(workdir / "runs/train/r/weights/last.pt")
+    assert last["epoch"] == 1 and not last["finished"]
+    monkeypatch.setattr(engine, "validate", real_validate)
+    res = cli("train", "--name", "r", "--resume", "-q")
+    assert res.exit_code == 0, res.output
+    assert "resuming" in res.stderr
+    rows = _rows(workdir / "runs/train/r")
+    assert [int(r["epoch"]) for r in rows] == [1, 2, 3]
+    assert checkpoint.load(workdir / "runs/train/r/weights/last.pt")["finished"]
+    again = cli("train", "--name", "r", "--resume", "-q")
+    assert again.exit_code == 2 and "already finished" in again.stderr
+
+
+def test_resumed_run_matches_uninterrupted_run(tiny_store, cli, workdir, monkeypatch):
+    """Deterministic CPU run: 3 epochs straight == interrupted in epoch 2 + --resume (bit for bit)."""
+    from gmenet_cli import engine
+
+    common = ["--data", tiny_store, "--no-distill", "--preset", "tiny", "--epochs", "3", "--deterministic", "-q"]
+    assert cli("train", *common, "--name", "full").exit_code == 0
+    real_validate, calls = engine.validate, {"n": 0}
+
+    def interrupt(*a, **k):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt
+        return real_validate(*a, **k)
+
+    monkeypatch.setattr(engine, "validate", interrupt)
+    assert cli("train", *common, "--name", "cut").exit_code == 130
+    monkeypatch.setattr(engine, "validate", real_validate)
+    assert cli("train", "--name", "cut", "--resume", "-q").exit_code == 0
+    a = checkpoint.load(workdir / "runs/train/full/weights/last.pt")["state_dict"]
+    b = checkpoint.load(workdir / "runs/train/cut/weights/last.pt")["state_dict"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_non_finite_loss_stops_with_epoch_and_batch(tiny_store, cli, workdir, monkeypatch):
+    from gmenet_cli import distill
+
+    real = distill.ClassificationLoss.forward
+    count = {"n": 0}
+
+    def poisoned(self, logits, batch):
+        loss = real(self, logits, batch)
+        if not self.training:  # validation batches do not count
+            return loss
+        count["n"] += 1
+        return loss * float("nan") if count["n"] == 6 else loss  # 4 batches per epoch: epoch 2, batch 2
+
+    monkeypatch.setattr(distill.ClassificationLoss, "forward", poisoned)
+    res = cli("train", "--data", tiny_store, "--no-distill", "--preset", "tiny", "--epochs", "3", "--name", "nan", "-q")
+    assert res.exit_code == 1
+    assert "non-finite loss" in res.stderr and "epoch 2, batch 2" in res.stderr
+    assert checkpoint.load(workdir / "runs/train/nan/weights/last.pt")["epoch"] == 1
+
+
+def test_bare_train_takes_latest_store_and_teacher(tiny_store, tiny_runs, cli, workdir):
+    shutil.copytree(tiny_store, workdir / "prepared" / "tiny")
+    shutil.copytree(tiny_runs["teacher"].parent.parent, workdir / "runs" / "distill-teacher" / "exp")
+    res = cli("train", "--preset", "tiny", "--epochs", "1", "-q")
+    assert res.exit_code == 0, res.output
+    assert "most recent prepared store: prepared/tiny" in res.stderr
+    assert "most recent teacher" in res.stderr
+    assert (workdir / "runs/train/exp/weights/best.pt").is_file()
+    res2 = cli("train", "--preset", "tiny", "--epochs", "1", "-q", "--no-distill")
+    assert res2.exit_code == 0 and (workdir / "runs/train/exp2").is_dir()
+
+
+def test_mismatched_teacher_and_bad_options(tiny_store, tiny_runs, cli, workdir, tmp_path):
+    # a teacher of another size does not pair with the student's maps
+    res = cli("train", "--data", tiny_store, "--teacher", tiny_runs["teacher"], "--model", "gmenet_s", "--epochs", "1", "-q")
+    assert res.exit_code == 2 and "same size letter" in res.stderr
+    # a student checkpoint is not a teacher
+    res = cli("train", "--data", tiny_store, "--teacher", tiny_runs["student"], "--preset", "tiny", "-q")
+    assert res.exit_code == 1 and "not a teacher" in res.stderr
+    for args, msg in [
+        (["--epochs", "-1"], "--epochs must be at least 1"),
+        (["--batch-size", "100000"], "larger than the 64 training faces"),
+        (["--scales", "8"], "scale x8 is not in"),
+        (["--model", "teacher_t"], "not a student model"),
+        (["--set", "train.epoch=3"], "Did you mean 'epochs'"),
+        (["--set", "optim.lr=abc"], "expects a number"),
+        (["--preset", "nope"], "unknown preset"),
+    ]:
+        res = cli("train", "--data", tiny_store, "--no-distill", *args, "-q")
+        assert res.exit_code == 2, (args, res.output)
+        assert msg in res.stderr, (args, res.stderr)
+        assert "Traceback" not in res.output
+    missing = cli("train", "--data", tmp_path / "nope", "--no-distill", "-q")
+    assert missing.exit_code == 1 and "prepared store not found" in missing.stderr
+
+
+def test_ddp_shards_are_disjoint_and_equal(tiny_store):
+    split = Store(tiny_store).split("train")
+    shards = []
+    for rank in range(2):
+        loader = PairedBatches(split, 8, [2], seed=0, rank=rank, world=2, drop_last=True)
+        loader.set_epoch(3)
+        shards.append(set(loader.indices().tolist()))
+    assert not shards[0] & shards[1]
+    assert len(shards[0]) == len(shards[1]) == split.count // 2
+
+
+def test_paired_augmentation_keeps_hr_and_lr_aligned(tiny_store):
+    split = Store(tiny_store).split("train")
+    loader = PairedBatches(split, 16, [4], shift=1, seed=1)
+    batch = next(iter(loader))
+    (pos, lr), = batch["lr"].values()
+    hr = batch["hr"][pos].float()
+    down = torch.nn.functional.avg_pool2d(hr, 4)  # area downsampling of the augmented HR view
+    # interior pixels (away from the replicated border) match the augmented LR view
+    assert (down[..., 1:-1, 1:-1] - lr.float()[..., 1:-1, 1:-1]).abs().max() <= 1.0
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="gloo CPU test on Linux")
+def test_torchrun_two_cpu_processes(tiny_store, tmp_path):
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", "29517",
+           "-m", "gmenet_cli", "distill-teacher", "--data", str(tiny_store), "--preset", "tiny", "--epochs", "1",
+           "--device", "cpu", "--name", "ddp", "-q"]
+    proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    ck = checkpoint.load(tmp_path / "runs/distill-teacher/ddp/weights/last.pt")
+    assert ck["epoch"] == 1 and ck["finished"]
+    rows = _rows(tmp_path / "runs/distill-teacher/ddp")
+    n = Store(tiny_store).split("train").count
+    assert int(rows[0]["train_images"]) == (n // 2 // 16) * 16 * 2  # both ranks' batches, each sample once
+    assert proc.stderr.count("done") == 1  # only rank 0 reports and writes
