@@ -12,6 +12,9 @@ import sys
 import traceback
 
 import typer
+
+# Typer's own usage errors (Typer >= 0.2x vendors Click; older releases use the click package).
+_CLICK_ERRORS = tuple(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")
 from rich.console import Console
 
 err = Console(stderr=True, highlight=False)
@@ -32,8 +35,8 @@ def handle_errors(fn):
 
         try:
             return fn(*args, **kwargs)
-        except (typer.Exit, typer.Abort, SystemExit):
-            raise
+        except (typer.Exit, typer.Abort, SystemExit, *_CLICK_ERRORS):
+            raise  # Click renders its own usage errors (exit 2)
         except GmenetError as e:
             err.print(f"[red]error:[/red] {e}", markup=True, soft_wrap=True)
             raise typer.Exit(e.exit_code) from None

@@ -79,6 +79,8 @@ def evaluate(weights: list[str], data: str | None, split: str | None, scales: li
             raise UsageError("pass --data PREPARED (the checkpoint does not name its store)")
         message(f"using the store the model was trained on: {data}")
     store = Store(data)
+    for path, ck in ckpts:  # before anything else: the wrong data is the most fundamental mismatch
+        _check_compatible(ck, store, path)
     if split is None:
         split = "test" if "test" in store.splits else "val"
     part = store.split(split)
@@ -92,7 +94,6 @@ def evaluate(weights: list[str], data: str | None, split: str | None, scales: li
         raise UsageError(f"scale x{bad[0]} is not in {store.path} (it has {', '.join(f'x{s}' for s in store.scales)}; 1 = HR)")
     report = {"data": str(store.path), "split": split, "classes": store.classes, "count": part.count, "models": []}
     for path, ck in ckpts:
-        _check_compatible(ck, store, path)
         model = checkpoint.build_model(ck, path).to(device)
         results = []
         for s in scales:

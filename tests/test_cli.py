@@ -1,0 +1,75 @@
+"""The command line itself: help, version, start-up cost, config system, typos."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from gmenet_cli import __version__
+from gmenet_cli.config import build_config, parse_set
+from gmenet_cli.errors import UsageError
+
+
+def test_help_lists_every_command_and_imports_no_torch():
+    code = ("import sys; from gmenet_cli.cli import app; from typer.testing import CliRunner; "
+            "r = CliRunner().invoke(app, ['--help']); print(r.output); "
+            "print('TORCH' if 'torch' in sys.modules else 'NO_TORCH')")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60).stdout
+    for cmd in ("prepare", "distill-teacher", "train", "evaluate", "predict", "export", "models"):
+        assert cmd in out
+    assert "NO_TORCH" in out
+
+
+def test_version(cli):
+    res = cli("--version")
+    assert res.exit_code == 0 and res.stdout.strip() == f"gmenet {__version__}"
+
+
+@pytest.mark.parametrize("cmd", ["prepare", "distill-teacher", "train", "evaluate", "predict", "export", "models"])
+def test_every_command_has_actionable_help(cli, cmd):
+    res = cli(cmd, "--help")
+    assert res.exit_code == 0
+    assert "Example" in res.stdout or "Exit code" in res.stdout or "List" in res.stdout or "Export" in res.stdout
+
+
+def test_option_typo_names_the_valid_option(cli):
+    res = cli("train", "--epoch", "3")
+    assert res.exit_code == 2
+    assert "--epochs" in res.output
+
+
+def test_config_precedence_and_validation(tmp_path):
+    f = tmp_path / "c.yaml"
+    f.write_text("train:\n  epochs: 7\n  batch_size: 32\nmodel:\n  kwargs: {global_branch: false}\n")
+    cfg = build_config(preset="ferplus", config_file=str(f), sets=["train.epochs=9"], flags={"train.batch_size": 64})
+    assert cfg.train.epochs == 9 and cfg.train.batch_size == 64 and cfg.model.kwargs == {"global_branch": False}
+    assert cfg.prepare.scales == [2, 4, 8]  # from the preset
+    assert parse_set(["train.scales=2,4"]) == {"train": {"scales": "2,4"}}
+    assert build_config(sets=["train.scales=2,4"]).train.scales == [2, 4]
+    with pytest.raises(UsageError, match="Did you mean 'epochs'.*Valid keys"):
+        build_config(sets=["train.epoch=3"])
+    with pytest.raises(UsageError, match="unknown config key 'trian'"):
+        build_config(sets=["trian.epochs=3"])
+    with pytest.raises(UsageError, match="expects true/false"):
+        build_config(sets=["train.flip=maybe"])
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("train: [unclosed\n")
+    with pytest.raises(UsageError, match="not valid YAML"):
+        build_config(config_file=str(bad))
+    evil = tmp_path / "evil.yaml"
+    evil.write_text("train: !!python/object/apply:os.system ['echo pwned']\n")
+    with pytest.raises(UsageError, match="not valid YAML"):
+        build_config(config_file=str(evil))  # safe_load refuses python tags
+
+
+def test_models_table(cli):
+    res = cli("models", "--json")
+    assert res.exit_code == 0
+    import json
+
+    rows = [json.loads(line) for line in res.stdout.splitlines()]
+    names = {r["name"] for r in rows}
+    assert {"teacher_s", "gmenet_s", "gmenet_m"} <= names
+    assert all(r["params"] > 0 and r["gflops"] > 0 for r in rows)

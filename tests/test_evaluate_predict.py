@@ -1,0 +1,177 @@
+"""evaluate (metrics against hand-computed values), predict (real photo, tiny faces, pipelines) and export."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from gmenet_cli import checkpoint
+from gmenet_cli.data.store import Store
+from gmenet_cli.evaluate import confusion, metrics_from_confusion
+
+from conftest import ASTRONAUT, YUNET, json_lines
+
+
+def test_metrics_match_hand_computed_values():
+    # truth/prediction counts: rows = true class
+    conf = np.array([[3, 1, 0],
+                     [0, 2, 2],
+                     [0, 0, 0]])  # class c never occurs in the truth but is predicted twice
+    m = metrics_from_confusion(conf, ["a", "b", "c"])
+    assert m["accuracy"] == pytest.approx(5 / 8)
+    assert m["mean_class_accuracy"] == pytest.approx((3 / 4 + 2 / 4) / 2)  # classes present in the truth
+    p_a, r_a = 3 / 3, 3 / 4
+    p_b, r_b = 2 / 3, 2 / 4
+    f_a, f_b = 2 * p_a * r_a / (p_a + r_a), 2 * p_b * r_b / (p_b + r_b)
+    assert m["per_class"]["a"] == pytest.approx({"precision": p_a, "recall": r_a, "f1": f_a, "support": 4})
+    assert m["per_class"]["b"] == pytest.approx({"precision": p_b, "recall": r_b, "f1": f_b, "support": 4})
+    assert m["per_class"]["c"] == {"precision": 0.0, "recall": 0.0, "f1": 0.0, "support": 0}
+    assert m["macro_f1"] == pytest.approx((f_a + f_b + 0.0) / 3)  # sklearn: labels in truth or predictions
+    # a predicted-but-absent class counts in macro-F1 with F1 0 (precision 0)
+    conf2 = np.array([[1, 1], [0, 0]])
+    assert metrics_from_confusion(conf2, ["a", "b"])["macro_f1"] == pytest.approx((2 * 1 * 0.5 / 1.5 + 0) / 2)
+
+
+def test_evaluate_json_agrees_with_running_the_model(tiny_store, tiny_runs, cli, workdir):
+    res = cli("evaluate", "--weights", tiny_runs["student"], "--compare", tiny_runs["teacher"], "--data", tiny_store,
+              "--split", "val", "--scales", "1,2,4", "--out", workdir / "ev", "--json")
+    assert res.exit_code == 0, res.output
+    report = json.loads(res.stdout)
+    assert [r["view"] for r in report["models"][0]["results"]] == ["hr", "x2", "x4"]
+    assert [m["model"] for m in report["models"]] == ["gmenet_t", "teacher_t"]
+    # recompute x4 accuracy of the student by hand
+    ck = checkpoint.load(tiny_runs["student"])
+    model = checkpoint.build_model(ck)
+    split = Store(tiny_store).split("val")
+    with torch.no_grad():
+        pred = model(torch.from_numpy(np.array(split.lr[4]))).argmax(1).numpy()
+    x4 = report["models"][0]["results"][2]
+    assert x4["accuracy"] == pytest.approx(float((pred == split.labels).mean()))
+    assert np.array_equal(np.asarray(x4["confusion"]), confusion(model, split, 4, "cpu"))
+    for name in ("metrics.json", "confusion_matrix.png", "resolution_sweep.png"):
+        assert (workdir / "ev" / name).is_file()
+
+
+def test_evaluate_refuses_mismatched_data(tiny_runs, cli, workdir, tmp_path):
+    import synth
+
+    root = synth.make_folder(tmp_path / "f", names=("happy", "sad"))
+    assert cli("prepare", "--src", "folder", "--root", root, "--scale", "4", "--hr-size", "48", "--out", tmp_path / "s",
+               "--channels", "1").exit_code == 0
+    res = cli("evaluate", "--weights", tiny_runs["student"], "--data", tmp_path / "s")
+    assert res.exit_code == 1 and "predicts classes" in res.stderr
+    res = cli("evaluate", "--weights", tmp_path / "missing.pt")
+    assert res.exit_code == 1 and "checkpoint not found" in res.stderr
+
+
+def _downscale(src: Path, dst: Path, face_px: int) -> Path:
+    img = cv2.imread(str(src))
+    f = face_px / 100.0  # the astronaut's face is about 100 px wide (YuNet: 92 x 112)
+    cv2.imwrite(str(dst), cv2.resize(img, None, fx=f, fy=f, interpolation=cv2.INTER_AREA))
+    return dst
+
+
+@pytest.mark.parametrize("detector", ["haar", "yunet"])
+def test_predict_finds_the_astronaut_face_at_full_and_tiny_sizes(tiny_runs, cli, workdir, detector):
+    if detector == "yunet" and not YUNET.is_file():
+        pytest.skip(f"no YuNet model at {YUNET}")
+    paths = [ASTRONAUT, _downscale(ASTRONAUT, workdir / "a24.png", 24), _downscale(ASTRONAUT, workdir / "a16.png", 16)]
+    for path in paths:
+        res = cli("predict", path, "--weights", tiny_runs["student"], "--detector", detector, "--detector-model", YUNET, "--json")
+        assert res.exit_code == 0, (path, res.output)
+        faces = json_lines(res.stdout)
+        assert len(faces) == 1, faces
+        x, y, w, h = faces[0]["box"]
+        img_w = cv2.imread(str(path)).shape[1]
+        # the face centre lies where YuNet puts it on the full photo (about x 224, y 118 of 512)
+        assert abs((x + w / 2) / img_w - 224 / 512) < 0.06 and abs((y + h / 2) / img_w - 118 / 512) < 0.06
+        assert set(faces[0]["probs"]) == set(checkpoint.load(tiny_runs["student"])["classes"])
+        assert faces[0]["input_px"] in (12, 24)
+
+
+def test_predict_stdin_mixed_directory_and_exit_codes(tiny_runs, cli, workdir):
+    d = workdir / "photos"
+    d.mkdir()
+    shutil.copy(ASTRONAUT, d / "good.png")
+    _downscale(ASTRONAUT, d / "small.jpg", 24)
+    (d / "notes.txt").write_text("not an image")
+    data = (d / "small.jpg").read_bytes()
+    (d / "truncated.jpg").write_bytes(data[: len(data) // 3])
+    (d / "empty.jpg").write_bytes(b"")
+    (d / "dir.jpg").mkdir()
+    res = cli("predict", d, "--weights", tiny_runs["student"], "--json")
+    assert res.exit_code == 1  # some inputs unreadable; the rest processed
+    lines = json_lines(res.stdout)
+    assert {Path(r["file"]).name for r in lines if "label" in r} == {"good.png", "small.jpg"}
+    for bad in ("empty.jpg", "dir.jpg"):
+        assert bad in res.stderr
+    assert "truncated.jpg" in res.stdout + res.stderr  # truncated JPEGs may still decode partially
+    assert "notes.txt" in res.stderr
+    assert "Traceback" not in res.output
+    # stdin: one path per line, exit 0 when every input has a face
+    res = cli("predict", "-", "--weights", tiny_runs["student"], "--json", input=f"{d / 'good.png'}\n{d / 'small.jpg'}\n")
+    assert res.exit_code == 0, res.output
+    assert len(json_lines(res.stdout)) == 2 and all("label" in r for r in json_lines(res.stdout))
+
+
+def test_predict_no_face_no_detect_csv_and_save(tiny_runs, cli, workdir):
+    blank = workdir / "blank.png"
+    cv2.imwrite(str(blank), np.full((120, 160, 3), 128, np.uint8))
+    res = cli("predict", blank, "--weights", tiny_runs["student"], "--json")
+    assert res.exit_code == 1
+    assert json_lines(res.stdout) == [{"file": str(blank), "faces": 0, "note": json_lines(res.stdout)[0]["note"]}]
+    assert "no face found" in res.stderr
+    res = cli("predict", blank, "--weights", tiny_runs["student"], "--no-detect", "--csv")
+    assert res.exit_code == 0
+    header, row = res.stdout.strip().splitlines()
+    assert header.startswith("file,frame,face,x,y,w,h,label,confidence")
+    assert row.split(",")[0] == str(blank)
+    res = cli("predict", ASTRONAUT, "--weights", tiny_runs["student"], "--save", workdir / "out")
+    assert res.exit_code == 0 and (workdir / "out" / "astronaut.jpg").is_file()
+    assert "happiness" in res.stdout or "neutral" in res.stdout or "│" in res.stdout  # a table on stdout
+
+
+def test_predict_boxes_csv_and_usage_errors(tiny_runs, cli, workdir):
+    boxes = workdir / "boxes.csv"
+    boxes.write_text(f"file,x,y,w,h\n{ASTRONAUT},176,66,96,96\n")
+    res = cli("predict", ASTRONAUT, "--weights", tiny_runs["student"], "--boxes", boxes, "--json")
+    assert res.exit_code == 0
+    (face,) = json_lines(res.stdout)
+    assert face["box"] == [176.0, 66.0, 96.0, 96.0]
+    assert cli("predict", ASTRONAUT, "--weights", tiny_runs["student"], "--json", "--csv").exit_code == 2
+    res = cli("predict", ASTRONAUT, "--weights", tiny_runs["student"], "--detector", "yunet")
+    assert res.exit_code == 2 and "--detector-model" in res.stderr
+    res = cli("predict", ASTRONAUT, "--weights", tiny_runs["teacher"].parent / "nope.pt")
+    assert res.exit_code == 1 and "checkpoint not found" in res.stderr
+
+
+def test_predict_video_every_n_frames(tiny_runs, cli, workdir):
+    path = workdir / "clip.avi"
+    img = cv2.resize(cv2.imread(str(ASTRONAUT)), (256, 256))
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 5, (256, 256))
+    if not writer.isOpened():
+        pytest.skip("this OpenCV build cannot write MJPG video")
+    for _ in range(6):
+        writer.write(img)
+    writer.release()
+    res = cli("predict", path, "--weights", tiny_runs["student"], "--every", "3", "--json")
+    assert res.exit_code == 0, res.output
+    assert [r["frame"] for r in json_lines(res.stdout)] == [0, 3]
+
+
+@pytest.mark.parametrize("fmt", ["onnx", "torchscript"])
+def test_export_parity(tiny_runs, cli, workdir, fmt):
+    if fmt == "onnx":
+        pytest.importorskip("onnxruntime")
+    for key in ("student", "teacher"):
+        out = workdir / f"{key}.{fmt}"
+        res = cli("export", "--weights", tiny_runs[key], "--format", fmt, "--out", out, "--json")
+        assert res.exit_code == 0, res.output
+        info = json.loads(res.stdout)
+        assert info["max_abs_diff"] < 1e-4 and out.is_file()
