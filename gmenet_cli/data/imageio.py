@@ -21,6 +21,36 @@ import numpy as np  # noqa: E402
 cv2.setLogLevel(0) if hasattr(cv2, "setLogLevel") else None  # keep libpng/libjpeg chatter off stderr
 
 
+def peek_size(data: bytes) -> tuple[int, int] | None:
+    """(width, height) from a PNG, JPEG, GIF or BMP header without decoding; None if unknown.
+
+    Lets us refuse decompression bombs before OpenCV allocates them (its own CV_IO_MAX_IMAGE_PIXELS limit
+    only applies if set before cv2 is first used, which a host program may already have done)."""
+    try:
+        if data[:8] == b"\x89PNG\r\n\x1a\n" and data[12:16] == b"IHDR":
+            return int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+        if data[:6] in (b"GIF87a", b"GIF89a"):
+            return int.from_bytes(data[6:8], "little"), int.from_bytes(data[8:10], "little")
+        if data[:2] == b"BM" and len(data) >= 26:
+            return abs(int.from_bytes(data[18:22], "little", signed=True)), abs(int.from_bytes(data[22:26], "little", signed=True))
+        if data[:2] == b"\xff\xd8":
+            i = 2
+            while i + 9 < len(data):
+                if data[i] != 0xFF:
+                    i += 1
+                    continue
+                marker = data[i + 1]
+                if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):  # start of frame
+                    return int.from_bytes(data[i + 7 : i + 9], "big"), int.from_bytes(data[i + 5 : i + 7], "big")
+                if marker in (0xD8, 0x01) or 0xD0 <= marker <= 0xD7 or marker == 0xFF:
+                    i += 2 if marker != 0xFF else 1
+                    continue
+                i += 2 + int.from_bytes(data[i + 2 : i + 4], "big")
+    except (IndexError, ValueError):
+        return None
+    return None
+
+
 class ImageError(Exception):
     """An image that cannot be used; the message is a short reason ("truncated or corrupt", ...)."""
 
@@ -29,6 +59,9 @@ def decode_image(data: bytes, channels: int = 3) -> np.ndarray:
     """Bytes -> uint8 array, (H, W) for channels=1 or (H, W, 3) BGR for channels=3."""
     if not data:
         raise ImageError("empty file")
+    size = peek_size(data)
+    if size is not None and size[0] * size[1] > MAX_PIXELS:
+        raise ImageError(f"image too large ({size[0]}x{size[1]}, over {MAX_PIXELS:,} pixels)")
     buf = np.frombuffer(data, dtype=np.uint8)
     flag = cv2.IMREAD_GRAYSCALE if channels == 1 else cv2.IMREAD_COLOR
     try:
