@@ -319,7 +319,8 @@ def fit(command: str, task, model, store: Store, cfg: Config, rt: Runtime, run_d
     opt = _optimizer(model, cfg)
     loader = PairedBatches(train_split, cfg.train.batch_size, scales, shuffle=True, augment=True, flip=cfg.train.flip,
                            shift=cfg.train.shift, seed=cfg.train.seed, rank=rt.rank, world=rt.world, drop_last=True,
-                           with_hr=(command == "distill-teacher" or getattr(task, "teacher", None) is not None))
+                           with_hr=(command == "distill-teacher" or getattr(task, "teacher", None) is not None),
+                           pin=rt.device.type == "cuda")
     steps = len(loader)
     sched = _schedule(opt, cfg, steps)
     start_epoch, best_metric, rows = 0, -1.0, []

@@ -40,12 +40,13 @@ class PairedBatches:
 
     def __init__(self, split: Split, batch_size: int, scales: list[int] | None = None, shuffle: bool = True,
                  augment: bool = True, flip: bool = True, shift: int = 0, seed: int = 0, rank: int = 0,
-                 world: int = 1, drop_last: bool = False, with_hr: bool = True, prefetch: int = 3):
+                 world: int = 1, drop_last: bool = False, with_hr: bool = True, prefetch: int = 3, pin: bool = False):
         self.split, self.batch_size = split, batch_size
         self.scales = list(scales or [])
         self.shuffle, self.augment, self.flip, self.shift = shuffle, augment, flip, shift
         self.seed, self.rank, self.world = seed, rank, world
         self.drop_last, self.with_hr, self.prefetch = drop_last, with_hr, prefetch
+        self.pin = pin  # page-locked batches (CUDA): host-to-device copies can then run non_blocking
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -115,7 +116,8 @@ class PairedBatches:
         for start in range(0, stop, self.batch_size):
             idx = order[start : start + self.batch_size]
             if len(idx):
-                yield self._make(idx, rng)
+                batch = self._make(idx, rng)
+                yield _pin(batch) if self.pin else batch
 
     def __iter__(self):
         """Batches are produced by a background thread (numpy fancy-indexing releases the GIL)."""
@@ -151,6 +153,12 @@ class PairedBatches:
                 yield item
         finally:
             stop.set()
+
+
+def _pin(batch: dict) -> dict:
+    out = {k: (v.pin_memory() if torch.is_tensor(v) else v) for k, v in batch.items() if k != "lr"}
+    out["lr"] = {s: (pos, arr.pin_memory()) for s, (pos, arr) in batch["lr"].items()}
+    return out
 
 
 def assemble_lr(batch_lr: dict, resize, device: torch.device, channels_last: bool = False) -> torch.Tensor:

@@ -1,0 +1,83 @@
+"""Package a trained checkpoint as the default model that `gmenet predict` uses without --weights.
+
+Copies best.pt to gmenet_cli/weights/default.pt without training state (optimiser, scheduler, RNG) and
+with machine-specific paths reduced to names, checks that it loads with weights_only=True and stays under
+10 MB, and writes the model card (gmenet_cli/weights/MODEL_CARD.md) from an `evaluate` metrics.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+from pathlib import Path
+
+from _common import REPO
+
+CARD = """# gmenet default model: {name}
+
+- **Architecture**: `{name}` (GME-Net student, {params:,} parameters), input {channels}-channel faces; trained
+  LR sizes {sizes} px (scales {scales} of {hr} px), working size {hr} px. `predict` picks the largest
+  trained size not above each detected face's size.
+- **Data**: FERPlus (FER2013 images, Microsoft FERPlus crowd labels, majority vote, 8 classes: {classes}).
+  Train split for training, Valid split for model selection and the numbers below. FER2013 images are for
+  research use only: so is this model.
+- **Recipe**: `{command}`; teacher `{teacher}` ({teacher_acc}), A-SKD weight {askd}, {epochs} epochs,
+  {optim} lr {lr}, batch {batch}; trained {date} on {machine}.
+- **Valid accuracy** (3,555 faces; mean per-class accuracy in brackets; {split} split):
+
+{table}
+
+- **Intended use**: research and prototyping of expression recognition on small, frontal-ish faces (CCTV,
+  crowd shots, video-call tiles). **Limits**: FER2013 is web-scraped, mostly frontal, grayscale, 48x48;
+  rare classes (contempt, disgust, fear) are recognised far worse than the common ones (see per-class
+  recall in metrics.json); expression is not emotion; do not use it to make decisions about people.
+"""
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--weights", required=True)
+    ap.add_argument("--metrics", required=True, help="metrics.json from gmenet evaluate on the Valid split")
+    ap.add_argument("--machine", default="2 CPU cores")
+    args = ap.parse_args()
+    import torch
+
+    from gmenet_cli import checkpoint
+
+    ck = checkpoint.load(args.weights)
+    for key in ("optimizer", "scheduler", "rng"):
+        ck.pop(key, None)
+    ck["data"] = {**ck.get("data", {}), "path": Path(ck.get("data", {}).get("path", "")).name}
+    if ck.get("teacher"):
+        ck["teacher"] = {**ck["teacher"], "path": Path(ck["teacher"]["path"]).name}
+    out = REPO / "gmenet_cli" / "weights" / "default.pt"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    checkpoint.save(out, {k: v for k, v in ck.items() if k not in ("format", "format_version")})
+    torch.load(out, weights_only=True)
+    size_mb = out.stat().st_size / 2**20
+    assert size_mb < 10, f"{out} is {size_mb:.1f} MB (limit 10)"
+    report = json.loads(Path(args.metrics).read_text())
+    m = report["models"][0]
+    rows = ["  | face | accuracy | mean class acc | macro F1 |", "  |---|---|---|---|"]
+    for r in m["results"]:
+        rows.append(f"  | {r['face_px']} px ({r['view']}) | {r['accuracy'] * 100:.2f}% | "
+                    f"{r['mean_class_accuracy'] * 100:.2f}% | {r['macro_f1'] * 100:.2f}% |")
+    cfg = ck["config"]
+    card = CARD.format(
+        name=ck["model"]["name"], params=sum(v.numel() for v in ck["state_dict"].values() if v.dtype.is_floating_point),
+        channels=ck["input"]["channels"], sizes=sorted(int(v) for v in ck["input"]["lr_sizes"].values()),
+        scales=ck["input"]["scales"], hr=ck["input"]["hr_size"], classes=", ".join(ck["classes"]),
+        command=f"gmenet train --preset ferplus --scales {','.join(map(str, ck['input']['scales']))} --epochs {cfg['train']['epochs']}",
+        teacher=(ck.get("teacher") or {}).get("model", "none"),
+        teacher_acc=f"Valid accuracy {ck['teacher']['val_metric'] * 100:.2f}% on HR" if ck.get("teacher", {}).get("val_metric") else "",
+        askd=cfg["distill"]["weight"], epochs=cfg["train"]["epochs"], optim=cfg["optim"]["name"], lr=cfg["optim"]["lr"],
+        batch=cfg["train"]["batch_size"], date=dt.date.today().isoformat(), machine=args.machine,
+        split=report["split"], table="\n".join(rows),
+    )
+    (out.parent / "MODEL_CARD.md").write_text(card, encoding="utf-8")
+    print(f"wrote {out} ({size_mb:.1f} MB) and {out.parent / 'MODEL_CARD.md'}")
+
+
+if __name__ == "__main__":
+    main()
