@@ -310,7 +310,7 @@ def train(
 @app.command()
 @handle_errors
 def evaluate(
-    weights: Path = typer.Option(..., "--weights", "-w", help="Checkpoint to evaluate (runs/<command>/<name>/weights/best.pt)."),
+    weights: Optional[Path] = typer.Option(None, "--weights", "-w", help="Checkpoint to evaluate (default: the most recent train run's best.pt, else distill-teacher's)."),
     data: Optional[Path] = typer.Option(None, "--data", "-d", help="Prepared store (default: the one the model was trained on)."),
     split: Optional[str] = typer.Option(None, "--split", help="test or val (default: test if the store has it, else val)."),
     scale: Optional[List[str]] = typer.Option(None, "--scales", "--scale", "-s", help="Face scales to sweep, e.g. 1,2,4,8 (1 = HR faces). Default: every scale in the store (teachers also HR)."),
@@ -325,12 +325,19 @@ def evaluate(
     For several scales this is a resolution sweep (accuracy against face size), for every model given.
     Example: gmenet evaluate --weights runs/train/exp/weights/best.pt --scales 2,4,8 --compare runs/distill-teacher/exp/weights/best.pt
     """
-    from gmenet_cli.engine import resolve_run_dir
+    from gmenet_cli.engine import find_latest_weights, resolve_run_dir
     from gmenet_cli.evaluate import evaluate as run_evaluate
     from gmenet_cli.evaluate import write_outputs
     from gmenet_cli.runtime import select_device
 
     dev = select_device(device)
+    if weights is None:
+        weights = find_latest_weights()
+        if weights is None:
+            from gmenet_cli.errors import UsageError
+
+            raise UsageError("no trained model found under runs/; pass --weights CKPT (or run gmenet train first)")
+        err.print(f"evaluating the most recent model: {weights}")
     report = run_evaluate([str(weights)] + [str(c) for c in compare or []], str(data) if data else None, split,
                           _scales(scale), dev, batch_size, message=err.print)
     out_dir = out or resolve_run_dir("evaluate", None, False)[0]

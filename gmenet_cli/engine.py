@@ -100,6 +100,15 @@ def find_latest_teacher() -> Path | None:
     return found[-1] if found else None
 
 
+def find_latest_weights() -> Path | None:
+    """For bare `gmenet evaluate`: the newest student, else the newest teacher."""
+    for command in ("train", "distill-teacher"):
+        found = sorted((RUNS / command).glob("*/weights/best.pt"), key=lambda p: p.stat().st_mtime)
+        if found:
+            return found[-1]
+    return None
+
+
 # ---------------------------------------------------------------------------------------------- entry points
 
 def _check_train_options(cfg: Config, n_train: int) -> None:

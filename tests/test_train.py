@@ -145,6 +145,9 @@ def test_bare_train_takes_latest_store_and_teacher(tiny_store, tiny_runs, cli, w
     assert (workdir / "runs/train/exp/weights/best.pt").is_file()
     res2 = cli("train", "--preset", "tiny", "--epochs", "1", "-q", "--no-distill")
     assert res2.exit_code == 0 and (workdir / "runs/train/exp2").is_dir()
+    res3 = cli("evaluate", "--json")  # bare evaluate: the newest run, on the store it was trained on
+    assert res3.exit_code == 0, res3.output
+    assert "most recent model: runs/train/exp2/weights/best.pt" in res3.stderr
 
 
 def test_mismatched_teacher_and_bad_options(tiny_store, tiny_runs, cli, workdir, tmp_path):
