@@ -46,7 +46,7 @@ def metrics_from_confusion(conf: np.ndarray, classes: list[str]) -> dict:
     }
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def confusion(model, split, scale: int | None, device, batch_size: int = 256) -> np.ndarray:
     """Run `model` over a split at one view: HR faces (scale None) or the stored LR faces at `scale`."""
     k = model.num_classes

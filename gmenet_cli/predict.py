@@ -243,7 +243,7 @@ class Classifier:
         crop = cv2.resize(crop, (size, size), interpolation=interp)
         return (crop[None] if crop.ndim == 2 else crop.transpose(2, 0, 1)), size
 
-    @torch.no_grad()
+    @torch.inference_mode()  # no autograd bookkeeping at all (cheaper than no_grad)
     def classify(self, crops: list[np.ndarray]) -> np.ndarray:
         """Same-size uint8 (C, s, s) crops -> (N, K) probabilities."""
         x = torch.from_numpy(np.stack(crops)).to(self.device)
