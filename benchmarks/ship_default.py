@@ -24,7 +24,7 @@ CARD = """# gmenet default model: {name}
   research use only: so is this model.
 - **Recipe**: `{command}`; teacher `{teacher}` ({teacher_acc}), A-SKD weight {askd}, {epochs} epochs,
   {optim} lr {lr}, batch {batch}; trained {date} on {machine}.
-- **Valid accuracy** (3,555 faces; mean per-class accuracy in brackets; {split} split):
+- **Accuracy on FERPlus {split}** (3,555 faces; the model was selected on this split):
 
 {table}
 
@@ -65,7 +65,7 @@ def main() -> None:
                     f"{r['mean_class_accuracy'] * 100:.2f}% | {r['macro_f1'] * 100:.2f}% |")
     cfg = ck["config"]
     card = CARD.format(
-        name=ck["model"]["name"], params=sum(v.numel() for v in ck["state_dict"].values() if v.dtype.is_floating_point),
+        name=ck["model"]["name"], params=sum(p.numel() for p in checkpoint.build_model(ck).parameters()),
         channels=ck["input"]["channels"], sizes=sorted(int(v) for v in ck["input"]["lr_sizes"].values()),
         scales=ck["input"]["scales"], hr=ck["input"]["hr_size"], classes=", ".join(ck["classes"]),
         command=f"gmenet train --preset ferplus --scales {','.join(map(str, ck['input']['scales']))} --epochs {cfg['train']['epochs']}",
