@@ -175,3 +175,18 @@ def test_export_parity(tiny_runs, cli, workdir, fmt):
         assert res.exit_code == 0, res.output
         info = json.loads(res.stdout)
         assert info["max_abs_diff"] < 1e-4 and out.is_file()
+
+
+def test_shipped_default_model_reads_the_example_photo(cli):
+    """The README's first command: no options, the model inside the package, the astronaut smiles."""
+    from gmenet_cli.predict import DEFAULT_WEIGHTS
+
+    if not DEFAULT_WEIGHTS.is_file():
+        pytest.skip("no default model in this checkout")
+    assert DEFAULT_WEIGHTS.stat().st_size < 10 * 2**20
+    torch.load(DEFAULT_WEIGHTS, weights_only=True)
+    res = cli("predict", ASTRONAUT, "--json")
+    assert res.exit_code == 0, res.output
+    (face,) = json_lines(res.stdout)
+    assert face["label"] == "happiness"
+    assert face["input_px"] == 24  # a 96 px face uses the largest trained LR size (x2 of 48)
