@@ -458,8 +458,8 @@ def _plot(path: Path, rows: list[dict]) -> None:
         return
     epochs = [r["epoch"] for r in rows]
     fig, (a, b) = plt.subplots(1, 2, figsize=(10, 4))
-    for key in [k for k in rows[-1] if k.startswith("train_") and k != "train_acc"]:
-        a.plot(epochs, [r.get(key, float("nan")) for r in rows], label=key[6:])
+    for key in [k for k in rows[-1] if k.startswith("train_") and k not in ("train_acc", "train_images")]:
+        a.plot(epochs, [r.get(key, float("nan")) for r in rows], label=key[6:])  # loss parts only
     a.set_xlabel("epoch")
     a.set_title("training losses")
     a.legend()
