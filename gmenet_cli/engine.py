@@ -24,6 +24,7 @@ from gmenet_cli.config import Config, config_from_dict
 from gmenet_cli.data.loader import PairedBatches
 from gmenet_cli.data.store import Store, find_latest_store
 from gmenet_cli.errors import CheckpointError, DataError, GmenetError, UsageError
+from gmenet_cli.evaluate import metrics_from_confusion
 from gmenet_cli.runtime import Runtime, all_reduce_sum, seed_everything
 
 RUNS = Path("runs")
@@ -292,12 +293,8 @@ def validate(task, split, rt: Runtime, scales: list[int], batch_size: int) -> di
             conf += torch.bincount(target * k + pred, minlength=k * k).reshape(k, k).double()
             loss_sum += float(res["ce"]) * len(target)
         flat = all_reduce_sum(rt, conf.flatten().tolist() + [loss_sum])
-        conf = torch.tensor(flat[:-1]).reshape(k, k)
-        n = conf.sum().item()
-        acc = conf.diag().sum().item() / max(n, 1)
-        support = conf.sum(1)
-        per_class = conf.diag()[support > 0] / support[support > 0]
-        mca = per_class.mean().item() if len(per_class) else 0.0
+        m = metrics_from_confusion(np.asarray(flat[:-1]).reshape(k, k), list(range(k)))
+        acc, mca, n = m["accuracy"], m["mean_class_accuracy"], m["count"]
         suffix = f"_x{scale}" if scale else ""
         out[f"val_acc{suffix}"] = acc
         out[f"val_mca{suffix}"] = mca
@@ -419,9 +416,10 @@ def fit(command: str, task, model, store: Store, cfg: Config, rt: Runtime, run_d
     except KeyboardInterrupt:
         # last.pt stays at the last completed epoch (mid-epoch weights are not saved): a resumed run then
         # replays exactly what an uninterrupted one would have done, as after kill -9.
-        done = f"{weights / 'last.pt'} holds epoch {epoch}" if epoch > start_epoch or start_epoch else "no epoch completed yet"
-        hint = (f"Resume with: gmenet {command} --name {run_dir.name} --resume" if (weights / "last.pt").is_file()
-                else "Rerun the command to start over")
+        if (weights / "last.pt").is_file():
+            done, hint = f"{weights / 'last.pt'} holds epoch {epoch}", f"Resume with: gmenet {command} --name {run_dir.name} --resume"
+        else:
+            done, hint = "no epoch completed yet", "Rerun the command to start over"
         raise TrainingError(f"interrupted in epoch {epoch + 1}; {done}. {hint}", exit_code=130) from None
     # An epoch with no improvement never wrote best.pt only if no epoch ever ran (resume of a finished run is refused).
     return RunResult(run_dir, weights / "best.pt", weights / "last.pt", rows, best_metric, start_epoch)

@@ -144,11 +144,10 @@ def expand_inputs(sources: list[str], stdin=None) -> tuple[list[str], list[str]]
         p = Path(src)
         if p.is_dir():
             for q in sorted(p.rglob("*")):
-                if q.is_file() or q.is_dir() and q.suffix.lower() in IMAGE_EXTS:
-                    if q.suffix.lower() in IMAGE_EXTS | VIDEO_EXTS:
-                        files.append(str(q))
-                    elif q.is_file() and not q.name.startswith("."):
-                        skipped.append(str(q))
+                if q.suffix.lower() in IMAGE_EXTS | VIDEO_EXTS:
+                    files.append(str(q))  # a folder named like an image is kept: it is reported as unreadable
+                elif q.is_file() and not q.name.startswith("."):
+                    skipped.append(str(q))
             continue
         if not p.exists() and any(ch in src for ch in "*?["):
             matches = sorted(glob.glob(src, recursive=True))

@@ -61,7 +61,7 @@ class PairedBatches:
         return order
 
     def __len__(self) -> int:
-        n = len(self.indices()) if self.world > 1 else self.split.count
+        n = self.split.count // self.world if self.world > 1 else self.split.count  # as indices() shards
         return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
 
     def _make(self, idx: np.ndarray, rng: np.random.Generator) -> dict:

@@ -154,21 +154,22 @@ def prepare(
     tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
     tmp.mkdir()
     try:
-        by_split = {s: [r for r in data.records if r.split == s] for s in SPLITS}
+        by_split = {s: [i for i, r in enumerate(data.records) if r.split == s] for s in SPLITS}
         total, done = len(data.records), 0
         skipped: list[tuple[str, str, str]] = []
         splits_info: dict[str, dict] = {}
         n_workers = workers or min(4, os.cpu_count() or 1)
         with _pool(n_workers) as pool:
-            for split, recs in by_split.items():
-                if not recs:
+            for split, indices in by_split.items():
+                if not indices:
                     continue
                 (tmp / split).mkdir()
                 writers = {"hr": _Writer(tmp / split / "hr.u8")}
                 writers.update({f"lr_x{s}": _Writer(tmp / split / f"lr_x{s}.u8") for s in scales})
                 labels, votes, ids = [], [], []
                 # map() keeps input order whatever the worker count, so the bytes never depend on it.
-                for rec, (hr, lrs, err) in zip(recs, _ordered_results(pool, process, recs)):
+                for i, (hr, lrs, err) in zip(indices, _ordered_results(pool, indices)):
+                    rec = data.records[i]
                     done += 1
                     if progress and (done % 256 == 0 or done == total):
                         progress(done, total)
@@ -253,9 +254,8 @@ _JOB: tuple | None = None  # (process, records), inherited by forked workers ins
 _CHUNK = 256
 
 
-def _run_chunk(split_and_range):
+def _run_chunk(indices: list[int]):
     process, records = _JOB
-    indices = split_and_range
     return [process(records[i]) for i in indices]
 
 
@@ -279,14 +279,13 @@ class _pool:
             self.pool.join()
 
 
-def _ordered_results(pool, process, recs):
-    """Yield process(rec) for recs in order; imap keeps input order whatever the worker count."""
+def _ordered_results(pool, indices: list[int]):
+    """Yield process(records[i]) for indices in order; imap keeps input order whatever the worker count."""
+    chunks = [indices[i : i + _CHUNK] for i in range(0, len(indices), _CHUNK)]
     if pool is None:
-        yield from map(process, recs)
+        for chunk in chunks:
+            yield from _run_chunk(chunk)
         return
-    index = {id(r): i for i, r in enumerate(_JOB[1])}
-    ids = [index[id(r)] for r in recs]
-    chunks = [ids[i : i + _CHUNK] for i in range(0, len(ids), _CHUNK)]
     for results in pool.imap(_run_chunk, chunks):
         yield from results
 
