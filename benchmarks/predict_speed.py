@@ -53,6 +53,29 @@ def classify_only(weights: str, batch: int = 256, reps: int = 10) -> tuple[float
     return batch * reps / (time.perf_counter() - t), size
 
 
+def classify_onnx(weights: str, threads: int, batch: int = 256, reps: int = 10) -> tuple[float, float] | None:
+    """The same model exported to ONNX (at the 12 px input) under onnxruntime: (faces/s, import seconds)."""
+    t = time.perf_counter()
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        return None
+    import_s = time.perf_counter() - t
+    from gmenet_cli.export import export
+
+    out = Path(tempfile.mkdtemp()) / "model.onnx"
+    info = export(weights, "onnx", str(out), 12)
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = threads
+    session = ort.InferenceSession(str(out), so, providers=["CPUExecutionProvider"])
+    x = np.random.default_rng(0).random((batch, *info["input"][1:])).astype(np.float32)
+    session.run(None, {"faces": x})
+    t = time.perf_counter()
+    for _ in range(reps):
+        session.run(None, {"faces": x})
+    return batch * reps / (time.perf_counter() - t), import_s
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--weights", nargs="*", default=None)
@@ -79,13 +102,15 @@ def main() -> None:
                                          "lr_sizes": {"2": 24, "4": 12, "8": 6}}})
         weights.append(str(path))
     print(header(f"predict speed ({args.threads} threads)"))
-    print("| checkpoint | start-up to first result (s) | end to end on astronaut.png (images/s) | classification only, batch 256 (faces/s) | face px |")
-    print("|---|---|---|---|---|")
+    print("| checkpoint | start-up to first result (s) | end to end on astronaut.png (images/s) | classification only, batch 256 (faces/s) | same, ONNX Runtime (faces/s) | face px |")
+    print("|---|---|---|---|---|---|")
     for w in weights:
         s = startup(w)
         e2e = end_to_end(w)
         fps, size = classify_only(w)
-        print(f"| {Path(w).name} | {s:.2f} | {e2e:.1f} | {fps:,.0f} | {size} |")
+        onnx = classify_onnx(w, args.threads)
+        ort_cell = f"{onnx[0]:,.0f} (import {onnx[1]:.2f} s)" if onnx else "not installed"
+        print(f"| {Path(w).name} | {s:.2f} | {e2e:.1f} | {fps:,.0f} | {ort_cell} | {size} |")
 
 
 if __name__ == "__main__":
