@@ -42,6 +42,10 @@ def main() -> None:
     ap.add_argument("--scale", type=int, default=4)
     ap.add_argument("--sweep", action="store_true", help="also train rows 3 and 5 at x2 and x8")
     ap.add_argument("--teacher", help="reuse an existing teacher checkpoint (row 1) instead of training one")
+    ap.add_argument("--rows", default="3,4,5,6", help="student rows to train (comma list of 3,4,5,6)")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="config override passed to every student run (recipe work), e.g. distill.weight=1")
+    ap.add_argument("--tag", default="", help="suffix for run names, so recipe variants share one workdir")
     args = ap.parse_args()
     require_ferplus()
     wd = Path(args.workdir).resolve()
@@ -50,6 +54,9 @@ def main() -> None:
     if not (store / "manifest.json").is_file():
         gm(wd, "prepare", "--src", "ferplus", "--root", str(FERPLUS), "--scale", "2,4,8", "--out", str(store))
     common = ["--data", str(store), "--preset", "ferplus", "--epochs", str(args.epochs), "-q"]
+    rows = {int(r) for r in args.rows.split(",")}
+    student = common + [a for kv in args.set for a in ("--set", kv)]
+    tag = args.tag
     times, table = {}, []
     if args.teacher:
         teacher = Path(args.teacher).resolve()
@@ -65,17 +72,20 @@ def main() -> None:
         for row, extra in (("3 student CE only, no global", ["--no-distill", "--no-global"]),
                            ("4 student + A-SKD, no global", ["--no-global"]),
                            ("5 GME-Net (A-SKD + global)", [])):
-            if row.startswith("4") and s != args.scale:
+            if int(row[0]) not in rows or (row.startswith("4") and s != args.scale):
                 continue
-            name = f"row{row[0]}-x{s}"
+            name = f"row{row[0]}-x{s}{tag}"
             flags = model if "--no-distill" in extra else model + ["--teacher", str(teacher)]
-            times[name] = gm(wd, "train", *common, *flags, *extra, "--scales", str(s), "--name", name)
+            times[name] = gm(wd, "train", *student, *flags, *extra, "--scales", str(s), "--name", name)
             res = evaluate(wd, wd / f"runs/train/{name}/weights/best.pt", str(s), name)
             table.append((row, res["results"], times[name]))
-    times["row6"] = gm(wd, "train", *common, *model, "--teacher", str(teacher), "--scales", "2,4,8", "--name", "row6")
-    res = evaluate(wd, wd / "runs/train/row6/weights/best.pt", "2,4,8", "row6")
-    table.append(("6 GME-Net on x2/x4/x8 together", res["results"], times["row6"]))
-    print(header(f"FERPlus ablation ({args.epochs} epochs, size {args.size})"))
+    if 6 in rows:
+        name = f"row6{tag}"
+        times[name] = gm(wd, "train", *student, *model, "--teacher", str(teacher), "--scales", "2,4,8", "--name", name)
+        res = evaluate(wd, wd / f"runs/train/{name}/weights/best.pt", "2,4,8", name)
+        table.append(("6 GME-Net on x2/x4/x8 together", res["results"], times[name]))
+    extra = f", overrides {' '.join(args.set)}" if args.set else ""
+    print(header(f"FERPlus ablation ({args.epochs} epochs, size {args.size}{extra})"))
     print("| row | view | face px | accuracy | mean class acc | train time (min) |")
     print("|---|---|---|---|---|---|")
     for row, results, secs in table:
