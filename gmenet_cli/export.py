@@ -1,8 +1,11 @@
 """`gmenet export`: ONNX or TorchScript with a parity check against the eager model.
 
 The exported graph includes the model's preprocessing (resize to the working size + normalisation), so it
-takes (N, C, s, s) float faces in [0, 1] at the chosen LR size `s` and returns logits; the batch size is
-dynamic. ONNX needs the `onnx` extra (onnx + onnxruntime) for the parity check.
+takes (N, C, s, s) float faces in [0, 1] and returns logits. The batch size is dynamic; so is the face size
+`s` for a student (any size up to its working size; parity is checked at every trained LR size), unless
+`--input-size` fixes one. An ONNX file also carries the checkpoint's description (classes, channels, sizes)
+in its metadata, so `gmenet predict --weights model.onnx` runs it through onnxruntime without torch.
+ONNX export needs the `onnx` extra.
 """
 
 from __future__ import annotations
@@ -40,12 +43,25 @@ def _quiet_fds():
             os.close(fd)
 
 
-def default_input_size(ck: dict) -> int:
+def trained_sizes(ck: dict) -> list[int]:
+    """The face sizes a checkpoint was trained on: its LR sizes (student) or its HR size (teacher)."""
     spec = ck["input"]
-    sizes = sorted(int(v) for v in spec.get("lr_sizes", {}).values())
-    if spec.get("view") == "hr" or not sizes:
-        return int(spec["hr_size"])
-    return sizes[len(sizes) // 2]  # the middle scale (x4 for 2,4,8): the headline 12px face
+    sizes = sorted({int(v) for v in spec.get("lr_sizes", {}).values()})
+    return [int(spec["hr_size"])] if spec.get("view") == "hr" or not sizes else sizes
+
+
+def onnx_metadata(ck: dict, sizes: list[int]) -> dict[str, str]:
+    """What predict needs to run an ONNX file alone (stored as ONNX metadata_props, all strings)."""
+    import json
+
+    from gmenet_cli import __version__
+
+    spec = ck["input"]
+    return {"gmenet_format": "gmenet-onnx", "gmenet_format_version": "1", "gmenet_version": __version__,
+            "model": ck["model"]["name"], "classes": json.dumps(list(ck["classes"])),
+            "channels": str(int(spec["channels"])), "hr_size": str(int(spec["hr_size"])),
+            "view": str(spec.get("view", "lr")), "sizes": json.dumps(sizes),
+            "trained_sizes": json.dumps(trained_sizes(ck)), "input_range": "float32 in [0, 1]"}
 
 
 def export(weights: str, fmt: str, out: str | None, input_size: int | None, atol: float = 1e-4) -> dict:
@@ -53,35 +69,58 @@ def export(weights: str, fmt: str, out: str | None, input_size: int | None, atol
         raise UsageError(f"--format must be onnx or torchscript, got '{fmt}'")
     ck = checkpoint.load(weights)
     model = checkpoint.build_model(ck, weights)
-    size = input_size or default_input_size(ck)
-    if not 1 <= size <= 1024:
-        raise UsageError(f"--input-size must be 1..1024, got {size}")
+    if input_size is not None and not 1 <= input_size <= 1024:
+        raise UsageError(f"--input-size must be 1..1024, got {input_size}")
+    # One graph for every trained size: the model's own preprocessing resizes any face up to its working size.
+    sizes = [input_size] if input_size else trained_sizes(ck)
+    dynamic_size = input_size is None and max(sizes) <= int(ck["input"]["hr_size"]) and len(sizes) > 1
     c = int(ck["input"]["channels"])
     suffix = ".onnx" if fmt == "onnx" else ".torchscript.pt"
-    path = Path(out) if out else Path(weights).with_name(Path(weights).stem + f"_{size}px{suffix}")
+    tag = f"_{sizes[0]}px" if len(sizes) == 1 else ""
+    path = Path(out) if out else Path(weights).with_name(Path(weights).stem + f"{tag}{suffix}")
     path.parent.mkdir(parents=True, exist_ok=True)
-    example = torch.rand(2, c, size, size, generator=torch.Generator().manual_seed(0))
-    sample = torch.rand(5, c, size, size, generator=torch.Generator().manual_seed(1))  # another batch size
+    example = torch.rand(2, c, sizes[0], sizes[0], generator=torch.Generator().manual_seed(0))
+    # Parity inputs: another batch size, every size the graph is meant to take.
+    samples = [torch.rand(5, c, s, s, generator=torch.Generator().manual_seed(1 + s)) for s in sizes]
+    checked = list(sizes)
     with torch.no_grad():
-        reference = model(sample).numpy()
+        references = [model(x).numpy() for x in samples]
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
         if fmt == "onnx":
             try:
+                import onnx
                 import onnxruntime as ort
             except ImportError:
                 raise UsageError("ONNX export needs the onnx extra: pip install 'gmenet-cli[onnx]'") from None
+            axes = {0: "batch", 2: "size", 3: "size"} if dynamic_size else {0: "batch"}
             with warnings.catch_warnings(), _quiet_fds():
                 warnings.simplefilter("ignore")
                 try:
                     torch.onnx.export(model, (example,), str(tmp), dynamo=False, input_names=["faces"],
-                                      output_names=["logits"], dynamic_axes={"faces": {0: "batch"}, "logits": {0: "batch"}},
+                                      output_names=["logits"], dynamic_axes={"faces": axes, "logits": {0: "batch"}},
                                       opset_version=17)
                 except Exception as e:  # exporter errors are long graph dumps: keep the first line
                     first = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
                     raise UsageError(f"ONNX export failed: {first}") from None
+            proto = onnx.load(str(tmp))
+            for key, value in onnx_metadata(ck, sizes).items():
+                proto.metadata_props.add(key=key, value=value)
+            onnx.save(proto, str(tmp))
             session = ort.InferenceSession(str(tmp), providers=["CPUExecutionProvider"])
-            got = session.run(None, {"faces": sample.numpy()})[0]
+            got = [session.run(None, {"faces": x.numpy()})[0] for x in samples]
+            hr = int(ck["input"]["hr_size"])
+            if input_size == hr:
+                # A graph fixed at the working size (how the default model ships): predict resizes smaller
+                # faces in numpy first, so check that path against the eager model at every trained size.
+                from gmenet_cli.ortmodel import upsample
+
+                for s in (s for s in trained_sizes(ck) if s < hr):
+                    checked.append(s)
+                    x = torch.rand(5, c, s, s, generator=torch.Generator().manual_seed(100 + s))
+                    with torch.no_grad():
+                        references.append(model(x).numpy())
+                    got.append(session.run(None, {"faces": upsample(x.numpy(), hr)})[0])
         else:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
@@ -89,12 +128,15 @@ def export(weights: str, fmt: str, out: str | None, input_size: int | None, atol
             traced.save(str(tmp))
             with torch.no_grad(), warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                got = torch.jit.load(str(tmp)).eval()(sample).numpy()
-        diff = float(np.abs(got - reference).max())
+                loaded = torch.jit.load(str(tmp)).eval()
+                got = [loaded(x).numpy() for x in samples]
+        diff = max(float(np.abs(g - r).max()) for g, r in zip(got, references))
         if not diff <= atol:
             raise UsageError(f"parity check failed: max |exported - eager| = {diff:.2e} > {atol:.0e}; nothing written")
         tmp.replace(path)
     finally:
         tmp.unlink(missing_ok=True)
-    return {"path": str(path), "format": fmt, "input": [None, c, size, size], "classes": ck["classes"],
+    side = "s" if dynamic_size else sizes[0]
+    return {"path": str(path), "format": fmt, "input": [None, c, side, side], "sizes": sizes, "checked_sizes": sorted(checked),
+            "classes": ck["classes"],
             "max_abs_diff": diff, "input_range": "float32 in [0, 1]", "output": "logits"}
