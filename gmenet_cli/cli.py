@@ -372,7 +372,7 @@ def _print_report(report: dict) -> None:
 @handle_errors
 def predict(
     inputs: List[str] = typer.Argument(..., help="Images, videos, folders (recursive), globs, or - to read paths from stdin."),
-    weights: Optional[Path] = typer.Option(None, "--weights", "-w", help="Checkpoint (default: the model shipped with gmenet)."),
+    weights: Optional[Path] = typer.Option(None, "--weights", "-w", help="Checkpoint (.pt) or gmenet ONNX export (.onnx, runs on onnxruntime); default: the model shipped with gmenet."),
     detector: str = typer.Option("haar", "--detector", help="haar (built into OpenCV), yunet (needs --detector-model), none."),
     detector_model: Optional[Path] = typer.Option(None, "--detector-model", help="YuNet ONNX file for --detector yunet."),
     no_detect: bool = typer.Option(False, "--no-detect", help="Each input is already a cropped face (same as --detector none)."),
@@ -384,7 +384,7 @@ def predict(
     as_json: bool = typer.Option(False, "--json", help="JSON lines on stdout: one object per face (or per faceless/unreadable input)."),
     as_csv: bool = typer.Option(False, "--csv", help="CSV on stdout."),
     save: Optional[Path] = typer.Option(None, "--save", help="Write annotated copies into this folder."),
-    device: Optional[str] = DeviceOpt,
+    device: Optional[str] = typer.Option(None, "--device", help="For .pt checkpoints: auto (CUDA if present), cpu, cuda or cuda:N. The default model and .onnx files run on the CPU through onnxruntime; --device cuda switches the default to its .pt."),
 ):
     """Detect faces, classify their expression, print one result per face.
 
@@ -395,8 +395,7 @@ def predict(
     import csv as _csv
     import sys
 
-    from gmenet_cli.predict import Classifier, expand_inputs, make_detector, read_box_csv, run, save_annotated
-    from gmenet_cli.runtime import select_device
+    from gmenet_cli.predict import expand_inputs, load_classifier, make_detector, read_box_csv, run, save_annotated
 
     if as_json and as_csv:
         raise typer.BadParameter("choose one of --json and --csv", param_hint="--json")
@@ -407,7 +406,7 @@ def predict(
         from gmenet_cli.errors import UsageError
 
         raise UsageError("no input images found" + (" (stdin was empty)" if "-" in inputs else ""))
-    clf = Classifier(str(weights) if weights else None, select_device(device))
+    clf = load_classifier(str(weights) if weights else None, device)
     det = None if (no_detect or boxes) else make_detector(detector, str(detector_model) if detector_model else None, min_score)
     box_map = read_box_csv(str(boxes)) if boxes else None
     if save:
@@ -466,19 +465,24 @@ def export_cmd(
     weights: Path = typer.Option(..., "--weights", "-w", help="Checkpoint to export."),
     fmt: str = typer.Option("onnx", "--format", "-f", help="onnx (needs the onnx extra) or torchscript."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Output file (default next to the weights)."),
-    input_size: Optional[int] = typer.Option(None, "--input-size", help="Face size in px the graph takes (default: the middle trained LR size, or HR for a teacher)."),
+    input_size: Optional[int] = typer.Option(None, "--input-size", help="Fix the face size in px the graph takes (default: any size, checked at every trained LR size; HR for a teacher)."),
     as_json: bool = JsonOpt,
 ):
     """Export a checkpoint to ONNX or TorchScript, checking parity with the eager model.
 
-    The graph takes (N, C, s, s) float32 faces in [0, 1] (dynamic N) and returns logits.
+    The graph takes (N, C, s, s) float32 faces in [0, 1] (dynamic N and s) and returns logits. An ONNX file
+    carries the classes and sizes in its metadata: `gmenet predict --weights model.onnx` runs it without torch.
     """
     from gmenet_cli.export import export
 
     info = export(str(weights), fmt, str(out) if out else None, input_size)
     if as_json:
         data_out(json.dumps(info))
-    err.print(f"wrote {info['path']} ({fmt}, input {info['input']}); parity: max |exported - eager| = {info['max_abs_diff']:.2e}")
+    sizes = ",".join(str(s) for s in info["checked_sizes"])
+    err.print(f"wrote {info['path']} ({fmt}, input {info['input']}, checked at {sizes} px); "
+              f"parity: max |exported - eager| = {info['max_abs_diff']:.2e}")
+    if fmt == "onnx":
+        err.print(f"next: gmenet predict --weights {info['path']} face.jpg")
 
 
 @app.command()

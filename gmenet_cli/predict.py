@@ -19,15 +19,15 @@ from typing import Iterator
 
 import cv2
 import numpy as np
-import torch
 
-from gmenet_cli import checkpoint
 from gmenet_cli.data.imageio import ImageError, read_image, to_channels
 from gmenet_cli.data.sources.folder import IMAGE_EXTS
 from gmenet_cli.errors import UsageError
 
 VIDEO_EXTS = {".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg"}
 DEFAULT_WEIGHTS = Path(__file__).parent / "weights" / "default.pt"
+# The same weights as ONNX (graph fixed at the working size): the default on the CPU, no torch import.
+DEFAULT_ONNX = Path(__file__).parent / "weights" / "default.onnx"
 DETECT_MIN_SIDE = 640  # small images are upscaled to about this before detection
 
 
@@ -208,23 +208,16 @@ def iter_items(files: list[str], every: int) -> Iterator[Item]:
 # ---------------------------------------------------------------------------------------------- classify
 
 class Classifier:
-    """A checkpoint, ready to classify crops: picks each crop's LR size from the face's size."""
+    """A trained model, ready to classify crops: picks each crop's LR size from the face's size.
 
-    def __init__(self, weights: str | None, device):
-        path = weights or str(DEFAULT_WEIGHTS)
-        if weights is None and not DEFAULT_WEIGHTS.is_file():
-            raise UsageError("no default model ships with this install; pass --weights runs/train/<name>/weights/best.pt "
-                             "(train one: gmenet prepare, gmenet distill-teacher, gmenet train)")
-        self.path = path
-        ck = checkpoint.load(path)
-        self.model = checkpoint.build_model(ck, path).to(device)
-        self.device = device
-        self.classes = list(ck["classes"])
-        spec = ck["input"]
-        self.channels, self.hr_size = int(spec["channels"]), int(spec["hr_size"])
-        self.sizes = sorted({int(v) for v in spec.get("lr_sizes", {}).values()}) or [self.hr_size]
-        if spec.get("view") == "hr":
-            self.sizes = [self.hr_size]
+    Two backends share this interface: `TorchClassifier` (a .pt checkpoint, CPU or CUDA) and
+    `OnnxClassifier` (a gmenet .onnx export through onnxruntime on the CPU, no torch import)."""
+
+    path: str
+    backend: str
+    classes: list[str]
+    channels: int
+    sizes: list[int]  # trained face sizes (LR sizes for a student, the HR size for a teacher)
 
     def input_size(self, face_px: float) -> int:
         """Largest trained size not above the face's own size (never invent detail); else the smallest."""
@@ -242,11 +235,86 @@ class Classifier:
         crop = cv2.resize(crop, (size, size), interpolation=interp)
         return (crop[None] if crop.ndim == 2 else crop.transpose(2, 0, 1)), size
 
-    @torch.inference_mode()  # no autograd bookkeeping at all (cheaper than no_grad)
     def classify(self, crops: list[np.ndarray]) -> np.ndarray:
         """Same-size uint8 (C, s, s) crops -> (N, K) probabilities."""
-        x = torch.from_numpy(np.stack(crops)).to(self.device)
-        return torch.softmax(self.model(x).float(), dim=1).cpu().numpy()
+        raise NotImplementedError
+
+
+class TorchClassifier(Classifier):
+    backend = "torch"
+
+    def __init__(self, path: str, device):
+        import torch
+
+        from gmenet_cli import checkpoint
+
+        self.torch = torch
+        self.path = path
+        ck = checkpoint.load(path)
+        self.model = checkpoint.build_model(ck, path).to(device)
+        self.device = device
+        self.classes = list(ck["classes"])
+        spec = ck["input"]
+        self.channels, self.hr_size = int(spec["channels"]), int(spec["hr_size"])
+        self.sizes = sorted({int(v) for v in spec.get("lr_sizes", {}).values()}) or [self.hr_size]
+        if spec.get("view") == "hr":
+            self.sizes = [self.hr_size]
+
+    def classify(self, crops: list[np.ndarray]) -> np.ndarray:
+        torch = self.torch
+        with torch.inference_mode():  # no autograd bookkeeping at all (cheaper than no_grad)
+            x = torch.from_numpy(np.stack(crops)).to(self.device)
+            return torch.softmax(self.model(x).float(), dim=1).cpu().numpy()
+
+
+class OnnxClassifier(Classifier):
+    backend = "onnxruntime"
+
+    def __init__(self, path: str, threads: int = 0):
+        from gmenet_cli.ortmodel import OnnxModel
+
+        self.path = path
+        self.model = OnnxModel(path, threads)  # threads 0: onnxruntime's default (one per physical core)
+        self.classes, self.channels = self.model.classes, self.model.channels
+        self.sizes = sorted(self.model.trained_sizes)
+
+    def classify(self, crops: list[np.ndarray]) -> np.ndarray:
+        z = self.model.logits(np.stack(crops)).astype(np.float64)
+        z = np.exp(z - z.max(axis=1, keepdims=True))
+        return (z / z.sum(axis=1, keepdims=True)).astype(np.float32)
+
+
+def onnxruntime_available() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("onnxruntime") is not None
+
+
+def load_classifier(weights: str | None, device: str | None = None) -> Classifier:
+    """`--weights` (a .pt checkpoint or a gmenet .onnx export) or the shipped default, on `--device`.
+
+    The default runs through onnxruntime on the CPU (no torch import: predict starts in about a second);
+    `--device cuda` uses the shipped .pt instead. An .onnx file always runs on the CPU."""
+    import re
+
+    device = (device or "auto").strip().lower()
+    if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", device):
+        raise UsageError(f"--device must be auto, cpu, cuda or cuda:N, got '{device}'")
+    wants_gpu = device.startswith("cuda")
+    if weights is None:
+        if DEFAULT_ONNX.is_file() and not wants_gpu and onnxruntime_available():
+            return OnnxClassifier(str(DEFAULT_ONNX))
+        if not DEFAULT_WEIGHTS.is_file():
+            raise UsageError("no default model ships with this install; pass --weights runs/train/<name>/weights/best.pt "
+                             "(train one: gmenet prepare, gmenet distill-teacher, gmenet train)")
+        weights = str(DEFAULT_WEIGHTS)
+    if Path(weights).suffix.lower() == ".onnx":
+        if wants_gpu:
+            raise UsageError(f"{weights}: .onnx models run on the CPU (onnxruntime); pass the .pt checkpoint for --device {device}")
+        return OnnxClassifier(weights)
+    from gmenet_cli.runtime import select_device
+
+    return TorchClassifier(weights, select_device(device))
 
 
 def run(files: list[str], clf: Classifier, detector: FaceDetector | None, margin: float, every: int,

@@ -168,25 +168,96 @@ def test_predict_video_every_n_frames(tiny_runs, cli, workdir):
 @pytest.mark.parametrize("fmt", ["onnx", "torchscript"])
 def test_export_parity(tiny_runs, cli, workdir, fmt):
     if fmt == "onnx":
-        pytest.importorskip("onnxruntime")
-    for key in ("student", "teacher"):
+        pytest.importorskip("onnx")
+    for key, sizes in (("student", [12, 24]), ("teacher", [48])):
         out = workdir / f"{key}.{fmt}"
         res = cli("export", "--weights", tiny_runs[key], "--format", fmt, "--out", out, "--json")
         assert res.exit_code == 0, res.output
         info = json.loads(res.stdout)
+        # one graph checked at every size the model was trained on (x2 and x4 of 48 for the student)
+        assert info["checked_sizes"] == sizes
         assert info["max_abs_diff"] < 1e-4 and out.is_file()
+
+
+def test_numpy_bicubic_matches_torch():
+    """The ONNX path resizes faces in numpy; it must be torch's bicubic (align_corners=False, clamped)."""
+    import torch.nn.functional as F
+
+    from gmenet_cli.ortmodel import upsample
+
+    rng = np.random.default_rng(0)
+    for n_in, n_out in ((6, 48), (12, 48), (24, 48), (5, 48), (7, 13), (48, 48)):
+        x = rng.random((3, 2, n_in, n_in), dtype=np.float32)
+        ref = F.interpolate(torch.from_numpy(x), size=(n_out, n_out), mode="bicubic", align_corners=False).clamp(0, 1)
+        assert np.abs(upsample(x, n_out) - ref.numpy()).max() < 1e-5, (n_in, n_out)
+
+
+def test_predict_runs_onnx_exports_like_the_checkpoint(tiny_runs, cli, workdir):
+    """`predict --weights x.onnx` (dynamic and fixed-size graphs) gives the checkpoint's probabilities."""
+    pytest.importorskip("onnx")
+    student = tiny_runs["student"]
+    assert cli("export", "--weights", student, "--out", workdir / "dyn.onnx").exit_code == 0
+    assert cli("export", "--weights", student, "--out", workdir / "fixed.onnx", "--input-size", "48").exit_code == 0
+    paths = [ASTRONAUT, _downscale(ASTRONAUT, workdir / "a16.png", 16)]
+    ref = json_lines(cli("predict", *paths, "--weights", student, "--json").stdout)
+    assert [r["input_px"] for r in ref] == [24, 12]
+    for graph in ("dyn.onnx", "fixed.onnx"):
+        res = cli("predict", *paths, "--weights", workdir / graph, "--json")
+        assert res.exit_code == 0, res.output
+        got = json_lines(res.stdout)
+        assert [r["label"] for r in got] == [r["label"] for r in ref]
+        for g, r in zip(got, ref):
+            assert g["input_px"] == r["input_px"]
+            assert max(abs(g["probs"][c] - r["probs"][c]) for c in r["probs"]) <= 2e-4, graph
+
+
+def test_predict_refuses_bad_onnx_files(tiny_runs, cli, workdir):
+    onnx = pytest.importorskip("onnx")
+    garbage = workdir / "garbage.onnx"
+    garbage.write_bytes(b"not a protobuf at all" * 10)
+    res = cli("predict", ASTRONAUT, "--weights", garbage)
+    assert res.exit_code == 1 and "not a loadable ONNX model" in res.stderr and "Traceback" not in res.output
+    assert cli("export", "--weights", tiny_runs["student"], "--out", workdir / "s.onnx").exit_code == 0
+    proto = onnx.load(str(workdir / "s.onnx"))
+    del proto.metadata_props[:]
+    onnx.save(proto, str(workdir / "bare.onnx"))
+    res = cli("predict", ASTRONAUT, "--weights", workdir / "bare.onnx")
+    assert res.exit_code == 1 and "without gmenet metadata" in res.stderr
+    res = cli("predict", ASTRONAUT, "--weights", workdir / "s.onnx", "--device", "cuda")
+    assert res.exit_code == 2 and "run on the CPU" in res.stderr
+    res = cli("predict", ASTRONAUT, "--weights", workdir / "s.onnx", "--device", "gpu")
+    assert res.exit_code == 2 and "--device must be" in res.stderr
+    res = cli("predict", ASTRONAUT, "--weights", workdir / "missing.onnx")
+    assert res.exit_code == 1 and "not found" in res.stderr
 
 
 def test_shipped_default_model_reads_the_example_photo(cli):
     """The README's first command: no options, the model inside the package, the astronaut smiles."""
-    from gmenet_cli.predict import DEFAULT_WEIGHTS
+    from gmenet_cli.predict import DEFAULT_ONNX, DEFAULT_WEIGHTS
 
     if not DEFAULT_WEIGHTS.is_file():
         pytest.skip("no default model in this checkout")
-    assert DEFAULT_WEIGHTS.stat().st_size < 10 * 2**20
+    assert DEFAULT_WEIGHTS.stat().st_size + DEFAULT_ONNX.stat().st_size < 10 * 2**20
     torch.load(DEFAULT_WEIGHTS, weights_only=True)
     res = cli("predict", ASTRONAUT, "--json")
     assert res.exit_code == 0, res.output
     (face,) = json_lines(res.stdout)
     assert face["label"] == "happiness"
     assert face["input_px"] == 24  # a 96 px face uses the largest trained LR size (x2 of 48)
+    # the shipped .onnx (the default backend) and the shipped .pt are the same model
+    (ref,) = json_lines(cli("predict", ASTRONAUT, "--json", "--weights", DEFAULT_WEIGHTS).stdout)
+    assert max(abs(face["probs"][c] - ref["probs"][c]) for c in ref["probs"]) <= 2e-4
+
+
+def test_default_predict_does_not_import_torch():
+    """Start-up: the default path (shipped ONNX + onnxruntime) must not pay for `import torch` (2-3 s)."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from gmenet_cli.cli import main; sys.argv = ['gmenet', 'predict', sys.argv[1], '--json']\n"
+            "try:\n    main()\nexcept SystemExit as e:\n    assert not e.code, e.code\n"
+            "bad = sorted(m for m in ('torch', 'torchvision', 'matplotlib') if m in sys.modules)\n"
+            "assert not bad, bad")
+    res = subprocess.run([sys.executable, "-c", code, str(ASTRONAUT)], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert json.loads(res.stdout)["label"] == "happiness"

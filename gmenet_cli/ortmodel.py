@@ -1,0 +1,113 @@
+"""Run a gmenet ONNX export through onnxruntime: no torch import, so `predict` starts in about a second.
+
+An ONNX file written by `gmenet export` (or the shipped `weights/default.onnx`) carries the checkpoint's
+description in its metadata (classes, channels, working size, trained face sizes). Two graph shapes:
+
+- dynamic face size (the `gmenet export` default): the graph holds the model's own preprocessing and takes
+  (N, C, s, s) faces in [0, 1] at any trained size s;
+- fixed working size (`--input-size` = the HR size, how the shipped default is exported): the graph starts
+  after the resize, and `upsample` below does it in numpy with PyTorch's bicubic formula. ONNX Runtime's
+  cubic Resize kernel took about a fifth of the whole forward pass; two small matrix products take almost
+  nothing (see BENCHMARKS.md, predict speed).
+"""
+
+from __future__ import annotations
+
+import json
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+
+from gmenet_cli.errors import CheckpointError, UsageError
+
+FORMAT = "gmenet-onnx"
+
+
+def _cubic_weights(t: np.ndarray, a: float = -0.75) -> np.ndarray:
+    """Keys' cubic convolution weights of the 4 taps around each sample (a = -0.75, as torch and OpenCV)."""
+
+    def near(x):  # |x| <= 1
+        return ((a + 2) * x - (a + 3)) * x * x + 1
+
+    def far(x):  # 1 < |x| < 2
+        return ((a * x - 5 * a) * x + 8 * a) * x - 4 * a
+
+    return np.stack([far(t + 1), near(t), near(1 - t), far(2 - t)], axis=-1)
+
+
+@lru_cache(maxsize=32)
+def bicubic_matrix(n_in: int, n_out: int) -> np.ndarray:
+    """(n_out, n_in) matrix M with M @ v == torch's 1-D bicubic resize of v (align_corners=False).
+
+    Source coordinate (i + 0.5) * n_in / n_out - 0.5, taps floor - 1 .. floor + 2 clamped to the border
+    (edge replication), as in ATen's upsample_bicubic2d."""
+    scale = n_in / n_out
+    src = (np.arange(n_out, dtype=np.float64) + 0.5) * scale - 0.5
+    base = np.floor(src)
+    w = _cubic_weights(src - base)
+    m = np.zeros((n_out, n_in), dtype=np.float64)
+    for k in range(4):
+        idx = np.clip(base.astype(np.int64) - 1 + k, 0, n_in - 1)
+        np.add.at(m, (np.arange(n_out), idx), w[:, k])
+    return m.astype(np.float32)
+
+
+def upsample(x: np.ndarray, size: int) -> np.ndarray:
+    """(N, C, s, s) float32 in [0, 1] -> (N, C, size, size): bicubic, clamped to [0, 1] like the torch model."""
+    s = x.shape[-1]
+    if s == size:
+        return x
+    m = bicubic_matrix(s, size)
+    out = np.matmul(np.matmul(m, x), m.T)  # rows, then columns
+    return np.clip(out, 0.0, 1.0, out=out)
+
+
+class OnnxModel:
+    """A gmenet ONNX file loaded into an onnxruntime CPU session, with its metadata checked."""
+
+    def __init__(self, path: str | Path, threads: int = 0):
+        path = Path(path)
+        if not path.is_file():
+            raise CheckpointError(f"model not found: {path}" if not path.exists() else f"{path} is not a file")
+        try:
+            import onnxruntime as ort
+        except ImportError:
+            raise UsageError("running .onnx models needs onnxruntime: pip install onnxruntime") from None
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = threads
+        opts.log_severity_level = 3  # errors only: ORT's warnings are not the user's business
+        try:
+            self.session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+        except Exception as e:  # ORT raises its own exception types (Fail, InvalidProtobuf, ...)
+            first = str(e).strip().splitlines()[0][:160] if str(e).strip() else type(e).__name__
+            raise CheckpointError(f"{path} is not a loadable ONNX model: {first}") from None
+        meta = self.session.get_modelmeta().custom_metadata_map
+        if meta.get("gmenet_format") != FORMAT:
+            raise CheckpointError(f"{path} is an ONNX model without gmenet metadata; write it with "
+                                  "gmenet export --format onnx")
+        try:
+            self.classes = list(json.loads(meta["classes"]))
+            self.channels = int(meta["channels"])
+            self.hr_size = int(meta["hr_size"])
+            self.sizes = [int(v) for v in json.loads(meta["sizes"])]
+            self.trained_sizes = [int(v) for v in json.loads(meta.get("trained_sizes", meta["sizes"]))]
+            self.model_name = meta.get("model", "?")
+        except (KeyError, ValueError, TypeError) as e:
+            raise CheckpointError(f"{path}: damaged gmenet metadata ({type(e).__name__}: {e})") from None
+        inp = self.session.get_inputs()[0]
+        self.input_name = inp.name
+        dims = inp.shape
+        if len(dims) != 4 or (isinstance(dims[1], int) and dims[1] != self.channels):
+            raise CheckpointError(f"{path}: graph input {dims} does not match its metadata ({self.channels} channels)")
+        # A fixed spatial size means the graph expects faces already resized to it (see the module doc).
+        self.fixed_size = dims[3] if isinstance(dims[3], int) else None
+
+    def logits(self, x: np.ndarray) -> np.ndarray:
+        """(N, C, s, s) uint8 faces -> (N, K) float32 logits."""
+        x = x.astype(np.float32) / np.float32(255.0)  # as the torch model: float, then divide
+        if self.fixed_size is not None and x.shape[-1] != self.fixed_size:
+            if x.shape[-1] > self.fixed_size:
+                raise UsageError(f"face of {x.shape[-1]} px is larger than this graph's {self.fixed_size} px input")
+            x = upsample(x, self.fixed_size)
+        return self.session.run(None, {self.input_name: x})[0]
