@@ -1,116 +1,112 @@
-"""predict speed: process start-up to first result, end-to-end images/s on astronaut.png, and batched
-classification faces/s for each checkpoint given (default: the shipped model and a fresh gmenet_s).
+"""predict speed, side by side for the two backends of the shipped model (gmenet_s):
+
+- onnxruntime: `gmenet predict photo.jpg` with no --weights (weights/default.onnx; no torch import);
+- torch: the same weights as weights/default.pt (`--weights .../default.pt`, or any .pt checkpoint).
+
+Measures process start-up to first result for one image (a fresh `gmenet predict` process; best of
+--runs, rounds interleaved), end-to-end images/s on astronaut.png (decode + Haar detection + crop +
+classify), and batched classification faces/s on 12 px faces. Also the bare `python -c pass` and
+`python -c "import torch"` times, which bound what any torch-based start-up can reach.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
+import statistics
 import subprocess
 import sys
-import tempfile
 import time
-from pathlib import Path
 
 import numpy as np
-import torch
 
 from _common import ASTRONAUT, REPO, header
 
-
-def startup(weights: str, runs: int = 3) -> float:
-    best = float("inf")
-    for _ in range(runs):
-        t = time.perf_counter()
-        subprocess.run([sys.executable, "-m", "gmenet_cli", "predict", str(ASTRONAUT), "--weights", weights, "--json"],
-                       capture_output=True, check=True)
-        best = min(best, time.perf_counter() - t)
-    return best
+WEIGHTS = REPO / "gmenet_cli" / "weights"
 
 
-def end_to_end(weights: str, n: int = 40) -> float:
-    from gmenet_cli.predict import Classifier, HaarDetector, run
-
-    clf = Classifier(weights, torch.device("cpu"))
-    files = [str(ASTRONAUT)] * n
-    list(run(files[:2], clf, HaarDetector(), 0.1, 1, 64))  # warm-up
+def timed(cmd: list[str]) -> float:
     t = time.perf_counter()
-    out = list(run(files, clf, HaarDetector(), 0.1, 1, 64))
+    subprocess.run(cmd, capture_output=True, check=True)
+    return time.perf_counter() - t
+
+
+def predict_cmd(backend: str) -> list[str]:
+    cmd = [sys.executable, "-m", "gmenet_cli", "predict", str(ASTRONAUT), "--json"]
+    return cmd + (["--weights", str(WEIGHTS / "default.pt")] if backend == "torch" else [])
+
+
+def classifier(backend: str, threads: int):
+    from gmenet_cli.predict import OnnxClassifier, TorchClassifier
+
+    if backend == "torch":
+        import torch
+
+        torch.set_num_threads(threads)
+        return TorchClassifier(str(WEIGHTS / "default.pt"), torch.device("cpu"))
+    return OnnxClassifier(str(WEIGHTS / "default.onnx"), threads)
+
+
+def end_to_end(clf, n: int) -> float:
+    from gmenet_cli.predict import HaarDetector, run
+
+    files = [str(ASTRONAUT)] * n
+    det = HaarDetector()
+    list(run(files[:2], clf, det, 0.1, 1, 64))  # warm-up
+    t = time.perf_counter()
+    out = list(run(files, clf, det, 0.1, 1, 64))
     assert len(out) == n
     return n / (time.perf_counter() - t)
 
 
-def classify_only(weights: str, batch: int = 256, reps: int = 10) -> tuple[float, int]:
-    from gmenet_cli.predict import Classifier
-
-    clf = Classifier(weights, torch.device("cpu"))
+def classify_only(clf, batch: int, seconds: float) -> float:
     size = clf.input_size(12)
-    crops = [np.random.default_rng(i).integers(0, 256, (clf.channels, size, size), dtype=np.uint8) for i in range(batch)]
+    rng = np.random.default_rng(0)
+    crops = [rng.integers(0, 256, (clf.channels, size, size), dtype=np.uint8) for _ in range(batch)]
     clf.classify(crops)
-    t = time.perf_counter()
-    for _ in range(reps):
+    done, t = 0, time.perf_counter()
+    while time.perf_counter() - t < seconds:
         clf.classify(crops)
-    return batch * reps / (time.perf_counter() - t), size
-
-
-def classify_onnx(weights: str, threads: int, batch: int = 256, reps: int = 10) -> tuple[float, float] | None:
-    """The same model exported to ONNX (at the 12 px input) under onnxruntime: (faces/s, import seconds)."""
-    t = time.perf_counter()
-    try:
-        import onnxruntime as ort
-    except ImportError:
-        return None
-    import_s = time.perf_counter() - t
-    from gmenet_cli.export import export
-
-    out = Path(tempfile.mkdtemp()) / "model.onnx"
-    info = export(weights, "onnx", str(out), 12)
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = threads
-    session = ort.InferenceSession(str(out), so, providers=["CPUExecutionProvider"])
-    x = np.random.default_rng(0).random((batch, *info["input"][1:])).astype(np.float32)
-    session.run(None, {"faces": x})
-    t = time.perf_counter()
-    for _ in range(reps):
-        session.run(None, {"faces": x})
-    return batch * reps / (time.perf_counter() - t), import_s
+        done += batch
+    return done / (time.perf_counter() - t)
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--weights", nargs="*", default=None)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--runs", type=int, default=5, help="start-up rounds (interleaved; best and median kept)")
+    ap.add_argument("--seconds", type=float, default=3.0, help="time per classification measurement")
+    ap.add_argument("--rounds", type=int, default=3, help="classification rounds per backend (interleaved; median)")
     args = ap.parse_args()
-    torch.set_num_threads(args.threads)
-    weights = args.weights
-    tmp = tempfile.mkdtemp()
-    if not weights:
-        weights = []
-        shipped = REPO / "gmenet_cli" / "weights" / "default.pt"
-        if shipped.is_file():
-            weights.append(str(shipped))
-        # an untrained gmenet_s checkpoint measures the architecture's speed without needing a trained one
-        from gmenet_cli import checkpoint
-        from gmenet_cli.models import create_model
-
-        kw = {"in_chans": 1, "num_classes": 8, "input_size": 48}
-        m = create_model("gmenet_s", **kw)
-        path = Path(tmp) / "gmenet_s_untrained.pt"
-        checkpoint.save(path, {"kind": "student", "model": {"name": "gmenet_s", "kwargs": kw}, "state_dict": m.state_dict(),
-                               "classes": ["neutral", "happiness", "surprise", "sadness", "anger", "disgust", "fear", "contempt"],
-                               "input": {"channels": 1, "hr_size": 48, "view": "lr", "scales": [2, 4, 8],
-                                         "lr_sizes": {"2": 24, "4": 12, "8": 6}}})
-        weights.append(str(path))
-    print(header(f"predict speed ({args.threads} threads)"))
-    print("| checkpoint | start-up to first result (s) | end to end on astronaut.png (images/s) | classification only, batch 256 (faces/s) | same, ONNX Runtime (faces/s) | face px |")
-    print("|---|---|---|---|---|---|")
-    for w in weights:
-        s = startup(w)
-        e2e = end_to_end(w)
-        fps, size = classify_only(w)
-        onnx = classify_onnx(w, args.threads)
-        ort_cell = f"{onnx[0]:,.0f} (import {onnx[1]:.2f} s)" if onnx else "not installed"
-        print(f"| {Path(w).name} | {s:.2f} | {e2e:.1f} | {fps:,.0f} | {ort_cell} | {size} |")
+    backends = ("onnxruntime", "torch")
+    py = [sys.executable, "-c"]
+    start = {b: [] for b in (*backends, "python", "import torch")}
+    for _ in range(args.runs):
+        start["python"].append(timed(py + ["pass"]))
+        start["import torch"].append(timed(py + ["import torch"]))
+        for b in backends:
+            start[b].append(timed(predict_cmd(b)))
+    clfs = {b: classifier(b, args.threads) for b in backends}
+    e2e = {b: end_to_end(clfs[b], 30) for b in backends}
+    fps = {(b, batch): [] for b in backends for batch in (64, 256)}
+    for _ in range(args.rounds):
+        for batch in (64, 256):
+            for b in backends:
+                fps[b, batch].append(classify_only(clfs[b], batch, args.seconds))
+    print(header(f"predict speed, shipped gmenet_s ({args.threads} threads)"))
+    print(f"Baselines (fresh process, best / median of {args.runs}): `python -c pass` "
+          f"{min(start['python']):.2f} / {statistics.median(start['python']):.2f} s; `python -c 'import torch'` "
+          f"{min(start['import torch']):.2f} / {statistics.median(start['import torch']):.2f} s.\n")
+    print("| backend | start-up to first result, best / median (s) | end to end on astronaut.png (images/s) "
+          "| classification, batch 64 (faces/s) | classification, batch 256 (faces/s) |")
+    print("|---|---|---|---|---|")
+    for b in backends:
+        name = "onnxruntime (default.onnx, the default)" if b == "onnxruntime" else "torch (default.pt)"
+        print(f"| {name} | {min(start[b]):.2f} / {statistics.median(start[b]):.2f} | {e2e[b]:.1f} "
+              f"| {statistics.median(fps[b, 64]):,.0f} | {statistics.median(fps[b, 256]):,.0f} |")
+    o, t = "onnxruntime", "torch"
+    print(f"\nRatios onnxruntime / torch: start-up {statistics.median(start[o]) / statistics.median(start[t]):.2f}x "
+          f"(median), classification {statistics.median(fps[o, 256]) / statistics.median(fps[t, 256]):.2f}x "
+          f"(batch 256), end to end {e2e[o] / e2e[t]:.2f}x.")
 
 
 if __name__ == "__main__":
