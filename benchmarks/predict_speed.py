@@ -16,6 +16,7 @@ import statistics
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 
@@ -70,12 +71,52 @@ def classify_only(clf, batch: int, seconds: float) -> float:
     return done / (time.perf_counter() - t)
 
 
+def graphs(threads: int, seconds: float) -> None:
+    """Why the shipped graph is fixed at 48 px: the dynamic-size export (resize inside, ORT's cubic Resize)
+    against the fixed graph fed by numpy's upsampling, side by side, plus the op-time profile of the first."""
+    import collections
+    import json
+    import tempfile
+
+    import onnxruntime as ort
+
+    from gmenet_cli.export import export
+    from gmenet_cli.predict import OnnxClassifier
+
+    dyn = Path(tempfile.mkdtemp()) / "dynamic.onnx"
+    export(str(WEIGHTS / "default.pt"), "onnx", str(dyn), None)
+    clfs = {"dynamic-size export (Resize in the graph)": OnnxClassifier(str(dyn), threads),
+            "shipped default.onnx (48 px graph + numpy upsampling)": OnnxClassifier(str(WEIGHTS / "default.onnx"), threads)}
+    fps = {k: [] for k in clfs}
+    for _ in range(3):
+        for k, clf in clfs.items():
+            fps[k].append(classify_only(clf, 256, seconds))
+    so = ort.SessionOptions()
+    so.intra_op_num_threads, so.enable_profiling = threads, True
+    so.profile_file_prefix = str(dyn.with_suffix(""))
+    sess = ort.InferenceSession(str(dyn), so, providers=["CPUExecutionProvider"])
+    x = np.random.default_rng(0).random((256, 1, 12, 12)).astype(np.float32)
+    for _ in range(10):
+        sess.run(None, {"faces": x})
+    ops = collections.Counter()
+    for e in json.loads(Path(sess.end_profiling()).read_text()):
+        if e.get("cat") == "Node" and e["name"].endswith("_kernel_time"):
+            ops[e["args"]["op_name"]] += e["dur"]
+    total = sum(ops.values())
+    print("\n| graph (12 px faces, batch 256) | faces/s (median of 3) |\n|---|---|")
+    for k in clfs:
+        print(f"| {k} | {statistics.median(fps[k]):,.0f} |")
+    print("\nop-time share in the dynamic-size graph: "
+          + ", ".join(f"{op} {t / total * 100:.1f}%" for op, t in ops.most_common(4)) + ".")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--runs", type=int, default=5, help="start-up rounds (interleaved; best and median kept)")
     ap.add_argument("--seconds", type=float, default=3.0, help="time per classification measurement")
     ap.add_argument("--rounds", type=int, default=3, help="classification rounds per backend (interleaved; median)")
+    ap.add_argument("--graphs", action="store_true", help="also compare the dynamic-size ONNX export (needs the onnx extra)")
     args = ap.parse_args()
     backends = ("onnxruntime", "torch")
     py = [sys.executable, "-c"]
@@ -107,6 +148,8 @@ def main() -> None:
     print(f"\nRatios onnxruntime / torch: start-up {statistics.median(start[o]) / statistics.median(start[t]):.2f}x "
           f"(median), classification {statistics.median(fps[o, 256]) / statistics.median(fps[t, 256]):.2f}x "
           f"(batch 256), end to end {e2e[o] / e2e[t]:.2f}x.")
+    if args.graphs:
+        graphs(args.threads, args.seconds)
 
 
 if __name__ == "__main__":
