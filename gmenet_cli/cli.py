@@ -446,7 +446,9 @@ def predict(
 
         table = Table()
         for col in ("file", "face", "label", "confidence", "face px", "box"):
-            table.add_column(col, justify="right" if col in ("confidence", "face px") else "left")
+            # file names wrap instead of being cut to "examples/astronaut…" on a narrow terminal
+            table.add_column(col, justify="right" if col in ("confidence", "face px") else "left",
+                             overflow="fold" if col == "file" else "ellipsis")
         for r in rows_for_table:
             name = r["file"] + (f"#{r['frame']}" if "frame" in r else "")
             table.add_row(name, str(r["face"]), r["label"], f"{r['confidence']:.3f}", f"{r['face_px']:.0f}",
