@@ -4,7 +4,10 @@ Rows (same recipe and budget): 1 teacher on HR; 2 teacher on upsampled LR; 3 stu
 branch; 4 student + A-SKD, no global branch; 5 full GME-Net (A-SKD + global); 6 full GME-Net on x2/x4/x8.
 Rows 3-5 train at one scale (--scale, default 4); rows 2, 3, 5, 6 are also evaluated at x2 and x8 when
 --sweep is given (rows 3 and 5 then train once per scale). Everything runs through the gmenet CLI in
---workdir, so each number can be reproduced with the command printed next to it.
+--workdir, so each number can be reproduced with the command printed next to it. Rows whose run already
+finished in --workdir are reused, not retrained (their train time is then the sum of the epoch times in
+results.csv; otherwise it is the wall time of the train command). Params and GFLOPs are per face at the
+model's working size.
 """
 
 from __future__ import annotations
@@ -19,6 +22,29 @@ from pathlib import Path
 from _common import FERPLUS, header, require_ferplus
 
 
+def finished_seconds(run: Path, epochs: int) -> float | None:
+    """A run this script already finished (best.pt and `epochs` rows in results.csv): its training seconds.
+
+    Lets an interrupted multi-hour ablation be rerun without retraining the rows it has."""
+    import csv
+
+    results = run / "results.csv"
+    if not (run / "weights" / "best.pt").is_file() or not results.is_file():
+        return None
+    with open(results, newline="") as f:
+        rows = list(csv.DictReader(f))
+    if len(rows) < epochs:
+        return None
+    print(f"reusing {run} (finished earlier)", file=sys.stderr)
+    return sum(float(r["epoch_time_s"]) for r in rows)
+
+
+def train(workdir: Path, command: str, name: str, epochs: int, *args: str) -> float:
+    run = workdir / "runs" / command / name
+    done = finished_seconds(run, epochs)
+    return done if done is not None else gm(workdir, command, *args, "--name", name)
+
+
 def gm(workdir: Path, *args: str) -> float:
     cmd = [sys.executable, "-m", "gmenet_cli", *args]
     print("$ gmenet " + " ".join(args), file=sys.stderr, flush=True)
@@ -31,7 +57,19 @@ def evaluate(workdir: Path, weights: Path, scales: str, name: str) -> dict:
     out = workdir / "runs" / "evaluate" / name
     gm(workdir, "evaluate", "--weights", str(weights), "--split", "val", "--scales", scales, "--out", str(out),
        "--batch-size", "512")
-    return json.loads((out / "metrics.json").read_text())["models"][0]
+    report = json.loads((out / "metrics.json").read_text())["models"][0]
+    report["gflops"] = gflops(weights)
+    return report
+
+
+def gflops(weights: Path) -> float:
+    """GFLOPs (2 x multiply-adds) of one face at the model's working size (students resize LR faces up to it)."""
+    from gmenet_cli import checkpoint
+    from gmenet_cli.models.registry import count_flops
+
+    ck = checkpoint.load(weights)
+    spec = ck["input"]
+    return count_flops(checkpoint.build_model(ck, weights), int(spec["channels"]), int(spec["hr_size"])) / 1e9
 
 
 def main() -> None:
@@ -61,11 +99,11 @@ def main() -> None:
     if args.teacher:
         teacher = Path(args.teacher).resolve()
     else:
-        times["teacher"] = gm(wd, "distill-teacher", *common, "--model", f"teacher_{args.size}", "--name", "row1")
+        times["teacher"] = train(wd, "distill-teacher", "row1", args.epochs, *common, "--model", f"teacher_{args.size}")
         teacher = wd / "runs/distill-teacher/row1/weights/best.pt"
     t_eval = evaluate(wd, teacher, "1,2,4,8", "row1-2")
-    table.append(("1 teacher, HR", t_eval["results"][:1], times.get("teacher")))
-    table.append(("2 teacher on upsampled LR", t_eval["results"][1:], None))
+    table.append(("1 teacher, HR", t_eval, t_eval["results"][:1], times.get("teacher")))
+    table.append(("2 teacher on upsampled LR", t_eval, t_eval["results"][1:], None))
     scales = [2, 4, 8] if args.sweep else [args.scale]
     model = ["--model", f"gmenet_{args.size}"]
     for s in scales:
@@ -76,22 +114,23 @@ def main() -> None:
                 continue
             name = f"row{row[0]}-x{s}{tag}"
             flags = model if "--no-distill" in extra else model + ["--teacher", str(teacher)]
-            times[name] = gm(wd, "train", *student, *flags, *extra, "--scales", str(s), "--name", name)
+            times[name] = train(wd, "train", name, args.epochs, *student, *flags, *extra, "--scales", str(s))
             res = evaluate(wd, wd / f"runs/train/{name}/weights/best.pt", str(s), name)
-            table.append((row, res["results"], times[name]))
+            table.append((row, res, res["results"], times[name]))
     if 6 in rows:
         name = f"row6{tag}"
-        times[name] = gm(wd, "train", *student, *model, "--teacher", str(teacher), "--scales", "2,4,8", "--name", name)
+        times[name] = train(wd, "train", name, args.epochs, *student, *model, "--teacher", str(teacher), "--scales", "2,4,8")
         res = evaluate(wd, wd / f"runs/train/{name}/weights/best.pt", "2,4,8", name)
-        table.append(("6 GME-Net on x2/x4/x8 together", res["results"], times[name]))
+        table.append(("6 GME-Net on x2/x4/x8 together", res, res["results"], times[name]))
     extra = f", overrides {' '.join(args.set)}" if args.set else ""
     print(header(f"FERPlus ablation ({args.epochs} epochs, size {args.size}{extra})"))
-    print("| row | view | face px | accuracy | mean class acc | train time (min) |")
-    print("|---|---|---|---|---|---|")
-    for row, results, secs in table:
+    print("| row | view | face px | accuracy | mean class acc | params | GFLOPs | train time (min) |")
+    print("|---|---|---|---|---|---|---|---|")
+    for row, rep, results, secs in table:
         for r in results:
             t = f"{secs / 60:.1f}" if secs else ""
-            print(f"| {row} | {r['view']} | {r['face_px']} | {r['accuracy'] * 100:.2f} | {r['mean_class_accuracy'] * 100:.2f} | {t} |")
+            print(f"| {row} | {r['view']} | {r['face_px']} | {r['accuracy'] * 100:.2f} | {r['mean_class_accuracy'] * 100:.2f} "
+                  f"| {rep['params']:,} | {rep['gflops']:.3f} | {t} |")
 
 
 if __name__ == "__main__":
