@@ -100,8 +100,12 @@ class OnnxModel:
         dims = inp.shape
         if len(dims) != 4 or (isinstance(dims[1], int) and dims[1] != self.channels):
             raise CheckpointError(f"{path}: graph input {dims} does not match its metadata ({self.channels} channels)")
-        # A fixed spatial size means the graph expects faces already resized to it (see the module doc).
+        # A fixed spatial size means the graph expects faces of exactly that size. At the working size (how
+        # the default ships) any trained LR face is upsampled to it here; a graph fixed at one LR size (gmenet
+        # export --input-size 12) takes only that size, so crops are made at it.
         self.fixed_size = dims[3] if isinstance(dims[3], int) else None
+        if self.fixed_size is not None and self.fixed_size != self.hr_size:
+            self.trained_sizes = [self.fixed_size]
 
     def logits(self, x: np.ndarray) -> np.ndarray:
         """(N, C, s, s) uint8 faces -> (N, K) float32 logits."""

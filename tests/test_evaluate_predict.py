@@ -201,6 +201,11 @@ def test_predict_runs_onnx_exports_like_the_checkpoint(tiny_runs, cli, workdir):
     paths = [ASTRONAUT, _downscale(ASTRONAUT, workdir / "a16.png", 16)]
     ref = json_lines(cli("predict", *paths, "--weights", student, "--json").stdout)
     assert [r["input_px"] for r in ref] == [24, 12]
+    # a graph fixed at one LR size takes every face at that size
+    assert cli("export", "--weights", student, "--out", workdir / "x4.onnx", "--input-size", "12").exit_code == 0
+    res = cli("predict", *paths, "--weights", workdir / "x4.onnx", "--json")
+    assert res.exit_code == 0, res.output
+    assert [r["input_px"] for r in json_lines(res.stdout)] == [12, 12]
     for graph in ("dyn.onnx", "fixed.onnx"):
         res = cli("predict", *paths, "--weights", workdir / graph, "--json")
         assert res.exit_code == 0, res.output
