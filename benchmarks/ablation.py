@@ -123,7 +123,10 @@ def main() -> None:
         res = evaluate(wd, wd / f"runs/train/{name}/weights/best.pt", "2,4,8", name)
         table.append(("6 GME-Net on x2/x4/x8 together", res, res["results"], times[name]))
     extra = f", overrides {' '.join(args.set)}" if args.set else ""
-    print(header(f"FERPlus ablation ({args.epochs} epochs, size {args.size}{extra})"))
+    title = f"FERPlus ablation ({args.epochs} epochs, size {args.size}{extra})"
+    plot(table, wd / f"resolution_sweep{tag}.png", title)
+    print(header(title))
+    print(f"Plot: {wd / f'resolution_sweep{tag}.png'}\n")
     print("| row | view | face px | accuracy | mean class acc | params | GFLOPs | train time (min) |")
     print("|---|---|---|---|---|---|---|---|")
     for row, rep, results, secs in table:
@@ -131,6 +134,29 @@ def main() -> None:
             t = f"{secs / 60:.1f}" if secs else ""
             print(f"| {row} | {r['view']} | {r['face_px']} | {r['accuracy'] * 100:.2f} | {r['mean_class_accuracy'] * 100:.2f} "
                   f"| {rep['params']:,} | {rep['gflops']:.3f} | {t} |")
+
+
+def plot(table: list, path: Path, title: str) -> None:
+    """Accuracy against face size, one line per row (rows trained at one scale are single points)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    for row, _, results, _ in table:
+        px = [r["face_px"] for r in results]
+        ax.plot(px, [r["accuracy"] * 100 for r in results], marker="o", label=row)
+    ax.set_xscale("log", base=2)
+    ax.set_xticks([6, 12, 24, 48], ["6", "12", "24", "48"])
+    ax.set_xlabel("face size (px)")
+    ax.set_ylabel("FERPlus Valid accuracy (%)")
+    ax.set_title(title, fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
 
 
 if __name__ == "__main__":
