@@ -124,9 +124,11 @@ def main() -> None:
         table.append(("6 GME-Net on x2/x4/x8 together", res, res["results"], times[name]))
     extra = f", overrides {' '.join(args.set)}" if args.set else ""
     title = f"FERPlus ablation ({args.epochs} epochs, size {args.size}{extra})"
-    plot(table, wd / f"resolution_sweep{tag}.png", title)
+    scales_name = "2-4-8" if args.sweep else str(args.scale)
+    plot_path = wd / f"resolution_sweep_{args.size}_x{scales_name}_rows{args.rows.replace(',', '')}{tag}.png"
+    plot(table, plot_path, title)
     print(header(title))
-    print(f"Plot: {wd / f'resolution_sweep{tag}.png'}\n")
+    print(f"Plot: {plot_path}\n")
     print("| row | view | face px | accuracy | mean class acc | params | GFLOPs | train time (min) |")
     print("|---|---|---|---|---|---|---|---|")
     for row, rep, results, secs in table:
