@@ -84,6 +84,13 @@ def load(path: str | Path, map_location="cpu") -> dict:
     return data
 
 
+def trained_sizes(ckpt: dict) -> list[int]:
+    """The face sizes a checkpoint was trained on: its LR sizes (student) or its HR size (teacher)."""
+    spec = ckpt["input"]
+    sizes = sorted({int(v) for v in spec.get("lr_sizes", {}).values()})
+    return [int(spec["hr_size"])] if spec.get("view") == "hr" or not sizes else sizes
+
+
 def build_model(ckpt: dict, path: str | Path = "checkpoint"):
     """Rebuild the model a checkpoint describes and load its weights (eval mode, CPU)."""
     from gmenet_cli.errors import UsageError

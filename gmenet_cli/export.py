@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from gmenet_cli import checkpoint
+from gmenet_cli.checkpoint import trained_sizes
 from gmenet_cli.errors import UsageError
 
 
@@ -41,13 +42,6 @@ def _quiet_fds():
         os.dup2(saved[1], 2)
         for fd in saved + [devnull]:
             os.close(fd)
-
-
-def trained_sizes(ck: dict) -> list[int]:
-    """The face sizes a checkpoint was trained on: its LR sizes (student) or its HR size (teacher)."""
-    spec = ck["input"]
-    sizes = sorted({int(v) for v in spec.get("lr_sizes", {}).values()})
-    return [int(spec["hr_size"])] if spec.get("view") == "hr" or not sizes else sizes
 
 
 def onnx_metadata(ck: dict, sizes: list[int]) -> dict[str, str]:

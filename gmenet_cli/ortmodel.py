@@ -90,9 +90,7 @@ class OnnxModel:
             self.classes = list(json.loads(meta["classes"]))
             self.channels = int(meta["channels"])
             self.hr_size = int(meta["hr_size"])
-            self.sizes = [int(v) for v in json.loads(meta["sizes"])]
             self.trained_sizes = [int(v) for v in json.loads(meta.get("trained_sizes", meta["sizes"]))]
-            self.model_name = meta.get("model", "?")
         except (KeyError, ValueError, TypeError) as e:
             raise CheckpointError(f"{path}: damaged gmenet metadata ({type(e).__name__}: {e})") from None
         inp = self.session.get_inputs()[0]

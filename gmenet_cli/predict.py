@@ -254,11 +254,8 @@ class TorchClassifier(Classifier):
         self.model = checkpoint.build_model(ck, path).to(device)
         self.device = device
         self.classes = list(ck["classes"])
-        spec = ck["input"]
-        self.channels, self.hr_size = int(spec["channels"]), int(spec["hr_size"])
-        self.sizes = sorted({int(v) for v in spec.get("lr_sizes", {}).values()}) or [self.hr_size]
-        if spec.get("view") == "hr":
-            self.sizes = [self.hr_size]
+        self.channels = int(ck["input"]["channels"])
+        self.sizes = checkpoint.trained_sizes(ck)
 
     def classify(self, crops: list[np.ndarray]) -> np.ndarray:
         torch = self.torch
