@@ -276,13 +276,26 @@ def _schedule(opt, cfg: Config, steps_per_epoch: int):
 def validate(task, split, rt: Runtime, scales: list[int], batch_size: int) -> dict:
     """Accuracy and mean per-class accuracy on a split: HR for teachers, each LR scale for students."""
     task.eval()
+    # DDP's forward is a collective (it broadcasts buffers), which would need equal shards; validation runs
+    # the bare model instead, so every rank can take its share of the whole split and no sample is left out.
+    wrapped = task.model
+    if rt.distributed:
+        task.model = task.core
+    try:
+        return _validate(task, split, rt, scales, batch_size)
+    finally:
+        task.model = wrapped
+        task.train()
+
+
+def _validate(task, split, rt: Runtime, scales: list[int], batch_size: int) -> dict:
     out: dict = {}
     k = task.core.num_classes
     views = [None] if not scales else scales
     accs, mcas = [], []
     for scale in views:
         loader = PairedBatches(split, batch_size, [scale] if scale else [], shuffle=False, augment=False,
-                               rank=rt.rank, world=rt.world, with_hr=scale is None)
+                               rank=rt.rank, world=rt.world, with_hr=scale is None, even=False)
         conf = torch.zeros(k, k, dtype=torch.float64)
         loss_sum = 0.0
         for batch in loader:
@@ -304,7 +317,6 @@ def validate(task, split, rt: Runtime, scales: list[int], batch_size: int) -> di
     if scales:
         out["val_acc"] = float(np.mean(accs))
         out["val_mca"] = float(np.mean(mcas))
-    task.train()
     return out
 
 

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import csv
+import json
 import os
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 import torch
@@ -197,16 +199,51 @@ def test_paired_augmentation_keeps_hr_and_lr_aligned(tiny_store):
 
 
 @pytest.mark.skipif(sys.platform != "linux", reason="gloo CPU test on Linux")
-def test_torchrun_two_cpu_processes(tiny_store, tmp_path):
+def test_torchrun_two_cpu_processes(tmp_path, cli):
+    # An odd number of faces per split: training drops the remainder (equal shards keep DDP in step),
+    # validation must still count every face, as a one-process evaluate does.
+    import synth
+
+    root = synth.make_ferplus(tmp_path / "ferplus", per_class=3)
+    for split in ("FER2013Train", "FER2013Valid"):  # one more face: 25 per split, every class present
+        cv2.imwrite(str(root / split / "extra.png"), synth.face(1, 48, seed=7))
+        with open(root / split / "label.csv", "a", newline="") as f:
+            csv.writer(f).writerow(["extra.png", "(0, 0, 48, 48)", 0, 10, 0, 0, 0, 0, 0, 0, 0, 0])
+    store = tmp_path / "store"
+    res = cli("prepare", "--src", "ferplus", "--root", root, "--scale", "2", "--out", store)
+    assert res.exit_code == 0, res.output
+    n_train, n_val = Store(store).split("train").count, Store(store).split("val").count
+    assert n_train % 2 == 1 and n_val % 2 == 1
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", "29517",
-           "-m", "gmenet_cli", "distill-teacher", "--data", str(tiny_store), "--preset", "tiny", "--epochs", "1",
-           "--device", "cpu", "--name", "ddp", "-q"]
+           "-m", "gmenet_cli", "distill-teacher", "--data", str(store), "--preset", "tiny", "--epochs", "1",
+           "--set", "train.batch_size=4", "--device", "cpu", "--name", "ddp", "-q"]
     proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    ck = checkpoint.load(tmp_path / "runs/distill-teacher/ddp/weights/last.pt")
+    last = tmp_path / "runs/distill-teacher/ddp/weights/last.pt"
+    ck = checkpoint.load(last)
     assert ck["epoch"] == 1 and ck["finished"]
     rows = _rows(tmp_path / "runs/distill-teacher/ddp")
-    n = Store(tiny_store).split("train").count
-    assert int(rows[0]["train_images"]) == (n // 2 // 16) * 16 * 2  # both ranks' batches, each sample once
+    assert int(rows[0]["train_images"]) == (n_train // 2 // 4) * 4 * 2  # both ranks' batches, each sample once
     assert proc.stderr.count("done") == 1  # only rank 0 reports and writes
+    res = cli("evaluate", "--weights", last, "--data", store, "--split", "val", "--out", tmp_path / "ev")
+    assert res.exit_code == 0, res.output
+    one = json.loads((tmp_path / "ev" / "metrics.json").read_text())["models"][0]["results"][0]
+    assert one["count"] == n_val
+    assert float(rows[0]["val_acc"]) == pytest.approx(one["accuracy"], abs=1e-9)
+    assert float(rows[0]["val_mca"]) == pytest.approx(one["mean_class_accuracy"], abs=1e-9)
+
+
+def test_loader_shards_cover_the_split_for_validation(tiny_store):
+    split = Store(tiny_store).split("val")
+    n = split.count
+    for world in (2, 3, 5):
+        seen, even = [], []
+        for rank in range(world):
+            val = PairedBatches(split, 7, [2], shuffle=False, augment=False, rank=rank, world=world, even=False)
+            got = [int(i) for b in val for i in b["index"]]
+            assert len(val) == -(-len(got) // 7) and got == val.indices().tolist()
+            seen.append(got)
+            even.append(len(PairedBatches(split, 7, [2], shuffle=False, rank=rank, world=world).indices()))
+        assert sorted(i for s in seen for i in s) == list(range(n))  # every face once, on some rank
+        assert even == [n // world] * world  # training shards stay equal

@@ -36,12 +36,16 @@ class PairedBatches:
 
     Each sample of a batch draws one scale from `scales` (multi-scale training = one model for every face
     size). Shuffling and augmentation are seeded by (seed, epoch); under DDP each rank takes a disjoint
-    strided slice of the same permutation."""
+    strided slice of the same permutation. Training needs equal counts on every rank (DDP's collectives run
+    in step), so the remainder is left out; `even=False` (validation, which runs without DDP's wrapper)
+    gives every sample to some rank instead."""
 
     def __init__(self, split: Split, batch_size: int, scales: list[int] | None = None, shuffle: bool = True,
                  augment: bool = True, flip: bool = True, shift: int = 0, seed: int = 0, rank: int = 0,
-                 world: int = 1, drop_last: bool = False, with_hr: bool = True, prefetch: int = 3, pin: bool = False):
+                 world: int = 1, drop_last: bool = False, with_hr: bool = True, prefetch: int = 3, pin: bool = False,
+                 even: bool = True):
         self.split, self.batch_size = split, batch_size
+        self.even = even
         self.scales = list(scales or [])
         self.shuffle, self.augment, self.flip, self.shift = shuffle, augment, flip, shift
         self.seed, self.rank, self.world = seed, rank, world
@@ -57,11 +61,13 @@ class PairedBatches:
         order = np.random.default_rng([self.seed, self.epoch]).permutation(n) if self.shuffle else np.arange(n)
         if self.world > 1:
             per_rank = n // self.world  # equal counts on every rank keep DDP's collectives in step
-            order = order[self.rank : per_rank * self.world : self.world]
+            order = order[self.rank : per_rank * self.world if self.even else n : self.world]
         return order
 
     def __len__(self) -> int:
-        n = self.split.count // self.world if self.world > 1 else self.split.count  # as indices() shards
+        n, w = self.split.count, self.world
+        if w > 1:  # as indices() shards
+            n = n // w if self.even else len(range(self.rank, n, w))
         return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
 
     def _make(self, idx: np.ndarray, rng: np.random.Generator) -> dict:
