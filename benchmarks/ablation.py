@@ -1,8 +1,10 @@
 """The paper's claim, measured: the ablation table of issue 7 on FERPlus (8 classes, majority labels).
 
 Rows (same recipe and budget): 1 teacher on HR; 2 teacher on upsampled LR; 3 student, CE only, no global
-branch; 4 student + A-SKD, no global branch; 5 full GME-Net (A-SKD + global); 6 full GME-Net on x2/x4/x8.
-Rows 3-5 train at one scale (--scale, default 4); rows 2, 3, 5, 6 are also evaluated at x2 and x8 when
+branch; 4 student + A-SKD, no global branch; 5 full GME-Net (A-SKD + global); 6 full GME-Net on x2/x4/x8;
+7 (a control, only when asked for with --rows) student + logit KD from the teacher, no A-SKD, no global
+branch: it tells how much of a recipe with logit KD comes from A-SKD and how much from plain KD.
+Rows 3-5 (and 7) train at one scale (--scale, default 4); rows 2, 3, 5, 6 are also evaluated at x2 and x8 when
 --sweep is given (rows 3 and 5 then train once per scale). Everything runs through the gmenet CLI in
 --workdir, so each number can be reproduced with the command printed next to it. Rows whose run already
 finished in --workdir are reused, not retrained (their train time is then the sum of the epoch times in
@@ -80,7 +82,7 @@ def main() -> None:
     ap.add_argument("--scale", type=int, default=4)
     ap.add_argument("--sweep", action="store_true", help="also train rows 3 and 5 at x2 and x8")
     ap.add_argument("--teacher", help="reuse an existing teacher checkpoint (row 1) instead of training one")
-    ap.add_argument("--rows", default="3,4,5,6", help="student rows to train (comma list of 3,4,5,6)")
+    ap.add_argument("--rows", default="3,4,5,6", help="student rows to train (comma list of 3,4,5,6; 7 is the logit-KD-only control)")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                     help="config override passed to every student run (recipe work), e.g. distill.weight=1")
     ap.add_argument("--tag", default="", help="suffix for run names, so recipe variants share one workdir")
@@ -105,11 +107,16 @@ def main() -> None:
     table.append(("1 teacher, HR", t_eval, t_eval["results"][:1], times.get("teacher")))
     table.append(("2 teacher on upsampled LR", t_eval, t_eval["results"][1:], None))
     scales = [2, 4, 8] if args.sweep else [args.scale]
+    # Row 7 switches A-SKD off (weight 0, after the user's --set so it wins) and keeps or sets logit KD.
+    kd_only = ["--set", "distill.weight=0"]
+    if not any(kv.startswith("distill.kd_weight=") for kv in args.set):
+        kd_only += ["--set", "distill.kd_weight=1"]
     model = ["--model", f"gmenet_{args.size}"]
     for s in scales:
         for row, extra in (("3 student CE only, no global", ["--no-distill", "--no-global"]),
                            ("4 student + A-SKD, no global", ["--no-global"]),
-                           ("5 GME-Net (A-SKD + global)", [])):
+                           ("5 GME-Net (A-SKD + global)", []),
+                           ("7 student + logit KD only, no A-SKD, no global", ["--no-global", *kd_only])):
             if int(row[0]) not in rows or (row.startswith("4") and s != args.scale):
                 continue
             name = f"row{row[0]}-x{s}{tag}"
