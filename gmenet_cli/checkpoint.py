@@ -58,15 +58,18 @@ def save(path: str | Path, payload: dict) -> None:
         raise
 
 
-def load(path: str | Path, map_location="cpu") -> dict:
-    """Load and validate a checkpoint; every failure is a one-line CheckpointError."""
+def load(path: str | Path, map_location="cpu", mmap: bool = False) -> dict:
+    """Load and validate a checkpoint; every failure is a one-line CheckpointError.
+
+    mmap=True maps the tensors instead of reading them: for looking at metadata (a run's `finished` flag)
+    without reading a large model and its optimiser state."""
     path = Path(path)
     if not path.exists():
         raise CheckpointError(f"checkpoint not found: {path}")
     if path.is_dir():
         raise CheckpointError(f"{path} is a folder, not a checkpoint file (try {path}/weights/best.pt)")
     try:
-        data = torch.load(path, map_location=map_location, weights_only=True)
+        data = torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
     except pickle.UnpicklingError as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else "unsupported content"
         raise CheckpointError(f"{path} was refused by the safe loader (weights_only=True): {first[:160]}") from None

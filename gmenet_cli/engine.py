@@ -65,7 +65,7 @@ def resolve_run_dir(command: str, name: str | None, resume: bool) -> tuple[Path,
         run = base / name
         last = run / "weights" / "last.pt"
         if last.is_file():
-            ck = checkpoint.load(last)
+            ck = checkpoint.load(last, mmap=True)  # only the flag is needed
             if ck.get("finished"):
                 if resume:
                     raise UsageError(f"run {run} already finished ({ck.get('epoch')} epochs); nothing to resume")
@@ -77,7 +77,7 @@ def resolve_run_dir(command: str, name: str | None, resume: bool) -> tuple[Path,
     if resume:
         candidates = sorted(base.glob("*/weights/last.pt"), key=lambda p: p.stat().st_mtime, reverse=True)
         for last in candidates:
-            if not checkpoint.load(last).get("finished"):
+            if not checkpoint.load(last, mmap=True).get("finished"):
                 return last.parent.parent, True
         raise UsageError(f"--resume: no unfinished run under {base}")
     n = 1
