@@ -25,7 +25,7 @@ CARD = """# gmenet default model: {name}
 - **Data**: FERPlus (FER2013 images, Microsoft FERPlus crowd labels, majority vote, 8 classes: {classes}).
   Train split for training, Valid split for model selection and the numbers below. FER2013 images are for
   research use only: so is this model.
-- **Recipe**: `{command}`; teacher `{teacher}` ({teacher_acc}), A-SKD weight {askd}, {epochs} epochs,
+- **Recipe**: `{command}`; teacher `{teacher}` ({teacher_acc}), A-SKD weight {askd}{kd}, {epochs} epochs,
   {optim} lr {lr}, batch {batch}; trained {date} on {machine}.
 - **Files**: `default.pt` (PyTorch checkpoint; weights stored as float16 to halve the file, computed in
   float32) and `default.onnx` (the same weights exported with the graph at {hr} px: what `gmenet predict`
@@ -51,6 +51,7 @@ def main() -> None:
     import torch
 
     from gmenet_cli import checkpoint
+    from gmenet_cli.config import Config
 
     ck = checkpoint.load(args.weights)
     for key in ("optimizer", "scheduler", "rng"):
@@ -80,7 +81,11 @@ def main() -> None:
         name=ck["model"]["name"], params=sum(p.numel() for p in checkpoint.build_model(ck).parameters()),
         channels=ck["input"]["channels"], sizes=sorted(int(v) for v in ck["input"]["lr_sizes"].values()),
         scales=ck["input"]["scales"], hr=ck["input"]["hr_size"], classes=", ".join(ck["classes"]),
-        command=f"gmenet train --preset ferplus --scales {','.join(map(str, ck['input']['scales']))} --epochs {cfg['train']['epochs']}",
+        command=f"gmenet train --preset ferplus --scales {','.join(map(str, ck['input']['scales']))} --epochs {cfg['train']['epochs']}"
+                + "".join(f" --set distill.{k}={cfg['distill'][k]}" for k in ("weight", "kd_weight")
+                          if cfg["distill"][k] != getattr(Config().distill, k)),
+        kd=(f", logit KD weight {cfg['distill']['kd_weight']} (temperature {cfg['distill']['kd_temperature']})"
+            if cfg["distill"].get("kd_weight", 0) > 0 else ""),
         teacher=(ck.get("teacher") or {}).get("model", "none"),
         teacher_acc=f"Valid accuracy {ck['teacher']['val_metric'] * 100:.2f}% on HR" if ck.get("teacher", {}).get("val_metric") else "",
         askd=cfg["distill"]["weight"], epochs=cfg["train"]["epochs"], optim=cfg["optim"]["name"], lr=cfg["optim"]["lr"],
