@@ -77,15 +77,16 @@ def main() -> None:
         rows.append(f"  | {r['face_px']} px ({r['view']}) | {r['accuracy'] * 100:.2f}% | "
                     f"{r['mean_class_accuracy'] * 100:.2f}% | {r['macro_f1'] * 100:.2f}% |")
     cfg = ck["config"]
+    defaults = Config().distill
     card = CARD.format(
         name=ck["model"]["name"], params=sum(p.numel() for p in checkpoint.build_model(ck).parameters()),
         channels=ck["input"]["channels"], sizes=sorted(int(v) for v in ck["input"]["lr_sizes"].values()),
         scales=ck["input"]["scales"], hr=ck["input"]["hr_size"], classes=", ".join(ck["classes"]),
         command=f"gmenet train --preset ferplus --scales {','.join(map(str, ck['input']['scales']))} --epochs {cfg['train']['epochs']}"
                 + "".join(f" --set distill.{k}={cfg['distill'][k]}" for k in ("weight", "kd_weight")
-                          if cfg["distill"][k] != getattr(Config().distill, k)),
+                          if cfg["distill"][k] != getattr(defaults, k)),
         kd=(f", logit KD weight {cfg['distill']['kd_weight']} (temperature {cfg['distill']['kd_temperature']})"
-            if cfg["distill"].get("kd_weight", 0) > 0 else ""),
+            if cfg["distill"]["kd_weight"] > 0 else ""),
         teacher=(ck.get("teacher") or {}).get("model", "none"),
         teacher_acc=f"Valid accuracy {ck['teacher']['val_metric'] * 100:.2f}% on HR" if ck.get("teacher", {}).get("val_metric") else "",
         askd=cfg["distill"]["weight"], epochs=cfg["train"]["epochs"], optim=cfg["optim"]["name"], lr=cfg["optim"]["lr"],

@@ -204,11 +204,11 @@ def test_torchrun_two_cpu_processes(tmp_path, cli):
     # validation must still count every face, as a one-process evaluate does.
     import synth
 
-    root = synth.make_ferplus(tmp_path / "ferplus", per_class=3)
+    root = tmp_path / "ferplus"
     for split in ("FER2013Train", "FER2013Valid"):  # one more face: 25 per split, every class present
+        (root / split).mkdir(parents=True)
         cv2.imwrite(str(root / split / "extra.png"), synth.face(1, 48, seed=7))
-        with open(root / split / "label.csv", "a", newline="") as f:
-            csv.writer(f).writerow(["extra.png", "(0, 0, 48, 48)", 0, 10, 0, 0, 0, 0, 0, 0, 0, 0])
+    synth.make_ferplus(root, per_class=3, extra_rows=[["extra.png", "(0, 0, 48, 48)", 0, 10, 0, 0, 0, 0, 0, 0, 0, 0]])
     store = tmp_path / "store"
     res = cli("prepare", "--src", "ferplus", "--root", root, "--scale", "2", "--out", store)
     assert res.exit_code == 0, res.output
