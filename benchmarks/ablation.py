@@ -69,9 +69,9 @@ def gflops(weights: Path) -> float:
     from gmenet_cli import checkpoint
     from gmenet_cli.models.registry import count_flops
 
-    ck = checkpoint.load(weights)
-    spec = ck["input"]
-    return count_flops(checkpoint.build_model(ck, weights), int(spec["channels"]), int(spec["hr_size"])) / 1e9
+    ckpt = checkpoint.load(weights)
+    spec = ckpt["input"]
+    return count_flops(checkpoint.build_model(ckpt, weights), int(spec["channels"]), int(spec["hr_size"])) / 1e9
 
 
 def main() -> None:

@@ -7,11 +7,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 from _common import FERPLUS, header, require_ferplus
@@ -21,7 +19,7 @@ def run(workers: int, out: Path) -> dict:
     code = (
         "import json, resource, time, sys\n"
         "from gmenet_cli.config import PrepareConfig\n"
-        "from gmenet_cli.data.store import prepare\n"
+        "from gmenet_cli.data.prepare import prepare\n"
         "base_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
         "t = time.perf_counter()\n"
         f"_, m = prepare('ferplus', {str(FERPLUS)!r}, {str(out)!r}, PrepareConfig(scales=[2, 4, 8]), workers={workers})\n"

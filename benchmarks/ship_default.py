@@ -53,20 +53,20 @@ def main() -> None:
     from gmenet_cli import checkpoint
     from gmenet_cli.config import Config
 
-    ck = checkpoint.load(args.weights)
+    ckpt = checkpoint.load(args.weights)
     for key in ("optimizer", "scheduler", "rng"):
-        ck.pop(key, None)
-    ck["data"] = {**ck.get("data", {}), "path": Path(ck.get("data", {}).get("path", "")).name}
-    if ck.get("teacher"):
-        ck["teacher"] = {**ck["teacher"], "path": Path(ck["teacher"]["path"]).name}
-    ck["state_dict"] = {k: v.half() if v.is_floating_point() else v for k, v in ck["state_dict"].items()}
+        ckpt.pop(key, None)
+    ckpt["data"] = {**ckpt.get("data", {}), "path": Path(ckpt.get("data", {}).get("path", "")).name}
+    if ckpt.get("teacher"):
+        ckpt["teacher"] = {**ckpt["teacher"], "path": Path(ckpt["teacher"]["path"]).name}
+    ckpt["state_dict"] = {k: v.half() if v.is_floating_point() else v for k, v in ckpt["state_dict"].items()}
     out = REPO / "gmenet_cli" / "weights" / "default.pt"
     out.parent.mkdir(parents=True, exist_ok=True)
-    checkpoint.save(out, {k: v for k, v in ck.items() if k not in ("format", "format_version")})
+    checkpoint.save(out, {k: v for k, v in ckpt.items() if k not in ("format", "format_version")})
     torch.load(out, weights_only=True)
     from gmenet_cli.export import export
 
-    info = export(str(out), "onnx", str(out.with_suffix(".onnx")), int(ck["input"]["hr_size"]))
+    info = export(str(out), "onnx", str(out.with_suffix(".onnx")), int(ckpt["input"]["hr_size"]))
     print(f"wrote {info['path']}: parity {info['max_abs_diff']:.1e} at {info['checked_sizes']} px")
     size_mb = (out.stat().st_size + out.with_suffix(".onnx").stat().st_size) / 2**20
     assert size_mb < 10, f"default.pt + default.onnx are {size_mb:.1f} MB (limit 10)"
@@ -76,19 +76,19 @@ def main() -> None:
     for r in m["results"]:
         rows.append(f"  | {r['face_px']} px ({r['view']}) | {r['accuracy'] * 100:.2f}% | "
                     f"{r['mean_class_accuracy'] * 100:.2f}% | {r['macro_f1'] * 100:.2f}% |")
-    cfg = ck["config"]
+    cfg = ckpt["config"]
     defaults = Config().distill
     card = CARD.format(
-        name=ck["model"]["name"], params=sum(p.numel() for p in checkpoint.build_model(ck).parameters()),
-        channels=ck["input"]["channels"], sizes=sorted(int(v) for v in ck["input"]["lr_sizes"].values()),
-        scales=ck["input"]["scales"], hr=ck["input"]["hr_size"], classes=", ".join(ck["classes"]),
-        command=f"gmenet train --preset ferplus --scales {','.join(map(str, ck['input']['scales']))} --epochs {cfg['train']['epochs']}"
+        name=ckpt["model"]["name"], params=sum(p.numel() for p in checkpoint.build_model(ckpt).parameters()),
+        channels=ckpt["input"]["channels"], sizes=sorted(int(v) for v in ckpt["input"]["lr_sizes"].values()),
+        scales=ckpt["input"]["scales"], hr=ckpt["input"]["hr_size"], classes=", ".join(ckpt["classes"]),
+        command=f"gmenet train --preset ferplus --scales {','.join(map(str, ckpt['input']['scales']))} --epochs {cfg['train']['epochs']}"
                 + "".join(f" --set distill.{k}={cfg['distill'][k]}" for k in ("weight", "kd_weight")
                           if cfg["distill"][k] != getattr(defaults, k)),
         kd=(f", logit KD weight {cfg['distill']['kd_weight']} (temperature {cfg['distill']['kd_temperature']})"
             if cfg["distill"]["kd_weight"] > 0 else ""),
-        teacher=(ck.get("teacher") or {}).get("model", "none"),
-        teacher_acc=f"Valid accuracy {ck['teacher']['val_metric'] * 100:.2f}% on HR" if ck.get("teacher", {}).get("val_metric") else "",
+        teacher=(ckpt.get("teacher") or {}).get("model", "none"),
+        teacher_acc=f"Valid accuracy {ckpt['teacher']['val_metric'] * 100:.2f}% on HR" if ckpt.get("teacher", {}).get("val_metric") else "",
         askd=cfg["distill"]["weight"], epochs=cfg["train"]["epochs"], optim=cfg["optim"]["name"], lr=cfg["optim"]["lr"],
         batch=cfg["train"]["batch_size"], date=dt.date.today().isoformat(), machine=args.machine,
         split=report["split"], table="\n".join(rows), parity=max(info["max_abs_diff"], 1e-6),

@@ -21,10 +21,13 @@ from _common import FERPLUS, header, require_ferplus
 
 
 def timed(task, opt, batches, device, autocast) -> float:
+    from gmenet_cli.runtime import to_device
+
     t = time.perf_counter()
     for batch in batches:
+        batch = to_device(batch, device)
         with autocast():
-            loss = task(batch, device)["loss"]
+            loss = task(batch)["loss"]
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -45,12 +48,14 @@ def main() -> None:
     args = ap.parse_args()
     from gmenet_cli.config import PrepareConfig
     from gmenet_cli.data.loader import PairedBatches
-    from gmenet_cli.data.store import Store, prepare
-    from gmenet_cli.distill import ASKDLoss, ClassificationLoss, ClassifierTask, DistillTask
+    from gmenet_cli.data.prepare import prepare
+    from gmenet_cli.data.store import Store
+    from gmenet_cli.losses import ASKDLoss, ClassificationLoss
+    from gmenet_cli.tasks import ClassifierTask, DistillTask
     from gmenet_cli.models import create_model
     from gmenet_cli.runtime import setup
 
-    rt = setup(args.device, amp=True, channels_last=True, threads=args.threads)
+    runtime = setup(args.device, amp=True, channels_last=True, threads=args.threads)
     store_path = args.store
     if not store_path:
         require_ferplus()
@@ -62,15 +67,15 @@ def main() -> None:
     rows = []
     for kind in ("teacher", "student"):
         torch.manual_seed(0)
-        teacher = create_model(f"teacher_{args.size}", **kw).to(rt.device)
+        teacher = create_model(f"teacher_{args.size}", **kw).to(runtime.device)
         if kind == "teacher":
-            model, task = teacher, ClassifierTask(teacher, ClassificationLoss(), "hr", rt.channels_last)
+            model, task = teacher, ClassifierTask(teacher, ClassificationLoss(), "hr")
             scales = []
         else:
-            model = create_model(f"gmenet_{args.size}", **kw).to(rt.device)
-            task = DistillTask(model, teacher, ClassificationLoss(), ASKDLoss(), channels_last=rt.channels_last)
+            model = create_model(f"gmenet_{args.size}", **kw).to(runtime.device)
+            task = DistillTask(model, teacher, ClassificationLoss(), ASKDLoss())
             scales = store.scales
-        if rt.channels_last:
+        if runtime.channels_last:
             task.to(memory_format=torch.channels_last)
         task.train()
         opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
@@ -78,13 +83,13 @@ def main() -> None:
                                with_hr=True)
         it = iter(loader)
         warm = [next(it) for _ in range(2)]
-        timed(task, opt, warm, rt.device, rt.autocast)
+        timed(task, opt, warm, runtime.device, runtime.autocast)
         fixed = warm[0]
         per = max(1, args.steps // args.rounds)
         loader_t, memory_t = [], []
         for _ in range(args.rounds):
-            loader_t.append(timed(task, opt, itertools.islice(it, per), rt.device, rt.autocast))
-            memory_t.append(timed(task, opt, (fixed for _ in range(per)), rt.device, rt.autocast))
+            loader_t.append(timed(task, opt, itertools.islice(it, per), runtime.device, runtime.autocast))
+            memory_t.append(timed(task, opt, (fixed for _ in range(per)), runtime.device, runtime.autocast))
         t_loader, t_memory = statistics.median(loader_t), statistics.median(memory_t)
         n = per * args.batch_size
         t = time.perf_counter()
@@ -92,8 +97,8 @@ def main() -> None:
         load_only = produced * args.batch_size / (time.perf_counter() - t)
         rows.append((f"{kind} ({model.__class__.__name__}, {args.size})", n / t_loader, n / t_memory,
                      1 - t_memory / t_loader, load_only))
-    amp = "bf16 autocast, channels_last" if rt.amp else "fp32"
-    print(header(f"training speed on {rt.device} ({amp}), batch {args.batch_size}, {args.steps} steps x 2 modes"))
+    amp = "bf16 autocast, channels_last" if runtime.amp else "fp32"
+    print(header(f"training speed on {runtime.device} ({amp}), batch {args.batch_size}, {args.steps} steps x 2 modes"))
     print("| model | images/s with the real loader | images/s from memory | loader overhead | loader alone (images/s) |")
     print("|---|---|---|---|---|")
     for name, a, b, o, lo in rows:

@@ -15,6 +15,7 @@ import typer
 
 from gmenet_cli import __version__
 from gmenet_cli.console import data_out, err, handle_errors
+from gmenet_cli.data.layouts import layout_help
 
 app = typer.Typer(
     name="gmenet",
@@ -68,20 +69,7 @@ def _scales(values: Optional[List[str]]) -> Optional[list[int]]:
     return out
 
 
-SOURCE_HELP = """Sources and the files each expects under --root:
-
-\b
-  ferplus    ROOT/FER2013Train|FER2013Valid|FER2013Test/label.csv + PNGs (FERPlus vote counts)
-  fer2013    ROOT/fer2013.csv (emotion,pixels,Usage) or the CSV itself
-  raf        ROOT/EmoLabel/list_patition_label.txt + ROOT/Image/aligned/*_aligned.jpg,
-             or the re-packed ROOT/{train,test}/{1..7}/*.jpg
-  expw       ROOT/label/label.lst + ROOT/image/origin/*.jpg (faces cropped from the boxes)
-  affectnet  ROOT/training.csv, ROOT/validation.csv + ROOT/Manually_Annotated_Images/...
-  folder     ROOT/<split>/<class>/*.jpg or ROOT/<class>/*.jpg
-"""
-
-
-@app.command(epilog=SOURCE_HELP)
+@app.command(epilog=layout_help())
 @handle_errors
 def prepare(
     src: str = typer.Option(..., "--src", help="Dataset layout: ferplus, fer2013, raf, expw, affectnet, folder."),
@@ -114,7 +102,7 @@ def prepare(
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     from gmenet_cli.config import build_config
-    from gmenet_cli.data.store import prepare as run_prepare
+    from gmenet_cli.data.prepare import prepare as run_prepare
 
     flags = {
         "prepare.scales": _scales(scale), "prepare.hr_size": hr_size, "prepare.method": method,
@@ -132,72 +120,9 @@ def prepare(
     seconds = time.perf_counter() - start
     if as_json:
         data_out(json.dumps(manifest))
-    _print_store_summary(path, manifest, seconds)
+    from gmenet_cli import render
 
-
-def _print_store_summary(path: Path, manifest: dict, seconds: float) -> None:
-    from rich.table import Table
-
-    classes = manifest["classes"]
-    table = Table(title=f"{manifest['source']} -> {path}", title_justify="left")
-    table.add_column("split")
-    table.add_column("faces", justify="right")
-    for c in classes:
-        table.add_column(c[:8], justify="right")
-    total = 0
-    for split, info in manifest["splits"].items():
-        total += info["count"]
-        table.add_row(split, str(info["count"]), *(str(info["class_counts"][c]) for c in classes))
-    err.print(table)
-    lr = ", ".join(f"x{s}: {n}px" for s, n in manifest["lr_sizes"].items())
-    err.print(f"HR {manifest['hr_size']}px, {manifest['channels']} channel(s); LR {lr}; "
-              f"{total} faces in {seconds:.1f}s ({total / max(seconds, 1e-9):,.0f} faces/s)")
-    if manifest["skipped"]["count"]:
-        err.print(f"[yellow]skipped {manifest['skipped']['count']} unreadable image(s): see {path / 'skipped.tsv'}[/yellow]")
-    for reason, n in manifest.get("dropped", {}).items():
-        err.print(f"dropped {n} row(s): {reason}")
-    err.print(f"Next: gmenet distill-teacher --data {path}")
-
-
-class _RichTraining:
-    """Renders engine callbacks: a progress bar per epoch (loss, accuracy, ETA) and one line per epoch."""
-
-    def __init__(self, quiet: bool = False):
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-        self.bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                            TextColumn("{task.fields[stats]}"), TimeRemainingColumn(), console=err, transient=True,
-                            disable=quiet or not err.is_terminal)
-        self.task = None
-
-    def start(self, info: dict) -> None:
-        where = f"{info['device']}" + (f" x{info['world']} processes" if info["world"] > 1 else "")
-        resumed = f", resuming at epoch {info['start_epoch'] + 1}" if info["start_epoch"] else ""
-        err.print(f"{info['model']} ({info['params']:,} parameters) on {where}: {info['train']} training faces from "
-                  f"{info['store']}, {info['epochs']} epochs{resumed} -> {info['run_dir']}")
-
-    def epoch_start(self, epoch: int, epochs: int, batches: int) -> None:
-        if self.bar.disable:
-            return
-        self.bar.start()
-        self.task = self.bar.add_task(f"epoch {epoch + 1}/{epochs}", total=batches, stats="")
-
-    def batch(self, i: int, scalars: dict) -> None:
-        if self.task is not None:
-            self.bar.update(self.task, completed=i + 1, stats=f"loss {scalars['loss']:.3f} acc {scalars['acc']:.3f}")
-
-    def epoch_end(self, row: dict) -> None:
-        if self.task is not None:
-            self.bar.remove_task(self.task)
-            self.bar.stop()
-            self.task = None
-        val = "".join(f" {k} {row[k]:.4f}" for k in row if k.startswith("val_acc"))
-        mark = " *best*" if row.get("best") else ""
-        err.print(f"epoch {row['epoch']}: loss {row['train_loss']:.4f} train_acc {row['train_acc']:.4f}{val} "
-                  f"({row['epoch_time_s']:.0f}s, {row['images_per_s']:.0f} img/s){mark}")
-
-    def message(self, text: str) -> None:
-        err.print(text)
+    render.store_summary(path, manifest, seconds)
 
 
 def _train_common(preset, config, sets, flags):
@@ -206,15 +131,13 @@ def _train_common(preset, config, sets, flags):
     return build_config(preset=preset, config_file=str(config) if config else None, sets=sets, flags=flags)
 
 
-def _finish_training(result, rt, command: str, next_hint: str) -> None:
+def _finish_training(result, runtime, next_hint: str) -> None:
+    from gmenet_cli import render
     from gmenet_cli.runtime import shutdown
 
-    shutdown(rt)
-    if not rt.is_main:
-        return
-    err.print(f"[green]done[/green]: best {result.best_metric:.4f} (validation accuracy) -> {result.best}")
-    err.print(f"results: {result.run_dir / 'results.csv'}, curves: {result.run_dir / 'results.png'}")
-    err.print(f"Next: {next_hint.format(best=result.best)}")
+    shutdown(runtime)
+    if runtime.is_main:
+        render.training_done(result, next_hint.format(best=result.best))
 
 
 EpochsOpt = typer.Option(None, "--epochs", help="Training epochs.")
@@ -251,15 +174,16 @@ def distill_teacher(
     Writes runs/distill-teacher/<name>/ (config.yaml, weights/best.pt and last.pt, results.csv, results.png).
     Example: gmenet distill-teacher --data prepared/ferplus-x2-4-8 --epochs 12
     """
-    from gmenet_cli.engine import train_teacher
+    from gmenet_cli.render import RichTraining
     from gmenet_cli.runtime import setup
+    from gmenet_cli.training import train_teacher
 
     cfg = _train_common(preset, config, sets, {
         "model.teacher": model, "train.epochs": epochs, "train.batch_size": batch_size, "optim.lr": lr,
         "train.device": device, "train.seed": seed, "train.deterministic": deterministic})
-    rt = setup(cfg.train.device, cfg.train.amp, cfg.train.channels_last, cfg.train.threads, distributed=True)
-    result = train_teacher(cfg, rt, str(data) if data else None, name, resume, _RichTraining(quiet))
-    _finish_training(result, rt, "distill-teacher", "gmenet train --teacher {best}")
+    runtime = setup(cfg.train.device, cfg.train.amp, cfg.train.channels_last, cfg.train.threads, distributed=True)
+    result = train_teacher(cfg, runtime, str(data) if data else None, name, resume, RichTraining(quiet))
+    _finish_training(result, runtime, "gmenet train --teacher {best}")
 
 
 @app.command()
@@ -289,8 +213,9 @@ def train(
     Bare `gmenet train` uses the most recent prepared store and teacher (and says which).
     Example: gmenet train --scales 2,4,8 --epochs 12
     """
-    from gmenet_cli.engine import train_student
+    from gmenet_cli.render import RichTraining
     from gmenet_cli.runtime import setup
+    from gmenet_cli.training import train_student
 
     flags = {"model.name": model, "train.epochs": epochs, "train.batch_size": batch_size, "optim.lr": lr,
              "train.device": device, "train.seed": seed, "train.deterministic": deterministic,
@@ -300,10 +225,10 @@ def train(
         cfg.model.kwargs["global_branch"] = False
     if no_distill and teacher:
         raise typer.BadParameter("--teacher and --no-distill contradict each other", param_hint="--teacher")
-    rt = setup(cfg.train.device, cfg.train.amp, cfg.train.channels_last, cfg.train.threads, distributed=True)
-    result = train_student(cfg, rt, str(data) if data else None, str(teacher) if teacher else None, name, resume,
-                           _RichTraining(quiet))
-    _finish_training(result, rt, "train", "gmenet evaluate --weights {best}")
+    runtime = setup(cfg.train.device, cfg.train.amp, cfg.train.channels_last, cfg.train.threads, distributed=True)
+    result = train_student(cfg, runtime, str(data) if data else None, str(teacher) if teacher else None, name, resume,
+                           RichTraining(quiet))
+    _finish_training(result, runtime, "gmenet evaluate --weights {best}")
 
 
 @app.command()
@@ -324,10 +249,11 @@ def evaluate(
     For several scales this is a resolution sweep (accuracy against face size), for every model given.
     Example: gmenet evaluate --weights runs/train/exp/weights/best.pt --scales 2,4,8 --compare runs/distill-teacher/exp/weights/best.pt
     """
-    from gmenet_cli.engine import find_latest_weights, resolve_run_dir
+    from gmenet_cli import render
     from gmenet_cli.evaluate import evaluate as run_evaluate
     from gmenet_cli.evaluate import write_outputs
     from gmenet_cli.runtime import select_device
+    from gmenet_cli.training import find_latest_weights, resolve_run_dir
 
     dev = select_device(device)
     if weights is None:
@@ -343,29 +269,9 @@ def evaluate(
     written = write_outputs(report, out_dir)
     if as_json:
         data_out(json.dumps(report))
-    _print_report(report)
+    render.evaluation_report(report)
     err.print(f"wrote {', '.join(str(p) for p in written)}")
     err.print(f"Next: gmenet predict photo.jpg --weights {weights}")
-
-
-def _print_report(report: dict) -> None:
-    from rich.table import Table
-
-    table = Table(title=f"{report['split']} split of {report['data']} ({report['count']} faces)", title_justify="left")
-    for col in ("model", "view", "face px", "accuracy", "mean class acc", "macro F1"):
-        table.add_column(col, justify="left" if col in ("model", "view") else "right")
-    for m in report["models"]:
-        for r in m["results"]:
-            table.add_row(f"{m['model']} ({Path(m['weights']).parent.parent.name})", r["view"], str(r["face_px"]),
-                          f"{r['accuracy']:.4f}", f"{r['mean_class_accuracy']:.4f}", f"{r['macro_f1']:.4f}")
-    err.print(table)
-    first = report["models"][0]["results"][0]
-    per = Table(title=f"per class ({report['models'][0]['model']}, {first['view']})", title_justify="left")
-    for col in ("class", "precision", "recall", "F1", "support"):
-        per.add_column(col, justify="left" if col == "class" else "right")
-    for c, v in first["per_class"].items():
-        per.add_row(c, f"{v['precision']:.3f}", f"{v['recall']:.3f}", f"{v['f1']:.3f}", str(v["support"]))
-    err.print(per)
 
 
 @app.command()
@@ -392,10 +298,8 @@ def predict(
     (the rest are still processed), 2 for usage errors. Data goes to stdout, messages to stderr:
     ls photos/*.jpg | gmenet predict - --json | jq -r .label
     """
-    import csv as _csv
-    import sys
-
     from gmenet_cli.predict import expand_inputs, load_classifier, make_detector, read_box_csv, run, save_annotated
+    from gmenet_cli.render import PredictOutput
 
     if as_json and as_csv:
         raise typer.BadParameter("choose one of --json and --csv", param_hint="--json")
@@ -413,51 +317,16 @@ def predict(
         if save.exists() and not save.is_dir():
             raise typer.BadParameter(f"{save} exists and is not a folder", param_hint="--save")
         save.mkdir(parents=True, exist_ok=True)
-    writer = None
-    if as_csv:
-        writer = _csv.writer(sys.stdout, lineterminator="\n")
-        writer.writerow(["file", "frame", "face", "x", "y", "w", "h", "label", "confidence", "face_px", *clf.classes])
-    rows_for_table, bad, faceless, used = [], 0, 0, set()
+    output, used = PredictOutput("json" if as_json else "csv" if as_csv else "table", clf.classes), set()
     for item, results in run(files, clf, det, margin, every, batch_size, box_map):
         for r in results:
-            if "error" in r:
-                bad += 1
-                err.print(f"[red]error[/red]: {r['file']}: {r['error']}", soft_wrap=True)
-                continue
-            if r.get("faces") == 0:
-                faceless += 1
-                err.print(f"{r['file']}: {r.get('note', 'no face found')}", soft_wrap=True)
-            if as_json:
-                data_out(json.dumps(r))
-            elif as_csv:
-                if "label" in r:
-                    writer.writerow([r["file"], r.get("frame", ""), r["face"], *r["box"], r["label"], r["confidence"],
-                                     r["face_px"], *(r["probs"][c] for c in clf.classes)])
-                else:
-                    writer.writerow([r["file"], r.get("frame", ""), "", "", "", "", "", "", "", "", *([""] * len(clf.classes))])
-                sys.stdout.flush()
-            elif "label" in r:
-                rows_for_table.append(r)
+            output.add(r)
         if save and item.image is not None:
             save_annotated(save, item.file, item.frame, item.image, results, used)
-    if not (as_json or as_csv):
-        from rich.console import Console
-        from rich.table import Table
-
-        table = Table()
-        for col in ("file", "face", "label", "confidence", "face px", "box"):
-            # file names wrap instead of being cut to "examples/astronaut…" on a narrow terminal
-            table.add_column(col, justify="right" if col in ("confidence", "face px") else "left",
-                             overflow="fold" if col == "file" else "ellipsis")
-        for r in rows_for_table:
-            name = r["file"] + (f"#{r['frame']}" if "frame" in r else "")
-            table.add_row(name, str(r["face"]), r["label"], f"{r['confidence']:.3f}", f"{r['face_px']:.0f}",
-                          ",".join(f"{v:.0f}" for v in r["box"]))
-        if rows_for_table:
-            Console(highlight=False).print(table)
+    output.finish()
     if save:
         err.print(f"annotated copies in {save}")
-    if bad or faceless:
+    if output.bad or output.faceless:
         raise typer.Exit(1)
 
 
@@ -497,8 +366,7 @@ def models(
     as_json: bool = JsonOpt,
 ):
     """List registered models with parameter counts and FLOPs (2 x multiply-adds, one face)."""
-    from rich.table import Table
-
+    from gmenet_cli import render
     from gmenet_cli.models import count_flops, count_params, create_model, get_spec, list_models
 
     rows = []
@@ -512,14 +380,7 @@ def models(
         for r in rows:
             data_out(json.dumps(r))
         return
-    table = Table(title=f"models at {input_size}px working size ({channels} ch, {classes} classes)", title_justify="left")
-    for col in ("name", "kind", "params", "GFLOPs", "input px", "about"):
-        table.add_column(col, justify="right" if col in ("params", "GFLOPs", "input px") else "left")
-    for r in rows:
-        table.add_row(r["name"], r["kind"], f"{r['params']:,}", f"{r['gflops']:.3f}", str(r["input_px"]), r["about"])
-    from rich.console import Console
-
-    Console(highlight=False).print(table)
+    render.models_table(rows, input_size, channels, classes)
 
 
 def main() -> None:

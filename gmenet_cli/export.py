@@ -44,31 +44,31 @@ def _quiet_fds():
             os.close(fd)
 
 
-def onnx_metadata(ck: dict, sizes: list[int]) -> dict[str, str]:
+def onnx_metadata(ckpt: dict, sizes: list[int]) -> dict[str, str]:
     """What predict needs to run an ONNX file alone (stored as ONNX metadata_props, all strings)."""
     import json
 
     from gmenet_cli import __version__
 
-    spec = ck["input"]
+    spec = ckpt["input"]
     return {"gmenet_format": "gmenet-onnx", "gmenet_format_version": "1", "gmenet_version": __version__,
-            "model": ck["model"]["name"], "classes": json.dumps(list(ck["classes"])),
+            "model": ckpt["model"]["name"], "classes": json.dumps(list(ckpt["classes"])),
             "channels": str(int(spec["channels"])), "hr_size": str(int(spec["hr_size"])),
             "view": str(spec.get("view", "lr")), "sizes": json.dumps(sizes),
-            "trained_sizes": json.dumps(trained_sizes(ck)), "input_range": "float32 in [0, 1]"}
+            "trained_sizes": json.dumps(trained_sizes(ckpt)), "input_range": "float32 in [0, 1]"}
 
 
 def export(weights: str, fmt: str, out: str | None, input_size: int | None, atol: float = 1e-4) -> dict:
     if fmt not in ("onnx", "torchscript"):
         raise UsageError(f"--format must be onnx or torchscript, got '{fmt}'")
-    ck = checkpoint.load(weights)
-    model = checkpoint.build_model(ck, weights)
+    ckpt = checkpoint.load(weights)
+    model = checkpoint.build_model(ckpt, weights)
     if input_size is not None and not 1 <= input_size <= 1024:
         raise UsageError(f"--input-size must be 1..1024, got {input_size}")
     # One graph for every trained size: the model's own preprocessing resizes any face up to its working size.
-    sizes = [input_size] if input_size else trained_sizes(ck)
-    dynamic_size = input_size is None and max(sizes) <= int(ck["input"]["hr_size"]) and len(sizes) > 1
-    c = int(ck["input"]["channels"])
+    sizes = [input_size] if input_size else trained_sizes(ckpt)
+    dynamic_size = input_size is None and max(sizes) <= int(ckpt["input"]["hr_size"]) and len(sizes) > 1
+    c = int(ckpt["input"]["channels"])
     suffix = ".onnx" if fmt == "onnx" else ".torchscript.pt"
     tag = f"_{sizes[0]}px" if len(sizes) == 1 else ""
     path = Path(out) if out else Path(weights).with_name(Path(weights).stem + f"{tag}{suffix}")
@@ -76,61 +76,87 @@ def export(weights: str, fmt: str, out: str | None, input_size: int | None, atol
     example = torch.rand(2, c, sizes[0], sizes[0], generator=torch.Generator().manual_seed(0))
     # Parity inputs: another batch size, every size the graph is meant to take.
     samples = [torch.rand(5, c, s, s, generator=torch.Generator().manual_seed(1 + s)) for s in sizes]
-    checked = list(sizes)
-    with torch.no_grad():
-        references = [model(x).numpy() for x in samples]
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
         if fmt == "onnx":
-            try:
-                import onnx
-                import onnxruntime as ort
-            except ImportError:
-                raise UsageError("ONNX export needs the onnx extra: pip install 'gmenet-cli[onnx]'") from None
-            axes = {0: "batch", 2: "size", 3: "size"} if dynamic_size else {0: "batch"}
-            with warnings.catch_warnings(), _quiet_fds():
-                warnings.simplefilter("ignore")
-                try:
-                    torch.onnx.export(model, (example,), str(tmp), dynamo=False, input_names=["faces"],
-                                      output_names=["logits"], dynamic_axes={"faces": axes, "logits": {0: "batch"}},
-                                      opset_version=17)
-                except Exception as e:  # exporter errors are long graph dumps: keep the first line
-                    first = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
-                    raise UsageError(f"ONNX export failed: {first}") from None
-            proto = onnx.load(str(tmp))
-            for key, value in onnx_metadata(ck, sizes).items():
-                proto.metadata_props.add(key=key, value=value)
-            onnx.save(proto, str(tmp))
-            session = ort.InferenceSession(str(tmp), providers=["CPUExecutionProvider"])
-            got = [session.run(None, {"faces": x.numpy()})[0] for x in samples]
-            hr = int(ck["input"]["hr_size"])
-            if input_size == hr:
-                # A graph fixed at the working size (how the default model ships): predict resizes smaller
-                # faces in numpy first, so check that path against the eager model at every trained size.
-                from gmenet_cli.ortmodel import upsample
-
-                for s in (s for s in trained_sizes(ck) if s < hr):
-                    checked.append(s)
-                    x = torch.rand(5, c, s, s, generator=torch.Generator().manual_seed(100 + s))
-                    with torch.no_grad():
-                        references.append(model(x).numpy())
-                    got.append(session.run(None, {"faces": upsample(x.numpy(), hr)})[0])
+            run = _write_onnx(model, ckpt, tmp, example, sizes, dynamic_size)
+            if input_size == int(ckpt["input"]["hr_size"]):
+                samples += _working_size_samples(ckpt, c)
         else:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                traced = torch.jit.trace(model, example, check_trace=False)
-            traced.save(str(tmp))
-            with torch.no_grad(), warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                loaded = torch.jit.load(str(tmp)).eval()
-                got = [loaded(x).numpy() for x in samples]
-        diff = max(float(np.abs(g - r).max()) for g, r in zip(got, references))
+            run = _write_torchscript(model, tmp, example)
+        diff = _parity(model, run, samples, input_size == int(ckpt["input"]["hr_size"]))
         if not diff <= atol:
             raise UsageError(f"parity check failed: max |exported - eager| = {diff:.2e} > {atol:.0e}; nothing written")
         tmp.replace(path)
     finally:
         tmp.unlink(missing_ok=True)
     side = "s" if dynamic_size else sizes[0]
-    return {"path": str(path), "format": fmt, "input": [None, c, side, side], "sizes": sizes, "checked_sizes": sorted(checked),
-            "classes": ck["classes"],
+    return {"path": str(path), "format": fmt, "input": [None, c, side, side], "sizes": sizes,
+            "checked_sizes": sorted({x.shape[-1] for x in samples}), "classes": ckpt["classes"],
             "max_abs_diff": diff, "input_range": "float32 in [0, 1]", "output": "logits"}
+
+
+def _write_onnx(model, ckpt: dict, tmp: Path, example, sizes: list[int], dynamic_size: bool):
+    """Export, add gmenet's metadata, open in onnxruntime; -> a function running the graph on a tensor."""
+    try:
+        import onnx
+        import onnxruntime as ort
+    except ImportError:
+        raise UsageError("ONNX export needs the onnx extra: pip install 'gmenet-cli[onnx]'") from None
+    axes = {0: "batch", 2: "size", 3: "size"} if dynamic_size else {0: "batch"}
+    with warnings.catch_warnings(), _quiet_fds():
+        warnings.simplefilter("ignore")
+        try:
+            torch.onnx.export(model, (example,), str(tmp), dynamo=False, input_names=["faces"],
+                              output_names=["logits"], dynamic_axes={"faces": axes, "logits": {0: "batch"}},
+                              opset_version=17)
+        except Exception as e:  # exporter errors are long graph dumps: keep the first line
+            first = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
+            raise UsageError(f"ONNX export failed: {first}") from None
+    proto = onnx.load(str(tmp))
+    for key, value in onnx_metadata(ckpt, sizes).items():
+        proto.metadata_props.add(key=key, value=value)
+    onnx.save(proto, str(tmp))
+    session = ort.InferenceSession(str(tmp), providers=["CPUExecutionProvider"])
+    return lambda x: session.run(None, {"faces": x.numpy()})[0]
+
+
+def _write_torchscript(model, tmp: Path, example):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        traced = torch.jit.trace(model, example, check_trace=False)
+    traced.save(str(tmp))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        loaded = torch.jit.load(str(tmp)).eval()
+
+    def run(x):
+        with torch.no_grad():
+            return loaded(x).numpy()
+
+    return run
+
+
+def _working_size_samples(ckpt: dict, c: int) -> list:
+    """A graph fixed at the working size (how the default model ships): predict resizes smaller faces in
+    numpy first, so that path is checked too, at every trained size below the working size."""
+    hr = int(ckpt["input"]["hr_size"])
+    return [torch.rand(5, c, s, s, generator=torch.Generator().manual_seed(100 + s)) for s in trained_sizes(ckpt) if s < hr]
+
+
+def _parity(model, run, samples: list, fixed_at_working_size: bool) -> float:
+    """Max |exported - eager| over the samples; at a fixed working size smaller faces take predict's
+    numpy upsampling before the graph, as they will in use."""
+    from gmenet_cli.ortmodel import upsample
+
+    diff = 0.0
+    for x in samples:
+        with torch.no_grad():
+            reference = model(x).numpy()
+        size = int(model.input_size)
+        if fixed_at_working_size and x.shape[-1] < size:
+            got = run(torch.from_numpy(upsample(x.numpy(), size)))
+        else:
+            got = run(x)
+        diff = max(diff, float(np.abs(got - reference).max()))
+    return diff

@@ -90,19 +90,31 @@ def seed_everything(seed: int, deterministic: bool = False) -> None:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
 
 
-def all_reduce_sum(rt: Runtime, values: list[float]) -> list[float]:
+def to_device(batch, device: torch.device):
+    """Every tensor of a batch (nested dicts, tuples and lists included) on `device`: the one place a batch
+    moves. Copies are non-blocking, which overlaps them with compute when the loader pinned the batch."""
+    if torch.is_tensor(batch):
+        return batch.to(device, non_blocking=True)
+    if isinstance(batch, dict):
+        return {k: to_device(v, device) for k, v in batch.items()}
+    if isinstance(batch, (tuple, list)):
+        return type(batch)(to_device(v, device) for v in batch)
+    return batch  # numpy row indices and other host-side bookkeeping stay where they are
+
+
+def all_reduce_sum(runtime: Runtime, values: list[float]) -> list[float]:
     """Sum a few scalars across ranks (metrics); a no-op on one process."""
-    if not rt.distributed:
+    if not runtime.distributed:
         return values
     import torch.distributed as dist
 
-    t = torch.tensor(values, dtype=torch.float64, device=rt.device)
+    t = torch.tensor(values, dtype=torch.float64, device=runtime.device)
     dist.all_reduce(t)
     return t.tolist()
 
 
-def shutdown(rt: Runtime) -> None:
-    if rt.distributed:
+def shutdown(runtime: Runtime) -> None:
+    if runtime.distributed:
         import torch.distributed as dist
 
         if dist.is_initialized():

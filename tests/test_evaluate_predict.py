@@ -50,7 +50,7 @@ def test_evaluate_json_agrees_with_running_the_model(tiny_store, tiny_runs, cli,
     model = checkpoint.build_model(ck)
     split = Store(tiny_store).split("val")
     with torch.no_grad():
-        pred = model(torch.from_numpy(np.array(split.lr[4]))).argmax(1).numpy()
+        pred = model(torch.from_numpy(np.array(split.lowres[4]))).argmax(1).numpy()
     x4 = report["models"][0]["results"][2]
     assert x4["accuracy"] == pytest.approx(float((pred == split.labels).mean()))
     assert np.array_equal(np.asarray(x4["confusion"]), confusion(model, split, 4, "cpu"))

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from gmenet_cli.distill import ASKDLoss, ClassificationLoss, DistillTask, map_similarity_loss
+from gmenet_cli.losses import ASKDLoss, ClassificationLoss, map_similarity_loss
+from gmenet_cli.tasks import DistillTask
 from gmenet_cli.errors import UsageError
 from gmenet_cli.models import count_flops, count_params, create_model, get_spec, list_models
 
@@ -75,10 +76,10 @@ def test_gradients_reach_the_student_only():
     task = DistillTask(student, teacher, ClassificationLoss(), ASKDLoss(5.0), kd_weight=1.0).train()
     batch = {
         "hr": torch.randint(0, 256, (4, 1, 32, 32), dtype=torch.uint8),
-        "lr": {4: (torch.arange(4), torch.randint(0, 256, (4, 1, 8, 8), dtype=torch.uint8))},
+        "lowres": {4: (torch.arange(4), torch.randint(0, 256, (4, 1, 8, 8), dtype=torch.uint8))},
         "target": torch.tensor([0, 1, 2, 3]),
     }
-    out = task(batch, torch.device("cpu"))
+    out = task(batch)
     assert {"loss", "ce", "askd", "askd_channel", "askd_spatial", "kd", "logits"} <= set(out)
     out["loss"].backward()
     assert all(p.grad is None for p in teacher.parameters())

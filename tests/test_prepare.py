@@ -10,7 +10,8 @@ import pytest
 
 import synth
 from gmenet_cli.config import PrepareConfig
-from gmenet_cli.data.store import Store, prepare
+from gmenet_cli.data.prepare import prepare
+from gmenet_cli.data.store import Store
 from gmenet_cli.errors import DataError, UsageError
 
 
@@ -31,12 +32,12 @@ def test_ferplus_counts_labels_and_sizes(tmp_path, cli):
     store = Store(tmp_path / "s")
     train = store.split("train")
     assert train.hr.shape == (24, 1, 48, 48)
-    assert train.lr[8].shape == (24, 1, 6, 6)
+    assert train.lowres[8].shape == (24, 1, 6, 6)
     assert train.labels.tolist() == [c for c in range(8) for _ in range(3)]
     # The LR face is the area-downsampled HR face (block means).
     hr = train.hr[0, 0].astype(np.float64)
     expected = hr.reshape(12, 4, 12, 4).mean(axis=(1, 3))
-    assert np.abs(train.lr[4][0, 0] - expected).max() <= 1.0
+    assert np.abs(train.lowres[4][0, 0] - expected).max() <= 1.0
 
 
 def test_ferplus_seven_classes_and_votes(tmp_path):

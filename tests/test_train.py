@@ -11,7 +11,6 @@ import sys
 from pathlib import Path
 
 import cv2
-import numpy as np
 import pytest
 import torch
 
@@ -66,7 +65,7 @@ def test_distillation_is_learning_on_synthetic_faces(tiny_runs):
 
 
 def test_interrupted_run_resumes_to_the_same_epoch_count(tiny_store, cli, workdir, monkeypatch):
-    from gmenet_cli import engine
+    from gmenet_cli.training import loop as engine
 
     calls = {"n": 0}
     real_validate = engine.validate
@@ -96,7 +95,7 @@ def test_interrupted_run_resumes_to_the_same_epoch_count(tiny_store, cli, workdi
 
 def test_resumed_run_matches_uninterrupted_run(tiny_store, cli, workdir, monkeypatch):
     """Deterministic CPU run: 3 epochs straight == interrupted in epoch 2 + --resume (bit for bit)."""
-    from gmenet_cli import engine
+    from gmenet_cli.training import loop as engine
 
     common = ["--data", tiny_store, "--no-distill", "--preset", "tiny", "--epochs", "3", "--deterministic", "-q"]
     assert cli("train", *common, "--name", "full").exit_code == 0
@@ -118,7 +117,7 @@ def test_resumed_run_matches_uninterrupted_run(tiny_store, cli, workdir, monkeyp
 
 
 def test_non_finite_loss_stops_with_epoch_and_batch(tiny_store, cli, workdir, monkeypatch):
-    from gmenet_cli import distill
+    from gmenet_cli import losses as distill
 
     real = distill.ClassificationLoss.forward
     count = {"n": 0}
@@ -191,7 +190,7 @@ def test_paired_augmentation_keeps_hr_and_lr_aligned(tiny_store):
     split = Store(tiny_store).split("train")
     loader = PairedBatches(split, 16, [4], shift=1, seed=1)
     batch = next(iter(loader))
-    (pos, lr), = batch["lr"].values()
+    (pos, lr), = batch["lowres"].values()
     hr = batch["hr"][pos].float()
     down = torch.nn.functional.avg_pool2d(hr, 4)  # area downsampling of the augmented HR view
     # interior pixels (away from the replicated border) match the augmented LR view

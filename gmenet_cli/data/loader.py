@@ -1,10 +1,11 @@
 """Batches of uint8 HR/LR pairs straight from a prepared store, with paired augmentation.
 
 No per-image decoding and no worker processes: a batch is a fancy-index into memory-mapped arrays, made
-in a background thread while the model computes. Augmentation is geometric and *paired*: a flip and a
-shift of k LR pixels = k x scale HR pixels, so the teacher's HR view and the student's LR view stay
-pixel-aligned (A-SKD makes each pair from the same augmented image) and the stored LR degradations are
-used as prepared. Normalisation happens on the device, inside the model.
+in a background thread while the model computes. Augmentation here is geometric and *paired*: a flip and a
+shift of k LR pixels = k x scale HR pixels, so the teacher's HR view and the student's low-resolution view
+stay pixel-aligned (A-SKD makes each pair from the same augmented image) and the stored LR degradations
+are used as prepared. Batches stay uint8 on the host: conversion, resizing and normalisation happen on the
+device, inside the model. Only numpy and torch here (no OpenCV), so the losses and training import cheaply.
 """
 
 from __future__ import annotations
@@ -32,7 +33,8 @@ def _shift_batch(x: np.ndarray, dy: np.ndarray, dx: np.ndarray, pad: int) -> np.
 
 
 class PairedBatches:
-    """Iterate dict batches: hr (B,C,H,W) uint8, lr {scale: (idx, (b,C,h,w) uint8)}, target, votes.
+    """Iterate dict batches: hr (B,C,H,W) uint8, lowres {scale: (positions (b,), (b,C,h,w) uint8)}, target (B,),
+    votes (B, K) and index (the samples' row numbers in the split, a numpy array).
 
     Each sample of a batch draws one scale from `scales` (multi-scale training = one model for every face
     size). Shuffling and augmentation are seeded by (seed, epoch); under DDP each rank takes a disjoint
@@ -85,13 +87,13 @@ class PairedBatches:
             batch["votes"] = torch.from_numpy(self.split.votes[idx_sorted][inv].astype(np.float32))
         if self.with_hr:
             batch["hr"] = np.asarray(self.split.hr[idx_sorted])[inv]  # augmented below with the LR view
-        lr: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        lowres: dict[int, tuple[np.ndarray, np.ndarray]] = {}
         if self.scales:
             choice = rng.integers(0, len(self.scales), B)
             for k, scale in enumerate(self.scales):
                 pos = np.nonzero(choice == k)[0]
                 if len(pos):
-                    lr[scale] = (pos, np.asarray(self.split.lr[scale][idx_sorted[inv[pos]]]))
+                    lowres[scale] = (pos, np.asarray(self.split.lowres[scale][idx_sorted[inv[pos]]]))
         # Geometric augmentation, identical for the two views of each sample.
         if self.with_hr:
             hr = batch["hr"]
@@ -100,19 +102,19 @@ class PairedBatches:
             if s:
                 # HR shift = LR shift x the sample's scale (teacher-only batches: scale 1).
                 per_sample = np.ones(B, int)
-                for scale, (pos, _) in lr.items():
+                for scale, (pos, _) in lowres.items():
                     per_sample[pos] = scale
                 hr = _shift_batch(hr, dy * per_sample, dx * per_sample, s * max([1] + self.scales))
             batch["hr"] = torch.from_numpy(np.ascontiguousarray(hr))
-        out_lr = {}
-        for scale, (pos, arr) in lr.items():
+        out_lowres = {}
+        for scale, (pos, arr) in lowres.items():
             f = flip[pos]
             if f.any():
                 arr[f] = arr[f][..., ::-1]
             if s:
                 arr = _shift_batch(arr, dy[pos], dx[pos], s)
-            out_lr[scale] = (torch.from_numpy(pos), torch.from_numpy(np.ascontiguousarray(arr)))
-        batch["lr"] = out_lr
+            out_lowres[scale] = (torch.from_numpy(pos), torch.from_numpy(np.ascontiguousarray(arr)))
+        batch["lowres"] = out_lowres
         return batch
 
     def _batches(self):
@@ -162,21 +164,7 @@ class PairedBatches:
 
 
 def _pin(batch: dict) -> dict:
-    out = {k: (v.pin_memory() if torch.is_tensor(v) else v) for k, v in batch.items() if k != "lr"}
-    out["lr"] = {s: (pos, arr.pin_memory()) for s, (pos, arr) in batch["lr"].items()}
-    return out
-
-
-def assemble_lr(batch_lr: dict, resize, device: torch.device, channels_last: bool = False) -> torch.Tensor:
-    """Mixed-scale LR groups -> one (B, C, S, S) float batch in [0, 1], each group resized by the model's
-    own `resize` (the same path a real tiny face takes)."""
-    total = sum(len(pos) for pos, _ in batch_lr.values())
-    out = None
-    for _, (pos, arr) in batch_lr.items():
-        x = resize(arr.to(device, non_blocking=True).float().div_(255.0))
-        if out is None:
-            out = torch.empty((total, *x.shape[1:]), device=device, dtype=x.dtype)
-        out[pos.to(device)] = x
-    if channels_last:
-        out = out.contiguous(memory_format=torch.channels_last)
+    """Page-locked copies of every tensor (positions included), so host-to-device copies can overlap."""
+    out = {k: (v.pin_memory() if torch.is_tensor(v) else v) for k, v in batch.items() if k != "lowres"}
+    out["lowres"] = {s: (pos.pin_memory(), arr.pin_memory()) for s, (pos, arr) in batch["lowres"].items()}
     return out

@@ -2,16 +2,28 @@
 
 Preprocessing lives *inside* the model so a prepared LR pair, a real tiny face crop, an exported ONNX
 graph and a checkpoint reloaded months later all take the same path: uint8 or [0, 1] float in any size
--> resized to the working size (bicubic up by default, antialiased down) -> normalised.
+-> resized to the working size (bicubic up by default, antialiased down) -> normalised. A training batch
+that mixes face sizes (one LR scale drawn per sample) comes in as groups and takes the same path.
 """
 
 from __future__ import annotations
+
+from typing import Mapping, Union
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from gmenet_cli.models.blocks import AttentionBlock, conv_bn
+
+
+# One face size per tensor, or a batch that mixes sizes: {scale: (positions (b,), faces (b, C, h, w))}.
+Faces = Union[torch.Tensor, Mapping[int, tuple]]
+
+
+def conv_out(size: int, stride: int) -> int:
+    """Side of a 3x3, padding 1 convolution's output: what every strided layer here does to a map."""
+    return (size - 1) // stride + 1
 
 
 class FERModel(nn.Module):
@@ -26,12 +38,25 @@ class FERModel(nn.Module):
         self.register_buffer("mean", torch.full((1, in_chans, 1, 1), float(mean)), persistent=False)
         self.register_buffer("std", torch.full((1, in_chans, 1, 1), float(std)), persistent=False)
 
-    def preprocess(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, C, h, w) uint8 or float in [0, 1] -> (B, C, S, S) normalised float, S = input_size."""
+    def preprocess(self, x: Faces) -> torch.Tensor:
+        """(B, C, h, w) uint8 or float in [0, 1], or mixed-size groups -> (B, C, S, S) normalised float."""
+        if not torch.is_tensor(x):
+            return self._preprocess_groups(x)
         if x.dtype == torch.uint8:
             x = x.float().div_(255.0)
         x = self.resize(x)
         return (x - self.mean) / self.std
+
+    def _preprocess_groups(self, groups: Mapping[int, tuple]) -> torch.Tensor:
+        """Each group resized on its own, then scattered back to its samples' places in the batch."""
+        total = sum(len(pos) for pos, _ in groups.values())
+        out = None
+        for pos, faces in groups.values():
+            x = self.preprocess(faces)
+            if out is None:
+                out = x.new_empty((total, *x.shape[1:]))
+            out[pos] = x
+        return out
 
     def resize(self, x: torch.Tensor) -> torch.Tensor:
         size = self.input_size
@@ -64,6 +89,15 @@ class AttentionBackbone(nn.Module):
                 cin = w
         self.blocks = nn.ModuleList(blocks)
         self.out_channels = cin
+        self.stem_stride, self.n_stages = stem_stride, len(widths)
+
+    def sizes(self, input_size: int) -> tuple[int, int]:
+        """(stem side, last stage side) for a square input: Python constants, so exports stay static."""
+        stem = conv_out(input_size, self.stem_stride)
+        last = stem
+        for _ in range(self.n_stages - 1):
+            last = conv_out(last, 2)
+        return stem, last
 
     def forward(self, x: torch.Tensor):
         stem = self.stem(x)

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from gmenet_cli.models.base import AttentionBackbone, FERModel
+from gmenet_cli.models.base import AttentionBackbone, Faces, FERModel, conv_out
 from gmenet_cli.models.blocks import MixedChannelBlock, conv_bn
 
 FUSIONS = ("concat", "gate", "sum")
@@ -35,8 +35,8 @@ class GlobalBranch(nn.Module):
         super().__init__()
         w2 = 2 * width
         # Level sizes as Python constants (3x3, pad 1, stride 2 -> (n - 1) // 2 + 1): static shapes export cleanly.
-        n0 = (in_size - 1) // stride + 1 if stride > 1 else in_size
-        n1 = (n0 - 1) // 2 + 1
+        n0 = conv_out(in_size, stride)
+        n1 = conv_out(n0, 2)
         self.sizes = (n0, n1)
         self.proj = nn.Sequential(conv_bn(cin, width, 3 if stride > 1 else 1, stride), nn.ReLU(inplace=True))
         self.enc0 = MixedChannelBlock(width, dilations)
@@ -86,11 +86,9 @@ class GMENet(FERModel):
         c = self.local.out_channels
         # Feature sizes are fixed (inputs are always resized to input_size first); Python constants keep the
         # global branch's resizes and the fusion pool static, which ONNX export needs.
-        with torch.no_grad():
-            stem, local, _ = self.local.eval()(torch.zeros(1, in_chans, input_size, input_size))
-        self.local.train()
-        self.local_hw = tuple(int(v) for v in local.shape[-2:])
-        self.global_branch = (GlobalBranch(widths[0], global_width, tuple(dilations), global_stride, int(stem.shape[-1]))
+        stem_side, local_side = self.local.sizes(input_size)
+        self.local_hw = (local_side, local_side)
+        self.global_branch = (GlobalBranch(widths[0], global_width, tuple(dilations), global_stride, stem_side)
                               if global_branch else None)
         self.fusion = fusion if global_branch else "none"
         if self.global_branch is not None:
@@ -109,8 +107,8 @@ class GMENet(FERModel):
             return F.avg_pool2d(g, n0 // lh)
         return F.adaptive_avg_pool2d(g, self.local_hw)
 
-    def forward(self, x: torch.Tensor, return_maps: bool = False):
-        """x: (B, C, h, w) uint8 or [0, 1] float, any h, w -> logits (B, K) [, maps]."""
+    def forward(self, x: Faces, return_maps: bool = False):
+        """x: (B, C, h, w) uint8 or [0, 1] float, any h, w (or mixed-size groups) -> logits (B, K) [, maps]."""
         stem, local, maps = self.local(self.preprocess(x))  # stem (B, w0, S1, S1); local (B, c, S', S')
         if self.global_branch is not None:
             g = self.global_branch(stem)  # (B, gw, S1/global_stride, S1/global_stride)

@@ -4,10 +4,9 @@
 
 from __future__ import annotations
 
-import torch
 from torch import nn
 
-from gmenet_cli.models.base import AttentionBackbone, FERModel
+from gmenet_cli.models.base import AttentionBackbone, Faces, FERModel
 
 
 class AttentionResNet(FERModel):
@@ -28,8 +27,8 @@ class AttentionResNet(FERModel):
         self.drop = nn.Dropout(dropout)
         self.head = nn.Linear(self.backbone.out_channels, num_classes)
 
-    def forward(self, x: torch.Tensor, return_maps: bool = False):
-        """x: (B, C, h, w) uint8 or [0, 1] float -> logits (B, K) [, maps]."""
+    def forward(self, x: Faces, return_maps: bool = False):
+        """x: (B, C, h, w) uint8 or [0, 1] float (or mixed-size groups) -> logits (B, K) [, maps]."""
         _, feat, maps = self.backbone(self.preprocess(x))  # feat: (B, W, S', S')
         logits = self.head(self.drop(feat.mean(dim=(2, 3))))
         return (logits, maps) if return_maps else logits

@@ -28,8 +28,8 @@ import synth
 from gmenet_cli import checkpoint
 from gmenet_cli.config import PrepareConfig
 from gmenet_cli.data.imageio import ImageError, decode_image, read_image
-from gmenet_cli.data.store import prepare
-from gmenet_cli.errors import CheckpointError, DataError, GmenetError
+from gmenet_cli.data.prepare import prepare
+from gmenet_cli.errors import CheckpointError, GmenetError
 
 FUZZ = int(os.environ.get("GMENET_FUZZ_EXAMPLES", "200"))
 

@@ -19,8 +19,6 @@ EXPRESSIONS = ["neutral", "happiness", "sadness", "surprise", "fear", "disgust",
 FILES = {"training.csv": "train", "validation.csv": "val"}
 NEEDED = ["subDirectory_filePath", "face_x", "face_y", "face_width", "face_height", "expression"]
 
-HELP = "affectnet: ROOT/training.csv, ROOT/validation.csv + ROOT/Manually_Annotated_Images/<subDirectory_filePath>"
-
 
 def load(root: Path, cfg: PrepareConfig) -> SourceData:
     n_classes = cfg.classes or 7

@@ -41,13 +41,6 @@ class SourceData:
     dropped: dict = field(default_factory=dict)  # reason -> count (rows not used, e.g. "unknown/NF")
 
 
-def require(path: Path, what: str) -> Path:
-    """A file/folder the layout needs; the error names what was expected where."""
-    if not path.exists():
-        raise DataError(f"expected {what} at {path}, not found")
-    return path
-
-
 def inside(root: Path, name: str) -> Path:
     """Join a label-file entry onto `root`, refusing entries that escape it (`../`, absolute paths).
 

@@ -18,8 +18,6 @@ from gmenet_cli.errors import DataError
 
 EMOTIONS = ["anger", "disgust", "fear", "happiness", "sadness", "surprise", "neutral"]
 
-HELP = "expw: ROOT/label/label.lst (name face_id top left right bottom conf label) + ROOT/image/origin/*.jpg"
-
 
 @lru_cache(maxsize=4)  # faces of one photo are consecutive in label.lst: decode each photo once
 def _photo(root: Path, path: Path):

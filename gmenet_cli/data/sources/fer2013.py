@@ -19,8 +19,6 @@ from gmenet_cli.errors import DataError
 EMOTIONS = ["anger", "disgust", "fear", "happiness", "sadness", "surprise", "neutral"]
 USAGE = {"Training": "train", "PublicTest": "val", "PrivateTest": "test"}
 
-HELP = "FER2013: ROOT/fer2013.csv (emotion,pixels,Usage), or the CSV path itself"
-
 
 def _pixels(text: str) -> np.ndarray:
     try:

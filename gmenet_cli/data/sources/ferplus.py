@@ -22,8 +22,6 @@ from gmenet_cli.errors import DataError
 FOLDERS = {"FER2013Train": "train", "FER2013Valid": "val", "FER2013Test": "test"}
 COLUMNS = CANONICAL + ["unknown", "NF"]  # CANONICAL is FERPlus's own column order
 
-HELP = "FERPlus: ROOT/FER2013Train|FER2013Valid|FER2013Test/label.csv (no header: name, box, 10 vote counts) + PNGs"
-
 
 def load(root: Path, cfg: PrepareConfig) -> SourceData:
     n_classes = cfg.classes or 8

@@ -21,8 +21,6 @@ from gmenet_cli.errors import DataError
 SPLIT_NAMES = {"train": "train", "training": "train", "val": "val", "valid": "val", "validation": "val", "test": "test"}
 IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".pgm", ".ppm"}
 
-HELP = "folder: ROOT/<split>/<class>/*.jpg or ROOT/<class>/*.jpg (split names train/val/test)"
-
 
 def _subdirs(path: Path) -> list[Path]:
     return sorted(p for p in path.iterdir() if p.is_dir() and not p.name.startswith("."))

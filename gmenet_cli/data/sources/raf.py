@@ -19,8 +19,6 @@ from gmenet_cli.errors import DataError
 LABELS = ["surprise", "fear", "disgust", "happiness", "sadness", "anger", "neutral"]  # 1..7
 LABEL_FILE = "EmoLabel/list_patition_label.txt"
 
-HELP = "raf: ROOT/EmoLabel/list_patition_label.txt + ROOT/Image/aligned/*_aligned.jpg, or ROOT/{train,test}/{1..7}/*.jpg"
-
 
 def load(root: Path, cfg: PrepareConfig) -> SourceData:
     if (cfg.classes or 7) != 7:

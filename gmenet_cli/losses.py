@@ -1,11 +1,8 @@
-"""Losses and training tasks.
+"""Losses: classification (hard or soft labels), A-SKD and logit KD. Torch only: no data or OpenCV imports.
 
 A-SKD (Shin et al., ECCV 2022): for every paired block, the student's pre-sigmoid channel map (B, C, 1, 1)
 and spatial map (B, 1, H, W) are pulled towards the frozen teacher's with `1 - cos(flatten(s), flatten(t))`
 averaged over the batch; each map's term is weighted by lambda (5 in that work) and the terms summed.
-
-A task turns a batch into a dict {"loss", "logits", "target", ...every loss part}; the engine logs every
-scalar in it and knows nothing about distillation.
 """
 
 from __future__ import annotations
@@ -14,7 +11,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from gmenet_cli.data.loader import assemble_lr
 from gmenet_cli.errors import UsageError
 
 
@@ -80,66 +76,3 @@ def logit_kd(student: torch.Tensor, teacher: torch.Tensor, temperature: float) -
     """Hinton KD: T^2 * KL(softmax(t/T) || softmax(s/T))."""
     t = temperature
     return F.kl_div(F.log_softmax(student.float() / t, 1), F.softmax(teacher.float() / t, 1), reduction="batchmean") * t * t
-
-
-class ClassifierTask(nn.Module):
-    """Plain supervised training of one model on one view: HR (teacher) or LR (the CE-only baseline)."""
-
-    def __init__(self, model: nn.Module, loss: ClassificationLoss, view: str = "hr", channels_last: bool = False):
-        super().__init__()
-        self.model, self.loss, self.view, self.channels_last = model, loss, view, channels_last
-
-    def inputs(self, batch: dict, device) -> torch.Tensor:
-        core = self.core
-        if self.view == "hr":
-            x = core.resize(batch["hr"].to(device, non_blocking=True).float().div_(255.0))
-            return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
-        return assemble_lr(batch["lr"], core.resize, device, self.channels_last)
-
-    @property
-    def core(self) -> nn.Module:
-        return getattr(self.model, "module", self.model)  # unwrap DDP
-
-    def forward(self, batch: dict, device) -> dict:
-        logits = self.model(self.inputs(batch, device))
-        ce = self.loss(logits, batch)
-        return {"loss": ce, "ce": ce.detach(), "logits": logits}
-
-
-class DistillTask(ClassifierTask):
-    """GME-Net student on LR + frozen HR teacher: CE + A-SKD (+ optional logit KD)."""
-
-    def __init__(self, student: nn.Module, teacher: nn.Module, loss: ClassificationLoss, askd: ASKDLoss,
-                 kd_weight: float = 0.0, kd_temperature: float = 4.0, channels_last: bool = False):
-        super().__init__(student, loss, view="lr", channels_last=channels_last)
-        self.teacher = teacher.eval()
-        for p in self.teacher.parameters():
-            p.requires_grad_(False)
-        self.askd, self.kd_weight, self.kd_temperature = askd, kd_weight, kd_temperature
-
-    def train(self, mode: bool = True):
-        super().train(mode)
-        self.teacher.eval()  # frozen: BN statistics and dropout stay in eval mode
-        return self
-
-    def forward(self, batch: dict, device) -> dict:
-        x = self.inputs(batch, device)
-        logits, s_maps = self.model(x, return_maps=True)
-        ce = self.loss(logits, batch)
-        out = {"ce": ce.detach(), "logits": logits}
-        total = ce
-        if self.training:  # validation reports the student alone; the teacher's views are training signal
-            hr = self.teacher.resize(batch["hr"].to(device, non_blocking=True).float().div_(255.0))
-            if self.channels_last:
-                hr = hr.contiguous(memory_format=torch.channels_last)
-            with torch.no_grad():
-                t_logits, t_maps = self.teacher(hr, return_maps=True)
-            askd, parts = self.askd(s_maps, t_maps)
-            total = total + askd
-            out.update(parts, askd=askd.detach())
-            if self.kd_weight > 0:
-                kd = logit_kd(logits, t_logits, self.kd_temperature)
-                total = total + self.kd_weight * kd
-                out["kd"] = kd.detach()
-        out["loss"] = total
-        return out

@@ -1,0 +1,23 @@
+"""What each `--src` expects to find under its dataset root: one description per source, shown by
+`gmenet prepare --help` and in the errors that say a dataset was not found. Plain strings, so the CLI can
+show them without importing the adapters."""
+
+LAYOUTS = {
+    "ferplus": "ROOT/FER2013Train|FER2013Valid|FER2013Test/label.csv + PNGs (FERPlus vote counts)",
+    "fer2013": "ROOT/fer2013.csv (emotion,pixels,Usage) or the CSV itself",
+    "raf": "ROOT/EmoLabel/list_patition_label.txt + ROOT/Image/aligned/*_aligned.jpg,\n"
+           "or the re-packed ROOT/{train,test}/{1..7}/*.jpg",
+    "expw": "ROOT/label/label.lst + ROOT/image/origin/*.jpg (faces cropped from the boxes)",
+    "affectnet": "ROOT/training.csv, ROOT/validation.csv + ROOT/Manually_Annotated_Images/...",
+    "folder": "ROOT/<split>/<class>/*.jpg or ROOT/<class>/*.jpg",
+}
+
+
+def layout_help() -> str:
+    """The table of layouts as a Click epilog (\\b keeps Click from rewrapping it)."""
+    lines = ["Sources and the files each expects under --root:", "", "\b"]
+    for src, text in LAYOUTS.items():
+        first, *rest = text.split("\n")
+        lines.append(f"  {src:<10} {first}")
+        lines += [f"  {'':<10} {r}" for r in rest]
+    return "\n".join(lines) + "\n"

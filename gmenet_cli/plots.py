@@ -1,0 +1,95 @@
+"""Every picture gmenet draws: training curves, the confusion matrix and the resolution sweep.
+
+matplotlib with the Agg backend (no display needed); each figure is written to a temp file and renamed,
+so a crash never leaves half a PNG. Plots are a convenience: without matplotlib they are skipped.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+
+import numpy as np
+
+
+@contextlib.contextmanager
+def figure(path: Path, *args, **kwargs):
+    """`with figure(path, 1, 2, figsize=...) as (fig, axes):` -> drawn, saved atomically, closed.
+    Yields None (and writes nothing) when matplotlib is not installed."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        yield None
+        return
+    fig, axes = plt.subplots(*args, **kwargs)
+    try:
+        yield fig, axes
+        fig.tight_layout()
+        tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
+        fig.savefig(tmp, dpi=kwargs.get("dpi", 100))
+        tmp.replace(path)
+    finally:
+        plt.close(fig)
+
+
+def training_curves(path: Path, rows: list[dict]) -> bool:
+    """Loss parts (left) and accuracies (right) per epoch, from results.csv rows."""
+    epochs = [r["epoch"] for r in rows]
+    with figure(path, 1, 2, figsize=(10, 4), dpi=80) as drawn:
+        if drawn is None:
+            return False
+        _, (a, b) = drawn
+        for key in [k for k in rows[-1] if k.startswith("train_") and k not in ("train_acc", "train_images")]:
+            a.plot(epochs, [r.get(key, float("nan")) for r in rows], label=key[6:])  # loss parts only
+        a.set_xlabel("epoch")
+        a.set_title("training losses")
+        a.legend()
+        for key in [k for k in rows[-1] if k in ("train_acc", "val_acc") or k.startswith("val_acc_x")]:
+            b.plot(epochs, [r.get(key, float("nan")) for r in rows], label=key)
+        b.set_xlabel("epoch")
+        b.set_title("accuracy")
+        b.legend()
+    return True
+
+
+def confusion_matrix(path: Path, conf, classes: list[str], title: str) -> bool:
+    """Row-normalised confusion matrix (rows = true class)."""
+    conf = np.asarray(conf, dtype=np.float64)
+    norm = conf / np.maximum(conf.sum(1, keepdims=True), 1)
+    k = len(classes)
+    with figure(path, figsize=(1.0 + 0.8 * k, 0.8 + 0.7 * k)) as drawn:
+        if drawn is None:
+            return False
+        fig, ax = drawn
+        im = ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
+        ax.set_xticks(range(k), classes, rotation=45, ha="right")
+        ax.set_yticks(range(k), classes)
+        for i in range(k):
+            for j in range(k):
+                ax.text(j, i, f"{norm[i, j]:.2f}", ha="center", va="center", fontsize=7,
+                        color="white" if norm[i, j] > 0.5 else "black")
+        ax.set_xlabel("predicted")
+        ax.set_ylabel("true")
+        ax.set_title(title, fontsize=9)
+        fig.colorbar(im, ax=ax, fraction=0.046)
+    return True
+
+
+def resolution_sweep(path: Path, curves: list[tuple[str, list[int], list[float]]], title: str) -> bool:
+    """Accuracy against face size, one line per model: curves = [(label, face px, accuracies)]."""
+    with figure(path, figsize=(6, 4)) as drawn:
+        if drawn is None:
+            return False
+        _, ax = drawn
+        for label, px, acc in curves:
+            ax.plot(px, acc, marker="o", label=label)
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("face size (px)")
+        ax.set_ylabel("accuracy")
+        ax.set_title(title)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    return True

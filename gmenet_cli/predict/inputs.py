@@ -1,0 +1,106 @@
+"""What predict reads: paths, folders, globs and stdin expanded to media files; images decoded once and
+videos sampled every N-th frame; optional face boxes from a CSV."""
+
+from __future__ import annotations
+
+import csv
+import glob
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+import cv2
+import numpy as np
+
+from gmenet_cli.data.imageio import ImageError, read_image
+from gmenet_cli.data.sources.folder import IMAGE_EXTS
+from gmenet_cli.errors import UsageError
+
+VIDEO_EXTS = {".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg"}
+
+
+@dataclass
+class Item:
+    """One thing to classify: a decoded image (or video frame) with its face boxes, or an error."""
+
+    file: str
+    frame: int | None = None
+    image: np.ndarray | None = None
+    boxes: list = field(default_factory=list)
+    error: str | None = None
+    note: str | None = None
+
+
+def expand_inputs(sources: list[str], stdin=None) -> tuple[list[str], list[str]]:
+    """Paths, directories (recursive), globs and '-' (paths on stdin) -> (files, skipped non-media files)."""
+    files, skipped = [], []
+    for src in sources:
+        if src == "-":
+            stream = stdin or sys.stdin
+            files += [line.strip() for line in stream if line.strip()]
+            continue
+        p = Path(src)
+        if p.is_dir():
+            for q in sorted(p.rglob("*")):
+                if q.suffix.lower() in IMAGE_EXTS | VIDEO_EXTS:
+                    files.append(str(q))  # a folder named like an image is kept: it is reported as unreadable
+                elif q.is_file() and not q.name.startswith("."):
+                    skipped.append(str(q))
+            continue
+        if not p.exists() and any(ch in src for ch in "*?["):
+            matches = sorted(glob.glob(src, recursive=True))
+            if matches:
+                files += matches
+                continue
+        files.append(src)  # missing files are reported when read
+    return files, skipped
+
+
+def read_box_csv(path: str) -> dict[str, list]:
+    """`--boxes FILE.csv`: rows `file,x,y,w,h` (header optional) -> {file: [(x, y, w, h, 1.0), ...]}."""
+    p = Path(path)
+    if not p.is_file():
+        raise UsageError(f"--boxes file not found: {path}")
+    boxes: dict[str, list] = {}
+    with open(p, newline="", encoding="utf-8-sig") as f:
+        for lineno, row in enumerate(csv.reader(f), 1):
+            if not row or (lineno == 1 and row[0].strip().lower() in ("file", "path", "image")):
+                continue
+            if len(row) != 5:
+                raise UsageError(f"{path}:{lineno}: expected file,x,y,w,h")
+            try:
+                x, y, w, h = (float(v) for v in row[1:])
+            except ValueError:
+                raise UsageError(f"{path}:{lineno}: x,y,w,h must be numbers") from None
+            boxes.setdefault(row[0].strip(), []).append((x, y, w, h, 1.0))
+    return boxes
+
+
+def iter_items(files: list[str], every: int) -> Iterator[Item]:
+    """Decode each input: images once; videos every `every`-th frame."""
+    for f in files:
+        if Path(f).suffix.lower() in VIDEO_EXTS and Path(f).is_file():
+            cap = cv2.VideoCapture(f)
+            if not cap.isOpened():
+                yield Item(f, error="cannot open video")
+                continue
+            index, any_frame = 0, False
+            while True:
+                ok, frame = cap.read()
+                if not ok:
+                    break
+                any_frame = True
+                if index % every == 0:
+                    yield Item(f, frame=index, image=frame)
+                index += 1
+            cap.release()
+            if not any_frame:
+                yield Item(f, error="video has no readable frames")
+            continue
+        try:
+            yield Item(f, image=read_image(f, 3))
+        except ImageError as e:
+            yield Item(f, error=str(e))
+
+

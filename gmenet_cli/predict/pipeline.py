@@ -1,0 +1,87 @@
+"""The predict pipeline: decode -> detect (or boxes from a CSV, or the whole image) -> square crop with a
+margin -> the classifier's channels and face size -> batches across inputs -> one result dict per face, or
+one per faceless or unreadable input, in input order."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+
+from gmenet_cli.data.imageio import ImageError
+from gmenet_cli.predict.classify import Classifier
+from gmenet_cli.predict.detect import FaceDetector, detect_faces
+from gmenet_cli.predict.inputs import Item, iter_items
+
+
+def run(files: list[str], clf: Classifier, detector: FaceDetector | None, margin: float, every: int,
+        batch_size: int, boxes_csv: dict | None = None) -> Iterator[tuple[Item, list[dict]]]:
+    """Yield (item, results) in input order: one result dict per face, or one for a faceless/unreadable input.
+
+    Faces are gathered across inputs into batches of `batch_size` per LR size before classification."""
+    pending: list[tuple[Item, list]] = []  # items waiting for their faces' probabilities
+    queued = 0
+
+    def flush():
+        groups: dict[int, list[tuple[int, int, np.ndarray]]] = {}
+        for i, (_, faces) in enumerate(pending):
+            for j, face in enumerate(faces):
+                groups.setdefault(face["size"], []).append((i, j, face.pop("crop")))
+        for size, entries in groups.items():
+            for start in range(0, len(entries), batch_size):
+                chunk = entries[start : start + batch_size]
+                probs = clf.classify([c for _, _, c in chunk])
+                for (i, j, _), p in zip(chunk, probs):
+                    pending[i][1][j]["probs"] = p
+        for item, faces in pending:
+            yield item, list(_results(item, faces, clf))
+        pending.clear()
+
+    for item in iter_items(files, every):
+        if item.error:
+            yield from flush()
+            yield item, [{"file": item.file, "error": item.error}]
+            continue
+        img = item.image
+        h, w = img.shape[:2]
+        if boxes_csv is not None:
+            found = boxes_csv.get(item.file, boxes_csv.get(Path(item.file).name, []))
+        elif detector is None:
+            found = [(0.0, 0.0, float(w), float(h), 1.0)]
+        else:
+            found, f = detect_faces(detector, img)
+            if not found:
+                smallest = detector.min_face / f
+                item.note = f"no face found (faces under about {smallest:.0f}px are below what the detector can see)"
+        faces = []
+        for b in found:
+            try:
+                crop, size = clf.prepare_crop(img, b, 0.0 if detector is None and boxes_csv is None else margin)
+            except ImageError:
+                continue
+            faces.append({"box": [round(v, 1) for v in b[:4]], "score": round(float(b[4]), 4), "crop": crop,
+                          "size": size, "face_px": round(max(b[2], b[3]), 1)})
+        pending.append((item, faces))
+        queued += len(faces)
+        if queued >= batch_size:
+            yield from flush()
+            queued = 0
+    yield from flush()
+
+
+def _results(item: Item, faces: list, clf: Classifier) -> Iterator[dict]:
+    base = {"file": item.file}
+    if item.frame is not None:
+        base["frame"] = item.frame
+    if not faces:
+        yield {**base, "faces": 0, **({"note": item.note} if item.note else {})}
+        return
+    for j, face in enumerate(faces):
+        p = face["probs"]
+        k = int(np.argmax(p))
+        yield {**base, "face": j, "box": face["box"], "label": clf.classes[k], "confidence": round(float(p[k]), 4),
+               "probs": {c: round(float(v), 4) for c, v in zip(clf.classes, p)}, "face_px": face["face_px"],
+               "input_px": face["size"], "detector_score": face["score"]}
+
+

@@ -1,0 +1,77 @@
+"""Training tasks: what one batch means for each command.
+
+A task turns a batch (already on the device, see runtime.to_device) into a dict {"loss", "logits", ...every
+loss part}; the training loop logs every scalar in it and knows nothing about distillation. The model
+does its own preprocessing (uint8 -> float, resize to its working size, normalise), so a task only picks
+which faces each model sees: the HR faces, or the mixed-size low-resolution groups.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from gmenet_cli.losses import ASKDLoss, ClassificationLoss, logit_kd
+
+
+class ClassifierTask(nn.Module):
+    """Plain supervised training of one model on one view: "hr" (a teacher) or "lowres" (the CE-only
+    student baseline)."""
+
+    def __init__(self, model: nn.Module, loss: ClassificationLoss, view: str = "hr"):
+        super().__init__()
+        if view not in ("hr", "lowres"):
+            raise ValueError(f"view must be hr or lowres, got {view!r}")
+        self.model, self.loss, self.view = model, loss, view
+
+    @property
+    def core(self) -> nn.Module:
+        """The bare model (the one checkpoints store), also when `model` is wrapped by DDP or torch.compile."""
+        model = getattr(self.model, "_orig_mod", self.model)  # torch.compile
+        return getattr(model, "module", model)  # DDP
+
+    def forward(self, batch: dict) -> dict:
+        logits = self.model(batch[self.view])
+        ce = self.loss(logits, batch)
+        return {"loss": ce, "ce": ce.detach(), "logits": logits}
+
+
+class DistillTask(ClassifierTask):
+    """GME-Net student on low-resolution faces + the frozen HR teacher: CE + A-SKD (+ optional logit KD)."""
+
+    def __init__(self, student: nn.Module, teacher: nn.Module, loss: ClassificationLoss, askd: ASKDLoss,
+                 kd_weight: float = 0.0, kd_temperature: float = 4.0):
+        super().__init__(student, loss, view="lowres")
+        self.teacher = teacher.eval()
+        for p in self.teacher.parameters():
+            p.requires_grad_(False)
+        self.askd, self.kd_weight, self.kd_temperature = askd, kd_weight, kd_temperature
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        self.teacher.eval()  # frozen: BN statistics and dropout stay in eval mode
+        return self
+
+    def forward(self, batch: dict) -> dict:
+        logits, s_maps = self.model(batch["lowres"], return_maps=True)
+        ce = self.loss(logits, batch)
+        with torch.no_grad():
+            t_logits, t_maps = self.teacher(batch["hr"], return_maps=True)
+        askd, parts = self.askd(s_maps, t_maps)
+        total = ce + askd
+        out = {"ce": ce.detach(), "logits": logits, "askd": askd.detach(), **parts}
+        if self.kd_weight > 0:
+            kd = logit_kd(logits, t_logits, self.kd_temperature)
+            total = total + self.kd_weight * kd
+            out["kd"] = kd.detach()
+        out["loss"] = total
+        return out
+
+    @torch.no_grad()
+    def check_pairing(self, channels: int, size: int) -> None:
+        """Fail before the first epoch, not after it, if the teacher's maps do not pair with the student's."""
+        probe = torch.zeros(2, channels, size, size, device=next(self.core.parameters()).device)
+        was_training = self.core.training
+        _, s_maps = self.core.eval()(probe, return_maps=True)
+        self.core.train(was_training)
+        self.askd(s_maps, self.teacher(probe, return_maps=True)[1])

@@ -1,0 +1,263 @@
+"""The one training loop behind `distill-teacher` and `train`.
+
+`fit` runs epochs of `train_step` over seeded batches from the prepared store (autocast on CUDA, gradient
+clipping, a per-step learning-rate schedule), validates with the evaluation loop `gmenet evaluate` uses,
+and after every epoch writes an atomic `weights/last.pt` (+ `best.pt` on a new best), a `results.csv` row
+and `results.png`. Rerunning the same --name (or --resume) continues from last.pt with optimiser,
+scheduler, RNG and epoch restored.
+
+Step-time habits for a big GPU: batches move once (runtime.to_device, non-blocking from pinned memory);
+loss parts and accuracy are summed on the device; the host reads them (a sync) only every `SYNC_EVERY`
+steps, for the progress line and the non-finite-loss check, which still names the first bad batch.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import yaml
+
+from gmenet_cli import checkpoint
+from gmenet_cli.config import Config
+from gmenet_cli.data.loader import PairedBatches
+from gmenet_cli.data.store import Store
+from gmenet_cli.errors import GmenetError, UsageError
+from gmenet_cli.evaluate import metrics_from_confusion, score_split
+from gmenet_cli.runtime import Runtime, all_reduce_sum, to_device
+from gmenet_cli.training.history import read_rows, write_rows
+from gmenet_cli.training.optim import build_optimizer, build_schedule
+from gmenet_cli.training.runs import RunResult
+
+SYNC_EVERY = 10  # steps between host reads of the running loss (progress, non-finite check)
+
+
+class TrainingError(GmenetError):
+    """Training cannot go on (non-finite loss, ...); last.pt is kept."""
+
+
+class Callbacks:
+    """Progress reporting hooks; the CLI renders them with Rich, tests use this silent default."""
+
+    def start(self, info: dict) -> None: ...
+    def epoch_start(self, epoch: int, epochs: int, batches: int) -> None: ...
+    def batch(self, i: int, scalars: dict) -> None: ...
+    def epoch_end(self, row: dict) -> None: ...
+    def message(self, text: str) -> None: ...
+
+
+def check_train_options(cfg: Config, n_train: int) -> None:
+    t = cfg.train
+    if t.epochs < 1:
+        raise UsageError(f"--epochs must be at least 1, got {t.epochs}")
+    if t.batch_size < 1:
+        raise UsageError(f"--batch-size must be at least 1, got {t.batch_size}")
+    if t.batch_size > n_train:
+        raise UsageError(f"--batch-size {t.batch_size} is larger than the {n_train} training faces; use {n_train} or less")
+    if cfg.optim.lr <= 0 or not np.isfinite(cfg.optim.lr):
+        raise UsageError(f"--lr must be a positive number, got {cfg.optim.lr}")
+    if cfg.optim.name not in ("adamw", "sgd"):
+        raise UsageError(f"optim.name must be adamw or sgd, got '{cfg.optim.name}'")
+    if cfg.optim.schedule not in ("cosine", "step", "constant"):
+        raise UsageError(f"optim.schedule must be cosine, step or constant, got '{cfg.optim.schedule}'")
+    if not 0 <= t.label_smoothing < 1:
+        raise UsageError("train.label_smoothing must be in [0, 1)")
+    if t.shift < 0:
+        raise UsageError("train.shift must be >= 0")
+
+
+def train_step(task, batch: dict, opt, sched, runtime: Runtime, grad_clip: float) -> dict:
+    """One optimisation step on a batch already on the device -> the task's outputs (detached scalars and
+    logits), still on the device: nothing here waits for the GPU."""
+    with runtime.autocast():
+        res = task(batch)
+    opt.zero_grad(set_to_none=True)
+    res["loss"].backward()
+    if grad_clip > 0:
+        torch.nn.utils.clip_grad_norm_(task.core.parameters(), grad_clip)
+    opt.step()
+    sched.step()
+    return res
+
+
+@torch.no_grad()
+def validate(task, split, runtime: Runtime, scales: list[int], batch_size: int) -> dict:
+    """Accuracy, mean per-class accuracy and loss on a split: HR for teachers, each LR scale for students.
+
+    Runs the bare model (not the DDP wrapper, whose forward is a collective that would need equal shards),
+    so every rank scores its share of the whole split and no sample is left out."""
+    model = task.core
+    was_training = model.training
+    model.eval()
+    out: dict = {}
+    k = model.num_classes
+    accs, mcas = [], []
+    try:
+        for scale in scales or [None]:
+            conf, loss_sum = score_split(model, split, scale, runtime.device, batch_size, runtime.rank, runtime.world, runtime.autocast)
+            flat = all_reduce_sum(runtime, conf.flatten().double().tolist() + [float(loss_sum)])
+            m = metrics_from_confusion(np.asarray(flat[:-1]).reshape(k, k), list(range(k)))
+            suffix = f"_x{scale}" if scale else ""
+            out[f"val_acc{suffix}"] = m["accuracy"]
+            out[f"val_mca{suffix}"] = m["mean_class_accuracy"]
+            out[f"val_loss{suffix}"] = flat[-1] / max(m["count"], 1)
+            accs.append(m["accuracy"])
+            mcas.append(m["mean_class_accuracy"])
+    finally:
+        model.train(was_training)
+    if scales:
+        out["val_acc"] = float(np.mean(accs))
+        out["val_mca"] = float(np.mean(mcas))
+    return out
+
+
+class _Run:
+    """The state of one training run between epochs: optimiser, schedule, history, best metric."""
+
+    def __init__(self, command: str, task, store: Store, cfg: Config, runtime: Runtime, run_dir: Path, meta: dict,
+                 scales: list[int], progress: Callbacks):
+        self.command, self.task, self.store, self.cfg, self.runtime = command, task, store, cfg, runtime
+        self.run_dir, self.scales, self.progress = run_dir, scales, progress
+        self.weights = run_dir / "weights"
+        self.model = task.core
+        self.opt = build_optimizer(self.model, cfg)
+        self.loader = PairedBatches(store.split("train"), cfg.train.batch_size, scales, shuffle=True, augment=True,
+                                    flip=cfg.train.flip, shift=cfg.train.shift, seed=cfg.train.seed, rank=runtime.rank,
+                                    world=runtime.world, drop_last=True, with_hr=hasattr(task, "teacher") or not scales,
+                                    pin=runtime.device.type == "cuda")
+        self.sched = build_schedule(self.opt, cfg, len(self.loader))
+        self.start_epoch, self.best_metric, self.rows = 0, -1.0, []
+        self.base_meta = {**meta, "config": cfg.to_dict(),
+                          "data": {"path": str(store.path.resolve()), "content_hash": store.content_hash,
+                                   "source": store.manifest.get("source")}}
+
+    def restore(self, state: dict) -> None:
+        self.model.load_state_dict(state["state_dict"])
+        self.opt.load_state_dict(state["optimizer"])
+        self.sched.load_state_dict(state["scheduler"])
+        torch.set_rng_state(state["rng"]["torch"])
+        self.start_epoch, self.best_metric = int(state["epoch"]), float(state.get("best_metric", -1.0))
+        self.rows = read_rows(self.run_dir / "results.csv")[: self.start_epoch]
+
+    def run_epoch(self, epoch: int) -> dict:
+        """Train one epoch; -> the epoch's row of training scalars (summed over ranks)."""
+        runtime, task = self.runtime, self.task
+        self.loader.set_epoch(epoch)
+        self.progress.epoch_start(epoch, self.cfg.train.epochs, len(self.loader))
+        t0 = time.perf_counter()
+        sums: dict[str, torch.Tensor] = {}
+        correct = torch.zeros((), dtype=torch.int64, device=runtime.device)
+        first_bad = torch.full((), -1, dtype=torch.int64, device=runtime.device)  # first batch with a non-finite loss
+        seen = 0
+        for i, batch in enumerate(self.loader):
+            batch = to_device(batch, runtime.device)
+            res = train_step(task, batch, self.opt, self.sched, runtime, self.cfg.optim.grad_clip)
+            n = len(batch["target"])
+            seen += n
+            bad = ~torch.isfinite(res["loss"].detach())
+            first_bad = torch.where(bad & (first_bad < 0), torch.full_like(first_bad, i), first_bad)
+            correct += (res["logits"].detach().argmax(1) == batch["target"]).sum()
+            for k, v in res.items():
+                if k != "logits" and torch.is_tensor(v) and v.ndim == 0:
+                    sums[k] = sums.get(k, 0) + v.detach().double() * n
+            if (i + 1) % SYNC_EVERY == 0 or i + 1 == len(self.loader):
+                self._check_finite(first_bad, epoch)
+                self.progress.batch(i, {"loss": float(sums["loss"]) / seen, "acc": int(correct) / seen})
+        seconds = time.perf_counter() - t0
+        keys = sorted(sums)
+        totals = all_reduce_sum(runtime, [float(sums[k]) for k in keys] + [int(correct), seen])
+        seen_all = max(totals[-1], 1)
+        row = {"epoch": epoch + 1, "lr": self.opt.param_groups[0]["lr"]}
+        row.update({f"train_{k}": v / seen_all for k, v in zip(keys, totals)})
+        row["train_acc"] = totals[-2] / seen_all
+        return {**row, "train_images": int(seen_all), "epoch_time_s": seconds, "images_per_s": seen_all / seconds}
+
+    def _check_finite(self, first_bad: torch.Tensor, epoch: int) -> None:
+        bad = int(first_bad)
+        if bad >= 0:
+            raise TrainingError(f"non-finite loss at epoch {epoch + 1}, batch {bad + 1}; stopped. "
+                                f"last.pt (epoch {epoch}) is kept. Try a lower --lr.")
+
+    def end_epoch(self, epoch: int, row: dict, val_name: str | None) -> None:
+        """Validate, keep the best, write last.pt / best.pt / results.csv / results.png (rank 0 only)."""
+        if val_name:
+            val = validate(self.task, self.store.split(val_name), self.runtime, self.scales, max(self.cfg.train.batch_size, 256))
+            row = {**{k: v for k, v in row.items() if k not in ("train_images", "epoch_time_s", "images_per_s")},
+                   **val, **{k: row[k] for k in ("train_images", "epoch_time_s", "images_per_s")}}
+        metric = row.get("val_acc", row["train_acc"])
+        improved = metric > self.best_metric
+        if improved:
+            self.best_metric = metric
+        self.rows.append(row)
+        if self.runtime.is_main:
+            from gmenet_cli import plots
+
+            snap = self.snapshot(epoch + 1, epoch + 1 == self.cfg.train.epochs, row)
+            if improved:
+                checkpoint.save(self.weights / "best.pt", {**snap, "optimizer": None, "scheduler": None})
+            checkpoint.save(self.weights / "last.pt", snap)
+            write_rows(self.run_dir / "results.csv", self.rows)
+            plots.training_curves(self.run_dir / "results.png", self.rows)
+        self.progress.epoch_end({**row, "best": improved})
+
+    def snapshot(self, epoch: int, finished: bool, metrics: dict) -> dict:
+        return {**self.base_meta, "state_dict": {k: v.detach().cpu() for k, v in self.model.state_dict().items()},
+                "epoch": epoch, "finished": finished, "best_metric": self.best_metric, "metrics": metrics,
+                "optimizer": self.opt.state_dict(), "scheduler": self.sched.state_dict(),
+                "rng": {"torch": torch.get_rng_state()}}
+
+
+def _validation_split(store: Store, cfg: Config, progress: Callbacks) -> str | None:
+    wanted = cfg.train.val_split
+    name = wanted if wanted in store.splits else ("test" if "test" in store.splits else None)
+    if name != wanted:
+        progress.message(f"no '{wanted}' split in the store; "
+                   + (f"selecting best.pt on '{name}'" if name else "best.pt = last epoch (no validation split)"))
+    return name
+
+
+def _place(task, runtime: Runtime, cfg: Config) -> None:
+    """channels_last on CUDA; DDP and torch.compile wrap the trained model last (after any restore)."""
+    if runtime.channels_last:
+        task.to(memory_format=torch.channels_last)
+    if runtime.distributed:
+        from torch.nn.parallel import DistributedDataParallel as DDP
+
+        task.model = DDP(task.model, device_ids=[runtime.device.index] if runtime.device.type == "cuda" else None)
+    if cfg.train.compile:
+        task.model = torch.compile(task.model)
+
+
+def fit(command: str, task, store: Store, cfg: Config, runtime: Runtime, run_dir: Path, meta: dict,
+        scales: list[int], progress: Callbacks, state: dict | None) -> RunResult:
+    check_train_options(cfg, store.split("train").count // runtime.world)
+    val_name = _validation_split(store, cfg, progress)
+    torch.manual_seed(cfg.train.seed + runtime.rank)  # per-rank dropout streams; the init was seeded identically
+    task.to(runtime.device)
+    run = _Run(command, task, store, cfg, runtime, run_dir, meta, scales, progress)
+    if state is not None:
+        run.restore(state)
+    _place(task, runtime, cfg)
+    if runtime.is_main:
+        run.weights.mkdir(parents=True, exist_ok=True)
+        (run_dir / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False), encoding="utf-8")
+    progress.start({"run_dir": run_dir, "store": store.path, "device": str(runtime.device), "train": store.split("train").count,
+              "val": val_name, "epochs": cfg.train.epochs, "start_epoch": run.start_epoch, "model": meta["model"]["name"],
+              "params": sum(p.numel() for p in run.model.parameters()), "world": runtime.world})
+    epoch = run.start_epoch
+    try:
+        task.train()
+        for epoch in range(run.start_epoch, cfg.train.epochs):
+            run.end_epoch(epoch, run.run_epoch(epoch), val_name)
+    except KeyboardInterrupt:
+        # last.pt stays at the last completed epoch (mid-epoch weights are not saved): a resumed run then
+        # replays exactly what an uninterrupted one would have done, as after kill -9.
+        last = run.weights / "last.pt"
+        if last.is_file():
+            done, hint = f"{last} holds epoch {epoch}", f"Resume with: gmenet {command} --name {run_dir.name} --resume"
+        else:
+            done, hint = "no epoch completed yet", "Rerun the command to start over"
+        raise TrainingError(f"interrupted in epoch {epoch + 1}; {done}. {hint}", exit_code=130) from None
+    return RunResult(run_dir, run.weights / "best.pt", run.weights / "last.pt", run.rows, run.best_metric)

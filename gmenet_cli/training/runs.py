@@ -1,0 +1,78 @@
+"""Where training runs live and what bare commands pick up: run directories, the newest store, teacher and
+model. Run directory shape (as ultralytics): runs/<command>/<name>/ with config.yaml, weights/{last,best}.pt,
+results.csv and results.png; names are exp, exp2, ... unless --name is given.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from gmenet_cli import checkpoint
+from gmenet_cli.data.store import Store, find_latest_store
+from gmenet_cli.errors import DataError, UsageError
+
+RUNS = Path("runs")
+
+
+@dataclass
+class RunResult:
+    run_dir: Path
+    best: Path
+    last: Path
+    rows: list
+    best_metric: float
+
+
+def resolve_run_dir(command: str, name: str | None, resume: bool) -> tuple[Path, bool]:
+    """-> (run dir, resuming). Auto-numbered exp, exp2, ... unless --name; an unfinished named run resumes."""
+    base = RUNS / command
+    if name:
+        if "/" in name or "\\" in name or name in (".", ".."):
+            raise UsageError(f"--name must be a plain folder name, got '{name}'")
+        run = base / name
+        last = run / "weights" / "last.pt"
+        if last.is_file():
+            ckpt = checkpoint.load(last, mmap=True)  # only the flag is needed
+            if ckpt.get("finished"):
+                if resume:
+                    raise UsageError(f"run {run} already finished ({ckpt.get('epoch')} epochs); nothing to resume")
+                raise UsageError(f"run {run} already finished; choose another --name or delete it")
+            return run, True
+        if resume:
+            raise UsageError(f"--resume: no {last} to resume from")
+        return run, False
+    if resume:
+        candidates = sorted(base.glob("*/weights/last.pt"), key=lambda p: p.stat().st_mtime, reverse=True)
+        for last in candidates:
+            if not checkpoint.load(last, mmap=True).get("finished"):
+                return last.parent.parent, True
+        raise UsageError(f"--resume: no unfinished run under {base}")
+    n = 1
+    while (base / ("exp" if n == 1 else f"exp{n}")).exists():
+        n += 1
+    return base / ("exp" if n == 1 else f"exp{n}"), False
+
+
+def resolve_store(data: str | None, message) -> Store:
+    if data:
+        return Store(data)
+    latest = find_latest_store()
+    if latest is None:
+        raise DataError("no prepared store found under prepared/; run gmenet prepare first or pass --data")
+    message(f"using the most recent prepared store: {latest}")
+    return Store(latest)
+
+
+def find_latest_teacher() -> Path | None:
+    found = sorted((RUNS / "distill-teacher").glob("*/weights/best.pt"), key=lambda p: p.stat().st_mtime)
+    return found[-1] if found else None
+
+
+def find_latest_weights() -> Path | None:
+    """For bare `gmenet evaluate`: the newest student, else the newest teacher."""
+    for command in ("train", "distill-teacher"):
+        found = sorted((RUNS / command).glob("*/weights/best.pt"), key=lambda p: p.stat().st_mtime)
+        if found:
+            return found[-1]
+    return None
