@@ -28,7 +28,7 @@ app = typer.Typer(
 )
 
 # Shared option definitions (one place, so every command spells them the same way).
-ConfigOpt = typer.Option(None, "--config", "-c", help="YAML config file (sections: prepare, model, optim, train, distill).")
+ConfigOpt = typer.Option(None, "--config", "-c", help="YAML config file (sections: prepare, model, optim, train, augment, distill).")
 SetOpt = typer.Option(None, "--set", help="Override one config key, e.g. --set train.epochs=3 (repeatable).")
 PresetOpt = typer.Option(None, "--preset", help="Start from a built-in preset: ferplus, fer2013, raf, tiny.")
 DeviceOpt = typer.Option(None, "--device", help="auto (CUDA if present, else CPU), cpu, cuda or cuda:N.")
@@ -82,7 +82,7 @@ def prepare(
     noise: Optional[float] = typer.Option(None, "--noise", help="Gaussian noise std on LR faces, 0..255 units (0 = off)."),
     jpeg: Optional[int] = typer.Option(None, "--jpeg", help="JPEG quality for an LR round-trip (0 = off)."),
     classes: Optional[int] = typer.Option(None, "--classes", help="7 or 8 (FERPlus/AffectNet; 7 drops contempt)."),
-    label_mode: Optional[str] = typer.Option(None, "--label-mode", help="FERPlus: majority (default) or votes (also keep soft labels)."),
+    label_mode: Optional[str] = typer.Option(None, "--label-mode", help="FERPlus hard labels: majority (default, the most votes) or authors (the FERPlus paper's rule: drops faces without a clear majority). Vote distributions are always kept."),
     channels: Optional[int] = typer.Option(None, "--channels", help="1 (gray) or 3 (colour); default: the source's."),
     seed: Optional[int] = typer.Option(None, "--seed", help="Seed for LR degradations and seeded splits."),
     group_regex: Optional[str] = typer.Option(None, "--group-regex", help="folder source: keep files sharing this regex match in one split."),
@@ -179,7 +179,8 @@ def distill_teacher(
     from gmenet_cli.training import train_teacher
 
     cfg = _train_common(preset, config, sets, {
-        "model.teacher": model, "train.epochs": epochs, "train.batch_size": batch_size, "optim.lr": lr,
+        "model.teacher": model, "train.epochs": epochs, "train.teacher_epochs": epochs, "train.batch_size": batch_size,
+        "optim.lr": lr,
         "train.device": device, "train.seed": seed, "train.deterministic": deterministic})
     runtime = setup(cfg.train.device, cfg.train.amp, cfg.train.channels_last, cfg.train.threads, distributed=True)
     result = train_teacher(cfg, runtime, str(data) if data else None, name, resume, RichTraining(quiet))
@@ -241,6 +242,7 @@ def evaluate(
     compare: Optional[List[Path]] = typer.Option(None, "--compare", help="More checkpoints to evaluate side by side (e.g. the teacher); repeatable."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Folder for metrics.json and plots (default runs/evaluate/exp<N>)."),
     batch_size: int = typer.Option(256, "--batch-size", "-b", min=1, help="Evaluation batch size."),
+    tta: bool = typer.Option(True, "--tta/--no-tta", help="Average each face's logits with its mirror image's (flip test-time augmentation)."),
     device: Optional[str] = DeviceOpt,
     as_json: bool = JsonOpt,
 ):
@@ -264,7 +266,7 @@ def evaluate(
             raise UsageError("no trained model found under runs/; pass --weights CKPT (or run gmenet train first)")
         err.print(f"evaluating the most recent model: {weights}")
     report = run_evaluate([str(weights)] + [str(c) for c in compare or []], str(data) if data else None, split,
-                          _scales(scale), dev, batch_size, message=err.print)
+                          _scales(scale), dev, batch_size, message=err.print, tta=tta)
     out_dir = out or resolve_run_dir("evaluate", None, False)[0]
     written = write_outputs(report, out_dir)
     if as_json:
@@ -287,6 +289,7 @@ def predict(
     margin: float = typer.Option(0.1, "--margin", min=0.0, max=1.0, help="Context added around each detected box, as a fraction of its size."),
     every: int = typer.Option(10, "--every", min=1, help="Videos: classify every N-th frame."),
     batch_size: int = typer.Option(64, "--batch-size", "-b", min=1, help="Faces per classification batch."),
+    tta: bool = typer.Option(True, "--tta/--no-tta", help="Average each face's logits with its mirror image's (about half the speed, a little more accurate)."),
     as_json: bool = typer.Option(False, "--json", help="JSON lines on stdout: one object per face (or per faceless/unreadable input)."),
     as_csv: bool = typer.Option(False, "--csv", help="CSV on stdout."),
     save: Optional[Path] = typer.Option(None, "--save", help="Write annotated copies into this folder."),
@@ -310,7 +313,7 @@ def predict(
         from gmenet_cli.errors import UsageError
 
         raise UsageError("no input images found" + (" (stdin was empty)" if "-" in inputs else ""))
-    clf = load_classifier(str(weights) if weights else None, device)
+    clf = load_classifier(str(weights) if weights else None, device, tta)
     det = None if (no_detect or boxes) else make_detector(detector, str(detector_model) if detector_model else None, min_score)
     box_map = read_box_csv(str(boxes)) if boxes else None
     if save:
@@ -368,11 +371,12 @@ def models(
     """List registered models with parameter counts and FLOPs (2 x multiply-adds, one face)."""
     from gmenet_cli import render
     from gmenet_cli.models import count_flops, count_params, create_model, get_spec, list_models
+    from gmenet_cli.models.registry import working_size
 
     rows = []
     for name in list_models():
         spec = get_spec(name)
-        m = create_model(name, in_chans=channels, num_classes=classes, input_size=input_size)
+        m = create_model(name, in_chans=channels, num_classes=classes, input_size=working_size(name, input_size))
         size = input_size if spec.kind == "teacher" else lr_size
         rows.append({"name": name, "kind": spec.kind, "params": count_params(m),
                      "gflops": count_flops(m, channels, size) / 1e9, "input_px": size, "about": spec.about})

@@ -33,7 +33,7 @@ class PrepareConfig:
     jpeg_quality: int = 0  # JPEG round-trip of the LR face; 0 = off
     seed: int = 0
     classes: int = 0  # 0 = the source's default (8 for FERPlus, 7 otherwise); 7 drops contempt
-    label_mode: str = "majority"  # FERPlus: majority | votes (also keeps the vote distribution)
+    label_mode: str = "majority"  # FERPlus hard labels: majority (argmax) | authors (FERPlus paper's rule); votes = majority
     channels: int = 0  # 0 = keep the source's (1 for FER2013/FERPlus, 3 for colour sources)
     val_ratio: float = 0.1  # used only where the source has no official split
     test_ratio: float = 0.1
@@ -43,49 +43,68 @@ class PrepareConfig:
 
 @dataclass
 class ModelConfig:
-    name: str = "gmenet_s"
-    teacher: str = "teacher_s"  # architecture `distill-teacher` trains
+    name: str = "gmenet_s2"
+    teacher: str = "teacher_s2"  # architecture `distill-teacher` trains
     kwargs: dict = field(default_factory=dict)  # passed to create_model (ablation switches live here)
 
 
 @dataclass
 class OptimConfig:
-    name: str = "adamw"  # adamw | sgd
-    lr: float = 2e-3
-    weight_decay: float = 0.05
+    name: str = "sgd"  # sgd | adamw
+    lr: float = 0.05  # peak learning rate at batch base_batch
+    weight_decay: float = 5e-4
     momentum: float = 0.9  # sgd only
     nesterov: bool = True  # sgd only
-    schedule: str = "cosine"  # cosine | step | constant
-    warmup_epochs: float = 1.0
+    schedule: str = "onecycle"  # onecycle | cosine | step | constant
+    warmup_epochs: float = 1.0  # cosine/step/constant: linear warm-up from 1% of the peak
+    pct_start: float = 0.3  # onecycle: fraction of the steps spent rising to the peak (torch's OneCycleLR)
+    base_batch: int = 128  # `lr` is the peak for this global batch; other batch sizes scale it (see scale_lr)
+    scale_lr: str = "linear"  # linear | sqrt | none: how lr follows batch_size x processes / base_batch
     step_epochs: list[int] = field(default_factory=list)  # step schedule: epochs at which lr *= 0.1
     grad_clip: float = 5.0  # 0 = off
 
 
 @dataclass
 class TrainConfig:
-    epochs: int = 12
+    epochs: int = 20
+    teacher_epochs: int = 0  # distill-teacher's epochs when a preset wants them to differ; 0 = epochs
     batch_size: int = 128
     seed: int = 0
     deterministic: bool = False
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     amp: bool = True  # bf16 autocast on CUDA (ignored on CPU)
-    channels_last: bool = True  # CUDA only
+    channels_last: bool = True  # NHWC activations: faster convolutions on CUDA and on the CPU
     compile: bool = False  # torch.compile the model
     label_smoothing: float = 0.0
-    soft_labels: bool = False  # train on FERPlus vote distributions (needs a store prepared with votes)
+    soft_labels: bool = False  # train on FERPlus vote distributions (every FERPlus store has them)
+    ema: float = 0.998  # decay of an exponential moving average of the weights (0 = off); validated and saved
+    tta: bool = True  # validation averages the logits of each face and its mirror image (as evaluate does)
+    lowres: str = "online"  # online: LR faces degraded on the device from each augmented HR face, every epoch;
+    #                         prepared: the store's LR bytes, with the paired flip/shift below
     flip: bool = True  # horizontal flip (applied identically to HR and LR)
-    shift: int = 1  # random translation, in LR pixels (HR shift = this x scale, so pairs stay aligned)
+    shift: int = 1  # prepared LR faces only: random translation in LR pixels (HR shift = this x scale)
     scales: list[int] = field(default_factory=list)  # student LR scales; [] = every scale in the store
     val_split: str = "val"
     threads: int = 0  # torch CPU threads; 0 = torch's default
 
 
 @dataclass
+class AugmentConfig:
+    """On-the-fly augmentation of the HR face (teacher, and the online LR faces degraded from it), drawn per
+    sample and applied on the device as one affine warp; flips follow train.flip."""
+
+    shift: float = 4.0  # random translation, HR pixels (up to +-shift in x and y)
+    scale: float = 0.1  # random zoom in [1 - scale, 1 + scale]
+    rotate: float = 10.0  # random rotation in degrees, [-rotate, rotate]
+    erase: float = 0.0  # probability of random erasing (a grey box of 2-20% of the face)
+
+
+@dataclass
 class DistillConfig:
     enabled: bool = True
-    weight: float = 5.0  # lambda per attention map, as in A-SKD (Shin et al., ECCV 2022)
+    weight: float = 1.0  # lambda per attention map (A-SKD used 5; 1 with logit KD measured better, BENCHMARKS.md)
     maps: str = "both"  # both | channel | spatial
-    kd_weight: float = 0.0  # optional logit KD (Hinton); 0 = off
+    kd_weight: float = 1.0  # logit KD (Hinton) from the same teacher; 0 = off
     kd_temperature: float = 4.0
 
 
@@ -95,6 +114,7 @@ class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
     distill: DistillConfig = field(default_factory=DistillConfig)
 
     def to_dict(self) -> dict:

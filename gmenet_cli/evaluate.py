@@ -49,11 +49,24 @@ def metrics_from_confusion(conf: np.ndarray, classes: list[str]) -> dict:
     }
 
 
+def flip_faces(faces):
+    """Mirror images of a batch of faces: a tensor, or mixed-size groups {scale: (positions, faces)}."""
+    if torch.is_tensor(faces):
+        return faces.flip(-1)
+    return {s: (pos, f.flip(-1)) for s, (pos, f) in faces.items()}
+
+
+def tta_logits(model, faces):
+    """Flip test-time augmentation: the mean of the logits of each face and of its mirror image."""
+    return (model(faces).float() + model(flip_faces(faces)).float()) / 2
+
+
 @torch.inference_mode()
 def score_split(model, split, scale: int | None, device, batch_size: int = 256, rank: int = 0, world: int = 1,
-                autocast=contextlib.nullcontext) -> tuple[torch.Tensor, torch.Tensor]:
+                autocast=contextlib.nullcontext, tta: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """The one evaluation loop (validation during training and `gmenet evaluate`): run `model` over this
-    rank's share of a split at one view, HR faces (scale None) or the stored LR faces at `scale`.
+    rank's share of a split at one view, HR faces (scale None) or the stored LR faces at `scale`; with
+    `tta`, each face's logits are averaged with its mirror image's.
 
     -> (confusion counts (K, K) int64, summed cross-entropy) as tensors on `device`: accumulated there, so
     no batch waits for a host sync. Under DDP each rank passes its rank/world and the caller sums."""
@@ -66,16 +79,16 @@ def score_split(model, split, scale: int | None, device, batch_size: int = 256, 
         batch = to_device(batch, device)
         faces = batch["hr"] if scale is None else batch["lowres"]
         with autocast():
-            logits = model(faces).float()
+            logits = tta_logits(model, faces) if tta else model(faces).float()
         target = batch["target"]
         conf.scatter_add_(0, target * k + logits.argmax(1), torch.ones_like(target))
         loss_sum += F.cross_entropy(logits, target, reduction="sum").double()
     return conf.reshape(k, k), loss_sum
 
 
-def confusion(model, split, scale: int | None, device, batch_size: int = 256) -> np.ndarray:
+def confusion(model, split, scale: int | None, device, batch_size: int = 256, tta: bool = False) -> np.ndarray:
     """Confusion matrix (rows = true class) of `model` on a whole split at one view, as numpy."""
-    return score_split(model, split, scale, device, batch_size)[0].cpu().numpy()
+    return score_split(model, split, scale, device, batch_size, tta=tta)[0].cpu().numpy()
 
 
 def _check_compatible(ckpt: dict, store: Store, path: str) -> None:
@@ -86,7 +99,7 @@ def _check_compatible(ckpt: dict, store: Store, path: str) -> None:
 
 
 def evaluate(weights: list[str], data: str | None, split: str | None, scales: list[int] | None,
-             device, batch_size: int = 256, message=lambda s: None) -> dict:
+             device, batch_size: int = 256, message=lambda s: None, tta: bool = True) -> dict:
     """Evaluate each checkpoint in `weights` on the same split and views. Scale 1 = the HR faces."""
     ckpts = [(w, checkpoint.load(w)) for w in weights]
     if data is None:
@@ -108,12 +121,13 @@ def evaluate(weights: list[str], data: str | None, split: str | None, scales: li
     bad = [s for s in scales if s != 1 and s not in store.scales]
     if bad:
         raise UsageError(f"scale x{bad[0]} is not in {store.path} (it has {', '.join(f'x{s}' for s in store.scales)}; 1 = HR)")
-    report = {"data": str(store.path), "split": split, "classes": store.classes, "count": part.count, "models": []}
+    report = {"data": str(store.path), "split": split, "classes": store.classes, "count": part.count, "tta": tta,
+              "models": []}
     for path, ckpt in ckpts:
         model = checkpoint.build_model(ckpt, path).to(device)
         results = []
         for s in scales:
-            m = metrics_from_confusion(confusion(model, part, None if s == 1 else s, device, batch_size), store.classes)
+            m = metrics_from_confusion(confusion(model, part, None if s == 1 else s, device, batch_size, tta), store.classes)
             face_px = store.hr_size // s
             results.append({"view": "hr" if s == 1 else f"x{s}", "scale": s, "face_px": face_px, **m})
         report["models"].append({

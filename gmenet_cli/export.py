@@ -44,7 +44,7 @@ def _quiet_fds():
             os.close(fd)
 
 
-def onnx_metadata(ckpt: dict, sizes: list[int]) -> dict[str, str]:
+def onnx_metadata(ckpt: dict, sizes: list[int], working_size: int) -> dict[str, str]:
     """What predict needs to run an ONNX file alone (stored as ONNX metadata_props, all strings)."""
     import json
 
@@ -54,6 +54,7 @@ def onnx_metadata(ckpt: dict, sizes: list[int]) -> dict[str, str]:
     return {"gmenet_format": "gmenet-onnx", "gmenet_format_version": "1", "gmenet_version": __version__,
             "model": ckpt["model"]["name"], "classes": json.dumps(list(ckpt["classes"])),
             "channels": str(int(spec["channels"])), "hr_size": str(int(spec["hr_size"])),
+            "working_size": str(int(working_size)),
             "view": str(spec.get("view", "lr")), "sizes": json.dumps(sizes),
             "trained_sizes": json.dumps(trained_sizes(ckpt)), "input_range": "float32 in [0, 1]"}
 
@@ -67,7 +68,7 @@ def export(weights: str, fmt: str, out: str | None, input_size: int | None, atol
         raise UsageError(f"--input-size must be 1..1024, got {input_size}")
     # One graph for every trained size: the model's own preprocessing resizes any face up to its working size.
     sizes = [input_size] if input_size else trained_sizes(ckpt)
-    dynamic_size = input_size is None and max(sizes) <= int(ckpt["input"]["hr_size"]) and len(sizes) > 1
+    dynamic_size = input_size is None and max(sizes) <= max(int(ckpt["input"]["hr_size"]), model.input_size) and len(sizes) > 1
     c = int(ckpt["input"]["channels"])
     suffix = ".onnx" if fmt == "onnx" else ".torchscript.pt"
     tag = f"_{sizes[0]}px" if len(sizes) == 1 else ""
@@ -80,11 +81,11 @@ def export(weights: str, fmt: str, out: str | None, input_size: int | None, atol
     try:
         if fmt == "onnx":
             run = _write_onnx(model, ckpt, tmp, example, sizes, dynamic_size)
-            if input_size == int(ckpt["input"]["hr_size"]):
-                samples += _working_size_samples(ckpt, c)
+            if input_size == model.input_size:
+                samples += _working_size_samples(ckpt, c, model.input_size)
         else:
             run = _write_torchscript(model, tmp, example)
-        diff = _parity(model, run, samples, input_size == int(ckpt["input"]["hr_size"]))
+        diff = _parity(model, run, samples, input_size == model.input_size)
         if not diff <= atol:
             raise UsageError(f"parity check failed: max |exported - eager| = {diff:.2e} > {atol:.0e}; nothing written")
         tmp.replace(path)
@@ -114,7 +115,7 @@ def _write_onnx(model, ckpt: dict, tmp: Path, example, sizes: list[int], dynamic
             first = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
             raise UsageError(f"ONNX export failed: {first}") from None
     proto = onnx.load(str(tmp))
-    for key, value in onnx_metadata(ckpt, sizes).items():
+    for key, value in onnx_metadata(ckpt, sizes, model.input_size).items():
         proto.metadata_props.add(key=key, value=value)
     onnx.save(proto, str(tmp))
     session = ort.InferenceSession(str(tmp), providers=["CPUExecutionProvider"])
@@ -137,11 +138,11 @@ def _write_torchscript(model, tmp: Path, example):
     return run
 
 
-def _working_size_samples(ckpt: dict, c: int) -> list:
+def _working_size_samples(ckpt: dict, c: int, working: int) -> list:
     """A graph fixed at the working size (how the default model ships): predict resizes smaller faces in
     numpy first, so that path is checked too, at every trained size below the working size."""
-    hr = int(ckpt["input"]["hr_size"])
-    return [torch.rand(5, c, s, s, generator=torch.Generator().manual_seed(100 + s)) for s in trained_sizes(ckpt) if s < hr]
+    return [torch.rand(5, c, s, s, generator=torch.Generator().manual_seed(100 + s))
+            for s in trained_sizes(ckpt) if s < working]
 
 
 def _parity(model, run, samples: list, fixed_at_working_size: bool) -> float:

@@ -21,15 +21,27 @@ def map_similarity_loss(student: torch.Tensor, teacher: torch.Tensor) -> torch.T
     return (1.0 - F.cosine_similarity(s, t, dim=1, eps=1e-8)).mean()
 
 
+PAIRING_HINT = "use a teacher of the same size letter (gmenet_s pairs with teacher_s, gmenet_s2 with teacher_s2)"
+
+
 def check_pairing(student_maps, teacher_maps) -> None:
+    """Channel maps must have equal shapes; a teacher's spatial map may be larger than the student's (a
+    student working at half the teacher's size): it is then average-pooled to the student's size."""
     if len(student_maps) != len(teacher_maps):
         raise UsageError(f"student has {len(student_maps)} attention blocks, teacher has {len(teacher_maps)}: "
-                         "use a teacher of the same size letter (gmenet_s pairs with teacher_s)")
+                         + PAIRING_HINT)
     for i, ((sc, ss), (tc, ts)) in enumerate(zip(student_maps, teacher_maps)):
-        if sc.shape != tc.shape or ss.shape != ts.shape:
+        if sc.shape != tc.shape or ss.shape[:2] != ts.shape[:2] or any(a > b for a, b in zip(ss.shape[2:], ts.shape[2:])):
             raise UsageError(f"attention maps of block {i} differ: student {tuple(sc.shape)}/{tuple(ss.shape)} vs "
-                             f"teacher {tuple(tc.shape)}/{tuple(ts.shape)}; use a teacher of the same size letter "
-                             "(gmenet_s pairs with teacher_s)")
+                             f"teacher {tuple(tc.shape)}/{tuple(ts.shape)}; " + PAIRING_HINT)
+
+
+def pool_to(teacher_map: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """A teacher's spatial map (B, 1, H, W) averaged down to the student's (B, 1, h, w), h <= H: exactly a
+    k x k mean when H = k h, overlapping windows otherwise (adaptive pooling)."""
+    if teacher_map.shape[-2:] == like.shape[-2:]:
+        return teacher_map
+    return F.adaptive_avg_pool2d(teacher_map, like.shape[-2:])
 
 
 class ASKDLoss(nn.Module):
@@ -49,7 +61,7 @@ class ASKDLoss(nn.Module):
             if self.maps in ("both", "channel"):
                 channel = channel + map_similarity_loss(sc, tc.detach())
             if self.maps in ("both", "spatial"):
-                spatial = spatial + map_similarity_loss(ss, ts.detach())
+                spatial = spatial + map_similarity_loss(ss, pool_to(ts.detach(), ss))
         total = self.weight * (channel + spatial)
         return total, {"askd_channel": channel.detach(), "askd_spatial": spatial.detach()}
 
@@ -64,7 +76,7 @@ class ClassificationLoss(nn.Module):
     def forward(self, logits: torch.Tensor, batch: dict) -> torch.Tensor:
         if self.soft:
             if "votes" not in batch:
-                raise UsageError("train.soft_labels needs a store prepared with --label-mode votes (FERPlus)")
+                raise UsageError("train.soft_labels needs vote distributions; this store has none (only FERPlus has crowd votes)")
             target = batch["votes"]
             if self.label_smoothing:
                 target = target * (1 - self.label_smoothing) + self.label_smoothing / target.shape[1]

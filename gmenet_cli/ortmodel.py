@@ -90,6 +90,8 @@ class OnnxModel:
             self.classes = list(json.loads(meta["classes"]))
             self.channels = int(meta["channels"])
             self.hr_size = int(meta["hr_size"])
+            # the size the model computes at: the HR size, or half of it for the "2" family's students
+            self.working_size = int(meta.get("working_size", meta["hr_size"]))
             self.trained_sizes = [int(v) for v in json.loads(meta.get("trained_sizes", meta["sizes"]))]
         except (KeyError, ValueError, TypeError) as e:
             raise CheckpointError(f"{path}: damaged gmenet metadata ({type(e).__name__}: {e})") from None
@@ -102,7 +104,7 @@ class OnnxModel:
         # the default ships) any trained LR face is upsampled to it here; a graph fixed at one LR size (gmenet
         # export --input-size 12) takes only that size, so crops are made at it.
         self.fixed_size = dims[3] if isinstance(dims[3], int) else None
-        if self.fixed_size is not None and self.fixed_size != self.hr_size:
+        if self.fixed_size is not None and self.fixed_size != self.working_size:
             self.trained_sizes = [self.fixed_size]
 
     def logits(self, x: np.ndarray) -> np.ndarray:

@@ -45,15 +45,23 @@ def test_evaluate_json_agrees_with_running_the_model(tiny_store, tiny_runs, cli,
     report = json.loads(res.stdout)
     assert [r["view"] for r in report["models"][0]["results"]] == ["hr", "x2", "x4"]
     assert [m["model"] for m in report["models"]] == ["gmenet_t", "teacher_t"]
-    # recompute x4 accuracy of the student by hand
+    # recompute x4 accuracy of the student by hand: flip TTA (on by default) = mean logits of face and mirror
     ck = checkpoint.load(tiny_runs["student"])
     model = checkpoint.build_model(ck)
     split = Store(tiny_store).split("val")
+    faces = torch.from_numpy(np.array(split.lowres[4]))
     with torch.no_grad():
-        pred = model(torch.from_numpy(np.array(split.lowres[4]))).argmax(1).numpy()
+        pred = ((model(faces) + model(faces.flip(-1))) / 2).argmax(1).numpy()
+        plain = model(faces).argmax(1).numpy()
     x4 = report["models"][0]["results"][2]
+    assert report["tta"] is True
     assert x4["accuracy"] == pytest.approx(float((pred == split.labels).mean()))
-    assert np.array_equal(np.asarray(x4["confusion"]), confusion(model, split, 4, "cpu"))
+    assert np.array_equal(np.asarray(x4["confusion"]), confusion(model, split, 4, "cpu", tta=True))
+    res = cli("evaluate", "--weights", tiny_runs["student"], "--data", tiny_store, "--split", "val", "--scales", "4",
+              "--out", workdir / "ev2", "--json", "--no-tta")
+    no_tta = json.loads(res.stdout)["models"][0]["results"][0]
+    assert no_tta["accuracy"] == pytest.approx(float((plain == split.labels).mean()))
+    assert np.array_equal(np.asarray(no_tta["confusion"]), confusion(model, split, 4, "cpu"))
     for name in ("metrics.json", "confusion_matrix.png", "resolution_sweep.png"):
         assert (workdir / "ev" / name).is_file()
 

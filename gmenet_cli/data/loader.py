@@ -45,7 +45,7 @@ class PairedBatches:
     def __init__(self, split: Split, batch_size: int, scales: list[int] | None = None, shuffle: bool = True,
                  augment: bool = True, flip: bool = True, shift: int = 0, seed: int = 0, rank: int = 0,
                  world: int = 1, drop_last: bool = False, with_hr: bool = True, prefetch: int = 3, pin: bool = False,
-                 even: bool = True):
+                 even: bool = True, online: dict | None = None):
         self.split, self.batch_size = split, batch_size
         self.even = even
         self.scales = list(scales or [])
@@ -53,6 +53,9 @@ class PairedBatches:
         self.seed, self.rank, self.world = seed, rank, world
         self.drop_last, self.with_hr, self.prefetch = drop_last, with_hr, prefetch
         self.pin = pin  # page-locked batches (CUDA): host-to-device copies can then run non_blocking
+        # online: augmentation settings (data/augment.py). The batch then carries the raw HR faces and each
+        # sample's random parameters; warping and LR synthesis happen on the device (augment.make_views).
+        self.online = online
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -77,14 +80,25 @@ class PairedBatches:
         idx_sorted = idx[sort]
         inv = np.empty_like(sort)
         inv[sort] = np.arange(len(sort))
-        B = len(idx)
+        batch = {"target": torch.from_numpy(self.split.labels[idx_sorted][inv].astype(np.int64)), "index": idx}
+        if self.split.votes is not None:
+            batch["votes"] = torch.from_numpy(self.split.votes[idx_sorted][inv].astype(np.float32))
+        if self.online is not None:
+            from gmenet_cli.data.augment import draw
+
+            batch["hr"] = torch.from_numpy(np.asarray(self.split.hr[idx_sorted])[inv])
+            batch["augment"] = draw(rng, len(idx), batch["hr"].shape[-1], scales=self.scales,
+                                    flip=self.augment and self.flip, **self.online)
+            return batch
+        return self._make_paired(batch, idx_sorted, inv, rng)
+
+    def _make_paired(self, batch: dict, idx_sorted: np.ndarray, inv: np.ndarray, rng: np.random.Generator) -> dict:
+        """Stored LR faces with a flip and a shift shared by the sample's HR and LR views."""
+        B = len(inv)
         flip = rng.random(B) < 0.5 if (self.augment and self.flip) else np.zeros(B, bool)
         s = self.shift if self.augment else 0
         dy = rng.integers(-s, s + 1, B) if s else np.zeros(B, int)
         dx = rng.integers(-s, s + 1, B) if s else np.zeros(B, int)
-        batch = {"target": torch.from_numpy(self.split.labels[idx_sorted][inv].astype(np.int64)), "index": idx}
-        if self.split.votes is not None:
-            batch["votes"] = torch.from_numpy(self.split.votes[idx_sorted][inv].astype(np.float32))
         if self.with_hr:
             batch["hr"] = np.asarray(self.split.hr[idx_sorted])[inv]  # augmented below with the LR view
         lowres: dict[int, tuple[np.ndarray, np.ndarray]] = {}
@@ -163,8 +177,13 @@ class PairedBatches:
             stop.set()
 
 
-def _pin(batch: dict) -> dict:
-    """Page-locked copies of every tensor (positions included), so host-to-device copies can overlap."""
-    out = {k: (v.pin_memory() if torch.is_tensor(v) else v) for k, v in batch.items() if k != "lowres"}
-    out["lowres"] = {s: (pos.pin_memory(), arr.pin_memory()) for s, (pos, arr) in batch["lowres"].items()}
-    return out
+def _pin(batch):
+    """Page-locked copies of every tensor (positions and augmentation parameters included), so the
+    host-to-device copies can overlap with compute."""
+    if torch.is_tensor(batch):
+        return batch.pin_memory()
+    if isinstance(batch, dict):
+        return {k: _pin(v) for k, v in batch.items()}
+    if isinstance(batch, (tuple, list)):
+        return type(batch)(_pin(v) for v in batch)
+    return batch

@@ -7,7 +7,7 @@ Layout (all arrays uint8, NCHW, raw little-endian bytes so they can be streamed 
     STORE/<split>/hr.u8          (N, C, HR, HR)
     STORE/<split>/lr_x<s>.u8     (N, C, HR/s, HR/s) low-resolution faces, for every scale s
     STORE/<split>/labels.npy     (N,) int64 canonical class index
-    STORE/<split>/votes.npy      (N, K) float32 vote distribution (only with label_mode=votes)
+    STORE/<split>/votes.npy      (N, K) float32 vote distribution (sources with crowd votes: FERPlus)
     STORE/<split>/ids.txt        N lines, the source's stable image ids
 
 A store is complete iff STORE/manifest.json exists (see data/prepare.py for how that is guaranteed).

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from gmenet_cli.models.blocks import AttentionBlock, conv_bn
+from gmenet_cli.models.blocks import AttentionBlock, AttentionStage, conv_bn
 
 
 # One face size per tensor, or a batch that mixes sizes: {scale: (positions (b,), faces (b, C, h, w))}.
@@ -107,3 +107,49 @@ class AttentionBackbone(nn.Module):
             out, m = block(out)
             maps.append(m)
         return stem, out, maps
+
+
+class StageBackbone(nn.Module):
+    """VGG-style stages of attention (`AttentionStage`): the first at the input's resolution, each later one
+    halving it. Same interface as AttentionBackbone: forward -> (first stage's output, which the GME-Net
+    global branch reads; last feature map; every stage's maps).
+
+    (B, C, S, S) -> (B, widths[0], S, S), (B, widths[-1], S/2^(n-1), ...), [(c, s)] * len(widths) (or [])."""
+
+    def __init__(self, in_chans: int, widths: tuple, spatial: str, kernel: int = 7, attention: bool = True):
+        super().__init__()
+        stages, cin = [], in_chans
+        for i, w in enumerate(widths):
+            stages.append(AttentionStage(cin, w, 1 if i == 0 else 2, spatial, kernel, attention))
+            cin = w
+        self.stages = nn.ModuleList(stages)
+        self.out_channels = cin
+
+    def sizes(self, input_size: int) -> tuple[int, int]:
+        """(first stage side, last stage side) for a square input."""
+        last = input_size
+        for _ in range(len(self.stages) - 1):
+            last = conv_out(last, 2)
+        return input_size, last
+
+    def forward(self, x: torch.Tensor):
+        maps, first = [], None
+        for stage in self.stages:
+            x, m = stage(x)
+            first = x if first is None else first
+            if m is not None:
+                maps.append(m)
+        return first, x, maps
+
+
+def make_backbone(layout: str, in_chans: int, widths: tuple, depths: tuple, stem_stride: int, spatial: str,
+                  attention: bool = True):
+    """`layout` "resnet": stem + residual attention blocks (teacher_s, gmenet_s); "vgg": plain conv stages
+    with attention (teacher_s2, gmenet_s2)."""
+    if layout == "vgg":
+        return StageBackbone(in_chans, tuple(widths), spatial, attention=attention)
+    if layout != "resnet":
+        raise ValueError(f"layout must be resnet or vgg, got {layout!r}")
+    if not attention:
+        raise ValueError("attention=False needs layout vgg")
+    return AttentionBackbone(in_chans, tuple(widths), tuple(depths), stem_stride, spatial)

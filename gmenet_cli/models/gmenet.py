@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from gmenet_cli.models.base import AttentionBackbone, Faces, FERModel, conv_out
+from gmenet_cli.models.base import Faces, FERModel, conv_out, make_backbone
 from gmenet_cli.models.blocks import MixedChannelBlock, conv_bn
 
 FUSIONS = ("concat", "gate", "sum")
@@ -77,12 +77,15 @@ class GMENet(FERModel):
         dilations: tuple = (1, 2, 3, 4),
         fusion: str = "concat",
         dropout: float = 0.2,
+        layout: str = "resnet",
+        attention: bool = True,
         **base,
     ):
         super().__init__(in_chans, num_classes, input_size, **base)
         if fusion not in FUSIONS:
             raise ValueError(f"fusion must be one of {', '.join(FUSIONS)}, got {fusion!r}")
-        self.local = AttentionBackbone(in_chans, tuple(widths), tuple(depths), stem_stride, spatial)
+        # attention=False (layout vgg) with global_branch=False is the plain CNN of ablation row 0.
+        self.local = make_backbone(layout, in_chans, widths, depths, stem_stride, spatial, attention)
         c = self.local.out_channels
         # Feature sizes are fixed (inputs are always resized to input_size first); Python constants keep the
         # global branch's resizes and the fusion pool static, which ONNX export needs.

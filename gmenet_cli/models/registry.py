@@ -1,7 +1,10 @@
 """Model registry: every model is built by name, so checkpoints can rebuild it from plain data.
 
 `create_model("gmenet_s", in_chans=1, num_classes=8, input_size=48, global_branch=False)`.
-Teachers and students of the same size letter (t, s, m) share the attention layout, so their maps pair.
+Teachers and students of the same size name (t, s, m; t2, s2, m2) share the attention layout, so their
+maps pair. The "2" family is VGG-style (two 3x3 convs per stage, five stages) and its students work at
+half the teacher's input size (`working_scale` 2: 24 px for 48 px faces), where an LR face of 12 px or
+less loses nothing and a step costs a quarter; the teacher's spatial maps are pooled to pair.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ class ModelSpec:
     builder: str  # "teacher" | "gmenet"
     defaults: dict
     about: str
+    working_scale: int = 1  # the model works at the data's HR size / this (students of the "2" family: 2)
 
 
 _SIZES = {
@@ -38,6 +42,34 @@ for _letter, (_w, _d, _g) in _SIZES.items():
         f"gmenet_{_letter}", "student", "gmenet", {"widths": _w, "depths": _d, "global_width": _g},
         f"GME-Net student, pairs with teacher_{_letter} ({_ABOUT[_letter]})",
     )
+
+
+_VGG = {
+    # name: (widths, global width)
+    "t2": ((8, 16, 32, 32, 32), 8),
+    "s2": ((32, 64, 128, 256, 256), 32),
+    "m2": ((64, 128, 256, 512, 512), 64),
+}
+for _size, (_w, _g) in _VGG.items():
+    _about = _ABOUT[_size[0]]
+    REGISTRY[f"teacher_{_size}"] = ModelSpec(
+        f"teacher_{_size}", "teacher", "teacher", {"layout": "vgg", "widths": _w, "dropout": 0.3},
+        f"HR teacher, VGG-style stages with CBAM attention ({_about})",
+    )
+    REGISTRY[f"gmenet_{_size}"] = ModelSpec(
+        f"gmenet_{_size}", "student", "gmenet", {"layout": "vgg", "widths": _w, "global_width": _g, "dropout": 0.3},
+        f"GME-Net student at half the HR size, pairs with teacher_{_size} ({_about})", working_scale=2,
+    )
+    REGISTRY[f"plain_{_size}"] = ModelSpec(
+        f"plain_{_size}", "student", "gmenet",
+        {"layout": "vgg", "widths": _w, "attention": False, "global_branch": False, "dropout": 0.3},
+        f"plain CNN baseline (ablation row 0): gmenet_{_size} without attention or global branch", working_scale=2,
+    )
+
+
+def working_size(name: str, hr_size: int) -> int:
+    """The size a registered model works at for data of `hr_size` px faces."""
+    return max(1, hr_size // get_spec(name).working_scale)
 
 
 def list_models() -> list[str]:

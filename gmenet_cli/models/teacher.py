@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from gmenet_cli.models.base import AttentionBackbone, Faces, FERModel
+from gmenet_cli.models.base import Faces, FERModel, make_backbone
 
 
 class AttentionResNet(FERModel):
@@ -20,10 +20,11 @@ class AttentionResNet(FERModel):
         stem_stride: int = 2,
         spatial: str = "standard",
         dropout: float = 0.2,
+        layout: str = "resnet",
         **base,
     ):
         super().__init__(in_chans, num_classes, input_size, **base)
-        self.backbone = AttentionBackbone(in_chans, tuple(widths), tuple(depths), stem_stride, spatial)
+        self.backbone = make_backbone(layout, in_chans, widths, depths, stem_stride, spatial)
         self.drop = nn.Dropout(dropout)
         self.head = nn.Linear(self.backbone.out_channels, num_classes)
 

@@ -31,6 +31,7 @@ class Classifier:
     classes: list[str]
     channels: int
     sizes: list[int]  # trained face sizes (LR sizes for a student, the HR size for a teacher)
+    tta: bool = True  # flip test-time augmentation: average the logits of each crop and its mirror image
 
     def input_size(self, face_px: float) -> int:
         """Largest trained size not above the face's own size (never invent detail); else the smallest."""
@@ -49,7 +50,19 @@ class Classifier:
         return (crop[None] if crop.ndim == 2 else crop.transpose(2, 0, 1)), size
 
     def classify(self, crops: list[np.ndarray]) -> np.ndarray:
-        """Same-size uint8 (C, s, s) crops -> (N, K) probabilities."""
+        """Same-size uint8 (C, s, s) crops -> (N, K) probabilities (softmax of the, optionally flip-averaged,
+        logits; both views go through the model as one batch)."""
+        x = np.stack(crops)
+        if self.tta:
+            z = self.logits(np.concatenate([x, x[..., ::-1]])).astype(np.float64)
+            z = (z[: len(x)] + z[len(x):]) / 2
+        else:
+            z = self.logits(x).astype(np.float64)
+        z = np.exp(z - z.max(axis=1, keepdims=True))
+        return (z / z.sum(axis=1, keepdims=True)).astype(np.float32)
+
+    def logits(self, x: np.ndarray) -> np.ndarray:
+        """(N, C, s, s) uint8 -> (N, K) logits."""
         raise NotImplementedError
 
 
@@ -70,11 +83,10 @@ class TorchClassifier(Classifier):
         self.channels = int(ckpt["input"]["channels"])
         self.sizes = checkpoint.trained_sizes(ckpt)
 
-    def classify(self, crops: list[np.ndarray]) -> np.ndarray:
+    def logits(self, x: np.ndarray) -> np.ndarray:
         torch = self.torch
         with torch.inference_mode():  # no autograd bookkeeping at all (cheaper than no_grad)
-            x = torch.from_numpy(np.stack(crops)).to(self.device)
-            return torch.softmax(self.model(x).float(), dim=1).cpu().numpy()
+            return self.model(torch.from_numpy(np.ascontiguousarray(x)).to(self.device)).float().cpu().numpy()
 
 
 class OnnxClassifier(Classifier):
@@ -88,10 +100,8 @@ class OnnxClassifier(Classifier):
         self.classes, self.channels = self.model.classes, self.model.channels
         self.sizes = sorted(self.model.trained_sizes)
 
-    def classify(self, crops: list[np.ndarray]) -> np.ndarray:
-        z = self.model.logits(np.stack(crops)).astype(np.float64)
-        z = np.exp(z - z.max(axis=1, keepdims=True))
-        return (z / z.sum(axis=1, keepdims=True)).astype(np.float32)
+    def logits(self, x: np.ndarray) -> np.ndarray:
+        return self.model.logits(np.ascontiguousarray(x))
 
 
 def onnxruntime_available() -> bool:
@@ -100,7 +110,13 @@ def onnxruntime_available() -> bool:
     return importlib.util.find_spec("onnxruntime") is not None
 
 
-def load_classifier(weights: str | None, device: str | None = None) -> Classifier:
+def load_classifier(weights: str | None, device: str | None = None, tta: bool = True) -> Classifier:
+    clf = _load_classifier(weights, device)
+    clf.tta = tta
+    return clf
+
+
+def _load_classifier(weights: str | None, device: str | None = None) -> Classifier:
     """`--weights` (a .pt checkpoint or a gmenet .onnx export) or the shipped default, on `--device`.
 
     The default runs through onnxruntime on the CPU (no torch import: predict starts in about a second);

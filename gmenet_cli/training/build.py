@@ -16,6 +16,7 @@ from gmenet_cli.data.store import Store
 from gmenet_cli.errors import CheckpointError, UsageError
 from gmenet_cli.losses import ASKDLoss, ClassificationLoss
 from gmenet_cli.models import create_model, get_spec
+from gmenet_cli.models.registry import working_size
 from gmenet_cli.runtime import Runtime, seed_everything
 from gmenet_cli.tasks import ClassifierTask, DistillTask
 from gmenet_cli.training.loop import Callbacks, fit
@@ -48,10 +49,10 @@ def _start(command: str, cfg: Config, data: str | None, teacher: str | None, nam
 
 def _build(name: str, kind: str, cfg: Config, store: Store):
     if get_spec(name).kind != kind:
-        sizes = ", ".join(f"{'teacher' if kind == 'teacher' else 'gmenet'}_{s}" for s in "tsm")
+        sizes = ", ".join(f"{'teacher' if kind == 'teacher' else 'gmenet'}_{s}" for s in ("t", "s", "m", "s2", "m2"))
         raise UsageError(f"'{name}' is not a {kind} model; use one of {sizes}")
-    kwargs = {"in_chans": store.channels, "num_classes": len(store.classes), "input_size": store.hr_size,
-              **cfg.model.kwargs}
+    kwargs = {"in_chans": store.channels, "num_classes": len(store.classes),
+              "input_size": working_size(name, store.hr_size), **cfg.model.kwargs}
     seed_everything(cfg.train.seed, cfg.train.deterministic)  # before building: the weight init is seeded too
     return create_model(name, **kwargs), {"name": name, "kwargs": kwargs}
 
@@ -77,6 +78,8 @@ def train_teacher(cfg: Config, runtime: Runtime, data: str | None = None, name: 
     progress = progress or Callbacks()
     start = _start("distill-teacher", cfg, data, None, name, resume, progress)
     cfg, store = start.cfg, start.store
+    if cfg.train.teacher_epochs:
+        cfg.train.epochs = cfg.train.teacher_epochs
     model, model_meta = _build(cfg.model.teacher, "teacher", cfg, store)
     task = ClassifierTask(model, ClassificationLoss(cfg.train.label_smoothing, cfg.train.soft_labels), "hr")
     meta = {"kind": "teacher", "model": model_meta, "classes": store.classes,

@@ -22,11 +22,13 @@ import yaml
 
 from gmenet_cli import checkpoint
 from gmenet_cli.config import Config
+from gmenet_cli.data.augment import make_views
 from gmenet_cli.data.loader import PairedBatches
 from gmenet_cli.data.store import Store
 from gmenet_cli.errors import GmenetError, UsageError
 from gmenet_cli.evaluate import metrics_from_confusion, score_split
 from gmenet_cli.runtime import Runtime, all_reduce_sum, to_device
+from gmenet_cli.training.ema import WeightEMA
 from gmenet_cli.training.history import read_rows, write_rows
 from gmenet_cli.training.optim import build_optimizer, build_schedule
 from gmenet_cli.training.runs import RunResult
@@ -60,17 +62,31 @@ def check_train_options(cfg: Config, n_train: int) -> None:
         raise UsageError(f"--lr must be a positive number, got {cfg.optim.lr}")
     if cfg.optim.name not in ("adamw", "sgd"):
         raise UsageError(f"optim.name must be adamw or sgd, got '{cfg.optim.name}'")
-    if cfg.optim.schedule not in ("cosine", "step", "constant"):
-        raise UsageError(f"optim.schedule must be cosine, step or constant, got '{cfg.optim.schedule}'")
+    if cfg.optim.schedule not in ("cosine", "onecycle", "step", "constant"):
+        raise UsageError(f"optim.schedule must be cosine, onecycle, step or constant, got '{cfg.optim.schedule}'")
+    if cfg.optim.scale_lr not in ("linear", "sqrt", "none"):
+        raise UsageError(f"optim.scale_lr must be linear, sqrt or none, got '{cfg.optim.scale_lr}'")
+    if not 0 < cfg.optim.pct_start < 1:
+        raise UsageError(f"optim.pct_start must be between 0 and 1, got {cfg.optim.pct_start}")
+    if t.lowres not in ("online", "prepared"):
+        raise UsageError(f"train.lowres must be online or prepared, got '{t.lowres}'")
+    if not 0 <= t.ema < 1:
+        raise UsageError(f"train.ema must be in [0, 1) (0 = off; 0.999 is typical), got {t.ema}")
+    a = cfg.augment
+    if min(a.shift, a.scale, a.rotate, a.erase) < 0 or a.scale >= 1 or a.erase > 1:
+        raise UsageError("augment: shift, scale, rotate and erase must be >= 0, scale < 1 and erase <= 1")
     if not 0 <= t.label_smoothing < 1:
         raise UsageError("train.label_smoothing must be in [0, 1)")
     if t.shift < 0:
         raise UsageError("train.shift must be >= 0")
 
 
-def train_step(task, batch: dict, opt, sched, runtime: Runtime, grad_clip: float) -> dict:
+def train_step(task, batch: dict, opt, sched, runtime: Runtime, grad_clip: float, ema=None) -> dict:
     """One optimisation step on a batch already on the device -> the task's outputs (detached scalars and
-    logits), still on the device: nothing here waits for the GPU."""
+    logits), still on the device: nothing here waits for the GPU. Online batches (raw HR + augmentation
+    parameters) get their augmented HR and LR views here, on the device."""
+    if "augment" in batch:
+        batch = make_views(batch, student=task.view == "lowres")
     with runtime.autocast():
         res = task(batch)
     opt.zero_grad(set_to_none=True)
@@ -79,16 +95,17 @@ def train_step(task, batch: dict, opt, sched, runtime: Runtime, grad_clip: float
         torch.nn.utils.clip_grad_norm_(task.core.parameters(), grad_clip)
     opt.step()
     sched.step()
+    if ema is not None:
+        ema.update(task.core)
     return res
 
 
 @torch.no_grad()
-def validate(task, split, runtime: Runtime, scales: list[int], batch_size: int) -> dict:
+def validate(model, split, runtime: Runtime, scales: list[int], batch_size: int, tta: bool = True) -> dict:
     """Accuracy, mean per-class accuracy and loss on a split: HR for teachers, each LR scale for students.
 
-    Runs the bare model (not the DDP wrapper, whose forward is a collective that would need equal shards),
-    so every rank scores its share of the whole split and no sample is left out."""
-    model = task.core
+    `model` is the bare model or its weight average (never the DDP wrapper, whose forward is a collective
+    that would need equal shards), so every rank scores its share of the whole split, none left out."""
     was_training = model.training
     model.eval()
     out: dict = {}
@@ -96,7 +113,8 @@ def validate(task, split, runtime: Runtime, scales: list[int], batch_size: int) 
     accs, mcas = [], []
     try:
         for scale in scales or [None]:
-            conf, loss_sum = score_split(model, split, scale, runtime.device, batch_size, runtime.rank, runtime.world, runtime.autocast)
+            conf, loss_sum = score_split(model, split, scale, runtime.device, batch_size, runtime.rank, runtime.world,
+                                         runtime.autocast, tta)
             flat = all_reduce_sum(runtime, conf.flatten().double().tolist() + [float(loss_sum)])
             m = metrics_from_confusion(np.asarray(flat[:-1]).reshape(k, k), list(range(k)))
             suffix = f"_x{scale}" if scale else ""
@@ -122,19 +140,30 @@ class _Run:
         self.run_dir, self.scales, self.progress = run_dir, scales, progress
         self.weights = run_dir / "weights"
         self.model = task.core
-        self.opt = build_optimizer(self.model, cfg)
+        self.opt = build_optimizer(self.model, cfg, runtime.world)
+        a = cfg.augment
+        online = {"shift": a.shift, "scale": a.scale, "rotate": a.rotate, "erase": a.erase} if _online(cfg, store, progress) else None
         self.loader = PairedBatches(store.split("train"), cfg.train.batch_size, scales, shuffle=True, augment=True,
                                     flip=cfg.train.flip, shift=cfg.train.shift, seed=cfg.train.seed, rank=runtime.rank,
                                     world=runtime.world, drop_last=True, with_hr=hasattr(task, "teacher") or not scales,
-                                    pin=runtime.device.type == "cuda")
+                                    pin=runtime.device.type == "cuda", online=online)
         self.sched = build_schedule(self.opt, cfg, len(self.loader))
+        # the weight average that is validated and saved (train.ema > 0)
+        self.ema = WeightEMA(self.model, cfg.train.ema) if cfg.train.ema > 0 else None
         self.start_epoch, self.best_metric, self.rows = 0, -1.0, []
         self.base_meta = {**meta, "config": cfg.to_dict(),
                           "data": {"path": str(store.path.resolve()), "content_hash": store.content_hash,
                                    "source": store.manifest.get("source")}}
 
+    @property
+    def evaluated(self):
+        """The weights that are validated and saved as the model: the average if train.ema, else the model."""
+        return self.ema.module if self.ema is not None else self.model
+
     def restore(self, state: dict) -> None:
-        self.model.load_state_dict(state["state_dict"])
+        self.model.load_state_dict(state.get("train_state_dict") or state["state_dict"])
+        if self.ema is not None and state.get("ema_state"):
+            self.ema.load_state_dict(state["ema_state"])
         self.opt.load_state_dict(state["optimizer"])
         self.sched.load_state_dict(state["scheduler"])
         torch.set_rng_state(state["rng"]["torch"])
@@ -153,7 +182,7 @@ class _Run:
         seen = 0
         for i, batch in enumerate(self.loader):
             batch = to_device(batch, runtime.device)
-            res = train_step(task, batch, self.opt, self.sched, runtime, self.cfg.optim.grad_clip)
+            res = train_step(task, batch, self.opt, self.sched, runtime, self.cfg.optim.grad_clip, self.ema)
             n = len(batch["target"])
             seen += n
             bad = ~torch.isfinite(res["loss"].detach())
@@ -183,7 +212,8 @@ class _Run:
     def end_epoch(self, epoch: int, row: dict, val_name: str | None) -> None:
         """Validate, keep the best, write last.pt / best.pt / results.csv / results.png (rank 0 only)."""
         if val_name:
-            val = validate(self.task, self.store.split(val_name), self.runtime, self.scales, max(self.cfg.train.batch_size, 256))
+            val = validate(self.evaluated, self.store.split(val_name), self.runtime, self.scales,
+                           max(self.cfg.train.batch_size, 256), self.cfg.train.tta)
             row = {**{k: v for k, v in row.items() if k not in ("train_images", "epoch_time_s", "images_per_s")},
                    **val, **{k: row[k] for k in ("train_images", "epoch_time_s", "images_per_s")}}
         metric = row.get("val_acc", row["train_acc"])
@@ -203,10 +233,33 @@ class _Run:
         self.progress.epoch_end({**row, "best": improved})
 
     def snapshot(self, epoch: int, finished: bool, metrics: dict) -> dict:
-        return {**self.base_meta, "state_dict": {k: v.detach().cpu() for k, v in self.model.state_dict().items()},
-                "epoch": epoch, "finished": finished, "best_metric": self.best_metric, "metrics": metrics,
-                "optimizer": self.opt.state_dict(), "scheduler": self.sched.state_dict(),
-                "rng": {"torch": torch.get_rng_state()}}
+        """`state_dict` holds the weights evaluate/predict/export use (the average under train.ema); the
+        training state rides along for --resume (best.pt drops it)."""
+        snap = {**self.base_meta, "state_dict": _cpu(self.evaluated.state_dict()), "epoch": epoch, "finished": finished,
+                "best_metric": self.best_metric, "metrics": metrics, "optimizer": self.opt.state_dict(),
+                "scheduler": self.sched.state_dict(), "rng": {"torch": torch.get_rng_state()}}
+        if self.ema is not None:
+            snap["train_state_dict"] = _cpu(self.model.state_dict())
+            snap["ema_state"] = {"module": _cpu(self.ema.module.state_dict()), "updates": self.ema.updates}
+        return snap
+
+
+def _cpu(state: dict) -> dict:
+    return {k: v.detach().cpu() for k, v in state.items()}
+
+
+def _online(cfg: Config, store: Store, progress: Callbacks) -> bool:
+    """Whether LR faces are made on the device (train.lowres online) or read from the store (prepared).
+    Online synthesis is plain area downsampling: a store prepared with another method, blur, noise or
+    JPEG keeps its own LR bytes for training too, so train and test inputs come from one degradation."""
+    if cfg.train.lowres != "online":
+        return False
+    deg = store.manifest.get("degradation", {})
+    plain = deg.get("method", "area") == "area" and not any(deg.get(k) for k in ("blur_sigma", "noise_std", "jpeg_quality"))
+    if not plain:
+        progress.message(f"{store.path} was prepared with {deg}: training on its stored LR faces "
+                         "(train.lowres prepared), since on-the-fly synthesis is plain area downsampling")
+    return plain
 
 
 def _validation_split(store: Store, cfg: Config, progress: Callbacks) -> str | None:
@@ -240,6 +293,8 @@ def fit(command: str, task, store: Store, cfg: Config, runtime: Runtime, run_dir
     if state is not None:
         run.restore(state)
     _place(task, runtime, cfg)
+    if run.ema is not None and runtime.channels_last:
+        run.ema.to(memory_format=torch.channels_last)
     if runtime.is_main:
         run.weights.mkdir(parents=True, exist_ok=True)
         (run_dir / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False), encoding="utf-8")

@@ -2,9 +2,11 @@
 
 label.csv has no header; one row per image: `name, "(x, y, w, h)", then 10 vote counts` in the order
 neutral, happiness, surprise, sadness, anger, disgust, fear, contempt, unknown, NF (Barsoum et al. 2016).
-Majority mode: label = argmax over all 10 columns (ties to the first); rows whose majority is unknown or
-NF are dropped (and contempt rows in 7-class mode). Votes mode additionally keeps each row's vote
-distribution over the kept classes, for soft-label training.
+Hard labels, by `label_mode`: majority (also "votes", its older name) = argmax over all 10 columns (ties
+to the first); rows whose majority is unknown or NF are dropped (and contempt rows in 7-class mode).
+authors = the FERPlus authors' rule (their ferplus.py, "majority" mode): single votes are dropped as
+outliers, and a row is kept only if one emotion then holds more than half of the votes. Every store also
+keeps each row's vote distribution over the kept classes, for soft-label training (train.soft_labels).
 """
 
 from __future__ import annotations
@@ -27,8 +29,8 @@ def load(root: Path, cfg: PrepareConfig) -> SourceData:
     n_classes = cfg.classes or 8
     if n_classes not in (7, 8):
         raise DataError(f"ferplus supports 7 or 8 classes, not {n_classes}")
-    if cfg.label_mode not in ("majority", "votes"):
-        raise DataError(f"ferplus label mode must be majority or votes, not '{cfg.label_mode}'")
+    if cfg.label_mode not in ("majority", "votes", "authors"):
+        raise DataError(f"ferplus label mode must be majority, authors or votes (= majority), not '{cfg.label_mode}'")
     classes = CANONICAL[:n_classes]
     present = [f for f in FOLDERS if (root / f).is_dir()]
     if not present:
@@ -56,12 +58,15 @@ def load(root: Path, cfg: PrepareConfig) -> SourceData:
             if votes.sum() == 0 or major >= 8:
                 dropped["unknown/NF majority"] = dropped.get("unknown/NF majority", 0) + 1
                 continue
+            if cfg.label_mode == "authors" and not _authors_majority(votes):
+                dropped["no clear majority (authors' rule)"] = dropped.get("no clear majority (authors' rule)", 0) + 1
+                continue
             if major >= n_classes:
                 dropped["contempt (7-class mode)"] = dropped.get("contempt (7-class mode)", 0) + 1
                 continue
             path = inside(root / folder, name)
             kept = votes[:n_classes]
-            dist = kept / kept.sum() if cfg.label_mode == "votes" else None
+            dist = kept / kept.sum()
             records.append(
                 Record(
                     id=f"{folder}/{name}",
@@ -81,3 +86,10 @@ def load(root: Path, cfg: PrepareConfig) -> SourceData:
         dropped=dropped,
         notes=[f"splits from folders: {', '.join(f'{f}->{FOLDERS[f]}' for f in present)}"],
     )
+
+
+def _authors_majority(votes: np.ndarray) -> bool:
+    """Barsoum et al.'s majority rule: after dropping single votes, the top emotion holds over half the votes
+    (its index is then the plain argmax, which the caller has already checked is an emotion)."""
+    v = np.where(votes > 1, votes, 0)
+    return v.sum() > 0 and v.max() > 0.5 * v.sum() and int(np.argmax(v)) == int(np.argmax(votes))

@@ -1,0 +1,217 @@
+"""The training recipe: on-the-fly augmentation and LR synthesis, weight averaging, flip TTA, the "2" model
+family (student at half size, pooled A-SKD maps), one-cycle and batch-scaled learning rates, FERPlus labels."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from gmenet_cli import checkpoint
+from gmenet_cli.config import Config, PrepareConfig
+from gmenet_cli.data import augment
+from gmenet_cli.data.loader import PairedBatches
+from gmenet_cli.data.prepare import prepare
+from gmenet_cli.data.store import Store
+from gmenet_cli.losses import ASKDLoss, ClassificationLoss, check_pairing
+from gmenet_cli.models import create_model
+from gmenet_cli.tasks import DistillTask
+from gmenet_cli.training.ema import WeightEMA
+from gmenet_cli.training.optim import build_optimizer, build_schedule, peak_lr
+
+import synth
+
+
+def _online_batch(split, scales, seed=0, **aug):
+    params = {"shift": 4.0, "scale": 0.1, "rotate": 10.0, "erase": 0.0, **aug}
+    loader = PairedBatches(split, 16, scales, seed=seed, online=params)
+    return next(iter(loader))
+
+
+def test_online_views_are_aligned_and_grouped_by_scale(tiny_store):
+    split = Store(tiny_store).split("train")
+    batch = _online_batch(split, [2, 4])
+    assert batch["hr"].dtype == torch.uint8 and "lowres" not in batch
+    pos = batch["augment"]["positions"]
+    assert sorted(torch.cat(list(pos.values())).tolist()) == list(range(16))  # every sample gets one scale
+    views = augment.make_views(dict(batch), student=True)
+    hr = views["hr"]
+    assert hr.dtype == torch.float32 and 0 <= hr.min() and hr.max() <= 1
+    for scale, (p, low) in views["lowres"].items():
+        assert low.shape[-1] == 48 // scale
+        # the LR face is the area-downsampled augmented HR face, rounded to 8 bits: aligned to the sub-pixel
+        expected = torch.round(F.avg_pool2d(hr[p], scale) * 255) / 255
+        assert torch.equal(low, expected)
+        assert torch.allclose(low * 255, torch.round(low * 255))
+
+
+def test_augmentation_parameters_are_seeded_and_identity_is_exact(tiny_store):
+    split = Store(tiny_store).split("train")
+    a, b = _online_batch(split, [4], seed=3), _online_batch(split, [4], seed=3)
+    assert torch.equal(a["augment"]["theta"], b["augment"]["theta"])
+    c = _online_batch(split, [4], seed=4)
+    assert not torch.equal(a["augment"]["theta"], c["augment"]["theta"])
+    none = PairedBatches(split, 8, [], seed=0, flip=False, online={"shift": 0, "scale": 0, "rotate": 0, "erase": 0})
+    batch = next(iter(none))
+    out = augment.warp(batch["hr"], batch["augment"])
+    assert torch.allclose(out * 255, batch["hr"].float(), atol=1e-3)  # no augmentation = the stored face
+
+
+def test_random_erasing_paints_a_box(tiny_store):
+    split = Store(tiny_store).split("train")
+    batch = _online_batch(split, [], shift=0, scale=0, rotate=0, erase=1.0)
+    boxes = batch["augment"]["erase"]
+    out = augment.warp(batch["hr"], batch["augment"])
+    y0, y1, x0, x1, grey = boxes[0].tolist()
+    assert y1 > y0 and x1 > x0
+    assert torch.allclose(out[0, :, int(y0):int(y1), int(x0):int(x1)], torch.tensor(grey))
+
+
+def _meta_task():
+    torch.manual_seed(0)
+    teacher = create_model("teacher_t2", in_chans=1, num_classes=8, input_size=48)
+    student = create_model("gmenet_t2", in_chans=1, num_classes=8, input_size=24)
+    return DistillTask(student, teacher, ClassificationLoss(0.1, soft=True), ASKDLoss(1.0), kd_weight=1.0)
+
+
+def test_train_and_validation_steps_leave_no_tensor_behind_on_the_host(tiny_store):
+    """PyTorch's meta device runs shapes only and refuses to mix with CPU tensors ("Tensor on device meta is
+    not on the expected device cpu"): a label, vote, position or augmentation tensor left on the host by the
+    step, the losses or validation fails here exactly as it would on a GPU."""
+    from gmenet_cli.evaluate import score_split
+    from gmenet_cli.runtime import Runtime, to_device
+    from gmenet_cli.training.loop import train_step
+
+    meta = torch.device("meta")
+    runtime = Runtime(meta, amp=False, channels_last=False)
+    split = Store(tiny_store).split("train")
+    task = _meta_task().to(meta)
+    cfg = Config()
+    opt = build_optimizer(task.core, cfg)
+    sched = build_schedule(opt, cfg, 4)
+    ema = WeightEMA(task.core, 0.99)
+    for online in (True, False):  # on-the-fly LR synthesis and the prepared LR bytes
+        loader = PairedBatches(split, 8, [2, 4], seed=0, with_hr=True, pin=False,
+                               online={"shift": 2, "scale": 0.1, "rotate": 5, "erase": 0.5} if online else None)
+        batch = to_device(next(iter(loader)), meta)
+        res = train_step(task.train(), batch, opt, sched, runtime, grad_clip=5.0, ema=ema)
+        assert res["loss"].device.type == "meta" and res["logits"].shape == (8, 8)
+    for scale in (None, 4):  # validation: the HR view and an LR view, with flip TTA
+        conf, loss = score_split(task.core.eval(), split, scale, meta, batch_size=8, tta=True)
+        assert conf.device.type == "meta" and conf.shape == (8, 8) and loss.device.type == "meta"
+
+
+def test_s2_family_pairs_through_pooled_maps():
+    teacher = create_model("teacher_t2", in_chans=1, num_classes=8, input_size=48)
+    student = create_model("gmenet_t2", in_chans=1, num_classes=8, input_size=24)
+    _, t_maps = teacher(torch.rand(2, 1, 48, 48), return_maps=True)
+    _, s_maps = student(torch.rand(2, 1, 12, 12), return_maps=True)
+    check_pairing(s_maps, t_maps)
+    assert [m[1].shape[-1] for m in t_maps] == [48, 24, 12, 6, 3]
+    assert [m[1].shape[-1] for m in s_maps] == [24, 12, 6, 3, 2]
+    loss, parts = ASKDLoss(1.0)(s_maps, t_maps)
+    assert torch.isfinite(loss) and parts["askd_spatial"] > 0
+    # identical maps pooled to the student's size give zero loss
+    same = [(c, F.adaptive_avg_pool2d(s, sm.shape[-2:])) for (c, s), (_, sm) in zip(t_maps, s_maps)]
+    assert ASKDLoss(1.0)(same, t_maps)[0].item() == pytest.approx(0.0, abs=1e-5)
+    plain = create_model("plain_t2", in_chans=1, num_classes=8, input_size=24)
+    logits, maps = plain(torch.rand(2, 1, 12, 12), return_maps=True)
+    assert logits.shape == (2, 8) and maps == []
+
+
+def test_onecycle_schedule_and_batch_scaled_peak():
+    cfg = Config()
+    assert cfg.optim.schedule == "onecycle" and peak_lr(cfg) == pytest.approx(cfg.optim.lr)
+    cfg.train.batch_size = 1024
+    assert peak_lr(cfg) == pytest.approx(cfg.optim.lr * 8)
+    assert peak_lr(cfg, world=2) == pytest.approx(cfg.optim.lr * 16)
+    cfg.optim.scale_lr = "sqrt"
+    assert peak_lr(cfg) == pytest.approx(cfg.optim.lr * 8 ** 0.5)
+    cfg = Config()
+    cfg.train.epochs = 10
+    model = torch.nn.Linear(2, 2)
+    opt = build_optimizer(model, cfg)
+    sched = build_schedule(opt, cfg, 10)
+    lrs = []
+    for _ in range(100):
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    assert lrs[0] == pytest.approx(cfg.optim.lr / 25)
+    assert max(lrs) == pytest.approx(cfg.optim.lr, rel=1e-3) and int(np.argmax(lrs)) == 30 - 1
+    assert lrs[-1] < cfg.optim.lr / 1000
+
+
+def test_weight_average_warms_up_and_tracks_buffers():
+    model = torch.nn.Sequential(torch.nn.Linear(3, 3), torch.nn.BatchNorm1d(3))
+    ema = WeightEMA(model, 0.99)
+    with torch.no_grad():
+        model[0].weight.add_(1.0)
+        model[1].running_mean.add_(2.0)
+    ema.update(model)  # first update: decay (1 + 1) / (10 + 1), mostly the new weights
+    d = 2 / 11
+    assert torch.allclose(ema.module[0].weight, model[0].weight - d)
+    assert torch.allclose(ema.module[1].running_mean, torch.full((3,), 2.0 * (1 - d)))
+    state = ema.state_dict()
+    again = WeightEMA(model, 0.99)
+    again.load_state_dict(state)
+    assert again.updates == 1 and torch.equal(again.module[0].weight, ema.module[0].weight)
+
+
+def test_ema_run_saves_the_average_and_resumes_bit_for_bit(tiny_store, cli, workdir, monkeypatch):
+    from gmenet_cli.training import loop
+
+    common = ["--data", tiny_store, "--no-distill", "--preset", "tiny", "--epochs", "3", "--deterministic", "-q",
+              "--set", "train.ema=0.9"]
+    assert cli("train", *common, "--name", "full").exit_code == 0
+    last = checkpoint.load(workdir / "runs/train/full/weights/last.pt")
+    assert not all(torch.equal(last["state_dict"][k], last["train_state_dict"][k]) for k in last["state_dict"])
+    assert all(torch.equal(last["state_dict"][k], last["ema_state"]["module"][k]) for k in last["state_dict"])
+    real, calls = loop.validate, {"n": 0}
+
+    def interrupt(*a, **k):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt
+        return real(*a, **k)
+
+    monkeypatch.setattr(loop, "validate", interrupt)
+    assert cli("train", *common, "--name", "cut").exit_code == 130
+    monkeypatch.setattr(loop, "validate", real)
+    assert cli("train", "--name", "cut", "--resume", "-q").exit_code == 0
+    cut = checkpoint.load(workdir / "runs/train/cut/weights/last.pt")
+    for key in ("state_dict", "train_state_dict"):
+        assert all(torch.equal(last[key][k], cut[key][k]) for k in last[key])
+
+
+def test_every_ferplus_store_keeps_votes_and_the_authors_rule_drops_unclear_faces(tmp_path):
+    extra = [["amb.png", "(0, 0, 48, 48)", 4, 3, 3, 0, 0, 0, 0, 0, 0, 0],  # top emotion 40%: no clear majority
+             ["single.png", "(0, 0, 48, 48)", 5, 1, 1, 1, 1, 1, 0, 0, 0, 0]]  # 5 of 5 after dropping single votes
+    root = synth.make_ferplus(tmp_path / "fp", per_class=2, extra_rows=extra)
+    import cv2
+
+    for split in ("FER2013Train", "FER2013Valid"):
+        for name in ("amb.png", "single.png"):
+            cv2.imwrite(str(root / split / name), synth.face(0, 48))
+    majority, _ = prepare("ferplus", root, tmp_path / "m", PrepareConfig(scales=[4]))
+    authors, manifest = prepare("ferplus", root, tmp_path / "a", PrepareConfig(scales=[4], label_mode="authors"))
+    m, a = Store(majority).split("train"), Store(authors).split("train")
+    assert m.votes is not None and np.allclose(m.votes.sum(1), 1.0)
+    assert m.count == a.count + 1  # only the ambiguous face is dropped
+    assert manifest["dropped"]["no clear majority (authors' rule)"] == 2  # one per split
+
+
+def test_predict_flip_tta_averages_logits(tiny_runs):
+    from gmenet_cli.predict import load_classifier
+
+    clf = load_classifier(str(tiny_runs["student"]), "cpu", tta=True)
+    crops = [np.random.default_rng(i).integers(0, 256, (1, 12, 12), dtype=np.uint8) for i in range(3)]
+    x = np.stack(crops)
+    z = (clf.logits(x) + clf.logits(x[..., ::-1].copy())) / 2
+    expected = np.exp(z - z.max(1, keepdims=True))
+    expected /= expected.sum(1, keepdims=True)
+    assert np.allclose(clf.classify(crops), expected, atol=1e-5)
+    clf.tta = False
+    plain = np.exp(clf.logits(x))
+    assert np.allclose(clf.classify(crops), plain / plain.sum(1, keepdims=True), atol=1e-5)
