@@ -65,9 +65,10 @@ def load(path: str | Path, map_location="cpu", mmap: bool = False) -> dict:
     without reading a large model and its optimiser state."""
     path = Path(path)
     if not path.exists():
-        raise CheckpointError(f"checkpoint not found: {path}")
+        raise CheckpointError(f"checkpoint not found: {path}", exit_code=2)
     if path.is_dir():
-        raise CheckpointError(f"{path} is a folder, not a checkpoint file (try {path}/weights/best.pt)")
+        raise CheckpointError(f"{path} is a folder, not a checkpoint file (try {path}/weights/best.pt)", exit_code=2)
+    _check_kind(path)
     try:
         data = torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
     except pickle.UnpicklingError as e:
@@ -85,6 +86,19 @@ def load(path: str | Path, map_location="cpu", mmap: bool = False) -> dict:
         if key not in data:
             raise CheckpointError(f"{path} is missing '{key}'; it was not written by gmenet distill-teacher/train")
     return data
+
+
+def _check_kind(path: Path) -> None:
+    """Refuse files that are not PyTorch checkpoints at all (a CSV, an image, an ONNX export) with one line
+    that says what to pass instead, before the safe loader's own message, which names pickle internals."""
+    with open(path, "rb") as f:
+        head = f.read(4)
+    if head == b"PK\x03\x04" or head[:1] == b"\x80":  # torch.save's zip format, or a legacy pickle
+        return
+    what = "an ONNX model" if path.suffix.lower() == ".onnx" else f"a {path.suffix or 'plain'} file"
+    raise CheckpointError(f"{path} is not a gmenet .pt checkpoint but {what}: evaluate, export and train --teacher "
+                          "need a .pt from gmenet distill-teacher or train (.onnx files are for gmenet predict)",
+                          exit_code=2)
 
 
 def trained_sizes(ckpt: dict) -> list[int]:

@@ -17,6 +17,20 @@ from gmenet_cli import __version__
 from gmenet_cli.console import data_out, err, handle_errors
 from gmenet_cli.data.layouts import layout_help
 
+def _plain_usage_name(self) -> str:
+    """Usage lines in the classic form (`gmenet predict [OPTIONS] INPUTS...`), not Typer 0.2x's `{inputs}...`."""
+    name = self.display_name_raw if self.required else f"[{self.display_name_raw}]"
+    return name + ("..." if self.nargs != 1 else "")
+
+
+if hasattr(typer.core.TyperArgument, "_usage_display_name"):  # private in Typer 0.2x: patched only where it exists
+    typer.core.TyperArgument._usage_display_name = _plain_usage_name
+
+if hasattr(typer.core.TyperOption, "display_type_rich"):  # Typer 0.2x writes <bool> next to every flag, --help too
+    _display_type = typer.core.TyperOption.display_type_rich
+    typer.core.TyperOption.display_type_rich = lambda self, ctx: (
+        None if getattr(self, "is_flag", False) else _display_type(self, ctx))
+
 app = typer.Typer(
     name="gmenet",
     help="Recognise facial expressions on low-resolution faces (GME-Net).\n\n"
@@ -29,10 +43,10 @@ app = typer.Typer(
 
 # Shared option definitions (one place, so every command spells them the same way).
 ConfigOpt = typer.Option(None, "--config", "-c", help="YAML config file (sections: prepare, model, optim, train, augment, distill).")
-SetOpt = typer.Option(None, "--set", help="Override one config key, e.g. --set train.epochs=3 (repeatable).")
+SetOpt = typer.Option(None, "--set", metavar="KEY=VALUE", help="Override one config key, e.g. --set train.epochs=3 (repeatable).")
 PresetOpt = typer.Option(None, "--preset", help="Start from a built-in preset: ferplus, fer2013, raf, tiny.")
 DeviceOpt = typer.Option(None, "--device", help="auto (CUDA if present, else CPU), cpu, cuda or cuda:N.")
-JsonOpt = typer.Option(False, "--json", help="Print machine-readable JSON on stdout (human text stays on stderr).")
+JsonOpt = typer.Option(False, "--json", metavar="", help="Print machine-readable JSON on stdout (human text stays on stderr).")
 
 
 def _version(value: bool):
@@ -43,7 +57,7 @@ def _version(value: bool):
 
 @app.callback()
 def root(
-    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Show the version and exit."),
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, metavar="", help="Show the version and exit."),
 ):
     """Recognise facial expressions on low-resolution faces (GME-Net)."""
 
@@ -72,9 +86,9 @@ def _scales(values: Optional[List[str]]) -> Optional[list[int]]:
 @app.command(epilog=layout_help())
 @handle_errors
 def prepare(
-    src: str = typer.Option(..., "--src", help="Dataset layout: ferplus, fer2013, raf, expw, affectnet, folder."),
-    root_dir: Path = typer.Option(..., "--root", help="The dataset folder, as downloaded."),
-    scale: Optional[List[str]] = typer.Option(None, "--scale", "-s", help="LR factor(s): 4, or 2,4,8 (HR size / scale = LR size)."),
+    src: Optional[str] = typer.Option(None, "--src", help="Dataset layout: ferplus, fer2013, raf, expw, affectnet, folder (any case)."),
+    root_dir: Optional[Path] = typer.Option(None, "--root", help="The dataset folder, as downloaded (default: the first of ./datasets/<src>, $GMENET_DATASETS/<src>, the settings file's datasets_dir/<src> that holds it)."),
+    scale: Optional[List[str]] = typer.Option(None, "--scale", "--scales", "-s", metavar="4|2,4,8", help="LR factor(s): 4, or 2,4,8 (HR size / scale = LR size)."),
     hr_size: Optional[int] = typer.Option(None, "--hr-size", help="HR face size in pixels (default: the source's, 48 or 112)."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Output store folder (default prepared/<src>-x<scales>)."),
     method: Optional[str] = typer.Option(None, "--method", help="Downsampling: area (default), bicubic, bilinear, nearest."),
@@ -86,8 +100,9 @@ def prepare(
     channels: Optional[int] = typer.Option(None, "--channels", help="1 (gray) or 3 (colour); default: the source's."),
     seed: Optional[int] = typer.Option(None, "--seed", help="Seed for LR degradations and seeded splits."),
     group_regex: Optional[str] = typer.Option(None, "--group-regex", help="folder source: keep files sharing this regex match in one split."),
-    strict: bool = typer.Option(False, "--strict", help="Stop at the first unreadable image instead of skipping it."),
-    workers: int = typer.Option(0, "--workers", min=0, help="Decoding threads (0 = up to 4). Output bytes do not depend on it."),
+    strict: bool = typer.Option(False, "--strict", metavar="", help="Stop at the first unreadable image instead of skipping it."),
+    workers: int = typer.Option(0, "--workers", min=0, help="Decoding processes (0 = up to 4). Output bytes do not depend on it."),
+    list_sources: bool = typer.Option(False, "--list-sources", metavar="", help="List every source, where it looks for it and whether it is there; then exit."),
     config: Optional[Path] = ConfigOpt,
     sets: Optional[List[str]] = SetOpt,
     as_json: bool = JsonOpt,
@@ -95,7 +110,9 @@ def prepare(
     """Build HR/LR face pairs from a dataset in its native layout.
 
     Writes a prepared store (uint8 arrays + manifest.json) that distill-teacher, train and evaluate read.
-    Example: gmenet prepare --src ferplus --root data/ferplus --scale 2,4,8
+    Without --root the dataset is looked for in ./datasets/<src>, then $GMENET_DATASETS/<src>, then the
+    settings file's datasets_dir/<src> (gmenet datasets shows where).
+    Example: gmenet prepare --src raf --scale 8
     """
     import time
 
@@ -104,6 +121,14 @@ def prepare(
     from gmenet_cli.config import build_config
     from gmenet_cli.data.prepare import prepare as run_prepare
 
+    if list_sources:
+        return datasets(as_json)
+    src = _source(src)
+    if root_dir is None:
+        from gmenet_cli.data.roots import find_root
+
+        root_dir = find_root(src)
+        err.print(f"using the {src} dataset in {root_dir}")
     flags = {
         "prepare.scales": _scales(scale), "prepare.hr_size": hr_size, "prepare.method": method,
         "prepare.blur_sigma": blur, "prepare.noise_std": noise, "prepare.jpeg_quality": jpeg,
@@ -125,37 +150,100 @@ def prepare(
     render.store_summary(path, manifest, seconds)
 
 
+def _source(src: Optional[str]) -> str:
+    """--src, case-insensitive; a missing or unknown one names the valid sources."""
+    from gmenet_cli.data.layouts import LAYOUTS
+    from gmenet_cli.errors import UsageError
+
+    if not src:
+        raise UsageError(f"--src is required: one of {', '.join(LAYOUTS)} (gmenet datasets lists them)")
+    name = src.strip().lower()
+    if name not in LAYOUTS:
+        import difflib
+
+        close = difflib.get_close_matches(name, list(LAYOUTS), n=1)
+        hint = f" Did you mean '{close[0]}'?" if close else ""
+        raise UsageError(f"unknown source '{src}'.{hint} Valid sources: {', '.join(LAYOUTS)}")
+    return name
+
+
+@app.command()
+@handle_errors
+def datasets(as_json: bool = JsonOpt):
+    """List every dataset source, the places prepare looks for it (in order) and whether it is there.
+
+    Example: GMENET_DATASETS=/data/faces gmenet datasets
+    """
+    from gmenet_cli import render
+    from gmenet_cli.data.roots import survey
+
+    rows = survey()
+    if as_json:
+        for r in rows:
+            data_out(json.dumps(r))
+        return
+    render.datasets_table(rows)
+
+
 def _train_common(preset, config, sets, flags):
     from gmenet_cli.config import build_config
 
     return build_config(preset=preset, config_file=str(config) if config else None, sets=sets, flags=flags)
 
 
-def _finish_training(result, runtime, next_hint: str) -> None:
+def _finish_training(result, runtime, next_command: str) -> None:
     from gmenet_cli import render
     from gmenet_cli.runtime import shutdown
 
     shutdown(runtime)
     if runtime.is_main:
-        render.training_done(result, next_hint.format(best=result.best))
+        render.training_done(result, next_command)
+
+
+def _carried(preset, config, sets, device, seed) -> list[str]:
+    """The options a printed next command must repeat so that it runs as the user's command did."""
+    import shlex
+
+    out = [f"--preset {preset}"] if preset else []
+    out += [f"--config {shlex.quote(str(config))}"] if config else []
+    out += [f"--set {shlex.quote(s)}" for s in sets or []]
+    out += [f"--device {device}"] if device else []
+    out += [f"--seed {seed}"] if seed is not None else []
+    return out
+
+
+def _next_train(result, cfg, preset, config, sets, device, seed, batch_given: bool) -> str:
+    """`gmenet train` for the teacher just trained: its store, a student that pairs with it, the same preset,
+    config, overrides and batch size."""
+    import shlex
+
+    from gmenet_cli.training.runs import paired_teacher
+
+    parts = ["gmenet train", f"--teacher {shlex.quote(str(result.best))}", f"--data {shlex.quote(str(result.store))}"]
+    parts += _carried(preset, config, sets, device, seed)
+    if paired_teacher(cfg.model.name) != result.model:
+        parts.append(f"--model gmenet_{result.model.split('_', 1)[-1]}")
+    if batch_given or result.batch_size != cfg.train.batch_size:
+        parts.append(f"--batch-size {result.batch_size}")
+    return " ".join(parts)
 
 
 EpochsOpt = typer.Option(None, "--epochs", help="Training epochs.")
 BatchOpt = typer.Option(None, "--batch-size", "-b", help="Batch size (per process under torchrun).")
 LrOpt = typer.Option(None, "--lr", help="Peak learning rate.")
 NameOpt = typer.Option(None, "--name", help="Run name under runs/<command>/ (default exp, exp2, ...). Rerunning an unfinished name resumes it.")
-ResumeOpt = typer.Option(False, "--resume", help="Continue the named (or most recent unfinished) run from its last.pt.")
+ResumeOpt = typer.Option(False, "--resume", metavar="", help="Continue the named (or most recent unfinished) run from its last.pt.")
 DataOpt = typer.Option(None, "--data", "-d", help="Prepared store (default: the most recent under prepared/).")
 SeedOpt = typer.Option(None, "--seed", help="Random seed (default 0).")
-DetOpt = typer.Option(None, "--deterministic/--no-deterministic", help="Bit-for-bit reruns on CPU (slower).")
-QuietOpt = typer.Option(False, "--quiet", "-q", help="No progress bar; one line per epoch.")
+DetOpt = typer.Option(None, "--deterministic/--no-deterministic", metavar="", help="Bit-for-bit reruns on CPU (slower).")
+QuietOpt = typer.Option(False, "--quiet", "-q", metavar="", help="No progress bar; one line per epoch.")
 
 
 @app.command("distill-teacher")
 @handle_errors
 def distill_teacher(
     data: Optional[Path] = DataOpt,
-    model: Optional[str] = typer.Option(None, "--model", "-m", help="Teacher architecture: teacher_t, teacher_s (default), teacher_m."),
+    model: Optional[str] = typer.Option(None, "--model", "-m", help="Teacher architecture: teacher_s2 (default), teacher_m2, teacher_t2, or the first generation teacher_s, teacher_m, teacher_t (gmenet models lists them)."),
     epochs: Optional[int] = EpochsOpt,
     batch_size: Optional[int] = BatchOpt,
     lr: Optional[float] = LrOpt,
@@ -176,15 +264,15 @@ def distill_teacher(
     """
     from gmenet_cli.render import RichTraining
     from gmenet_cli.runtime import setup
-    from gmenet_cli.training import train_teacher
+    from gmenet_cli.training import Callbacks, train_teacher
 
     cfg = _train_common(preset, config, sets, {
         "model.teacher": model, "train.epochs": epochs, "train.teacher_epochs": epochs, "train.batch_size": batch_size,
         "optim.lr": lr,
         "train.device": device, "train.seed": seed, "train.deterministic": deterministic})
     runtime = setup(cfg.train.device, cfg.train.amp, cfg.train.channels_last, cfg.train.threads, distributed=True)
-    result = train_teacher(cfg, runtime, str(data) if data else None, name, resume, RichTraining(quiet))
-    _finish_training(result, runtime, "gmenet train --teacher {best}")
+    result = train_teacher(cfg, runtime, str(data) if data else None, name, resume, (RichTraining(quiet) if runtime.is_main else Callbacks()))
+    _finish_training(result, runtime, _next_train(result, cfg, preset, config, sets, device, seed, batch_size is not None))
 
 
 @app.command()
@@ -192,10 +280,10 @@ def distill_teacher(
 def train(
     data: Optional[Path] = DataOpt,
     teacher: Optional[Path] = typer.Option(None, "--teacher", "-t", help="Teacher checkpoint (default: the most recent distill-teacher run's best.pt)."),
-    model: Optional[str] = typer.Option(None, "--model", "-m", help="Student architecture: gmenet_t, gmenet_s (default), gmenet_m."),
-    scale: Optional[List[str]] = typer.Option(None, "--scale", "--scales", "-s", help="LR scale(s) to train on, e.g. 4 or 2,4,8 (default: all in the store); one drawn per sample."),
-    no_distill: bool = typer.Option(False, "--no-distill", help="Cross-entropy only (the baseline): no teacher, same recipe."),
-    no_global: bool = typer.Option(False, "--no-global", help="Ablation: drop the global branch (model.kwargs.global_branch=false)."),
+    model: Optional[str] = typer.Option(None, "--model", "-m", help="Student architecture: gmenet_s2 (default), gmenet_m2, gmenet_t2, plain_s2 (the plain-CNN baseline), or gmenet_s, gmenet_m, gmenet_t; it pairs with the teacher of its size (gmenet_s2 with teacher_s2)."),
+    scale: Optional[List[str]] = typer.Option(None, "--scale", "--scales", "-s", metavar="4|2,4,8", help="LR scale(s) to train on, e.g. 4 or 2,4,8 (default: all in the store); one drawn per sample."),
+    no_distill: bool = typer.Option(False, "--no-distill", metavar="", help="Cross-entropy only (the baseline): no teacher, same recipe."),
+    no_global: bool = typer.Option(False, "--no-global", metavar="", help="Ablation: drop the global branch (model.kwargs.global_branch=false)."),
     epochs: Optional[int] = EpochsOpt,
     batch_size: Optional[int] = BatchOpt,
     lr: Optional[float] = LrOpt,
@@ -216,7 +304,7 @@ def train(
     """
     from gmenet_cli.render import RichTraining
     from gmenet_cli.runtime import setup
-    from gmenet_cli.training import train_student
+    from gmenet_cli.training import Callbacks, train_student
 
     flags = {"model.name": model, "train.epochs": epochs, "train.batch_size": batch_size, "optim.lr": lr,
              "train.device": device, "train.seed": seed, "train.deterministic": deterministic,
@@ -228,8 +316,11 @@ def train(
         raise typer.BadParameter("--teacher and --no-distill contradict each other", param_hint="--teacher")
     runtime = setup(cfg.train.device, cfg.train.amp, cfg.train.channels_last, cfg.train.threads, distributed=True)
     result = train_student(cfg, runtime, str(data) if data else None, str(teacher) if teacher else None, name, resume,
-                           RichTraining(quiet))
-    _finish_training(result, runtime, "gmenet evaluate --weights {best}")
+                           (RichTraining(quiet) if runtime.is_main else Callbacks()))
+    import shlex
+
+    _finish_training(result, runtime, " ".join([f"gmenet evaluate --weights {shlex.quote(str(result.best))}"]
+                                                + ([f"--device {device}"] if device else [])))
 
 
 @app.command()
@@ -238,11 +329,11 @@ def evaluate(
     weights: Optional[Path] = typer.Option(None, "--weights", "-w", help="Checkpoint to evaluate (default: the most recent train run's best.pt, else distill-teacher's)."),
     data: Optional[Path] = typer.Option(None, "--data", "-d", help="Prepared store (default: the one the model was trained on)."),
     split: Optional[str] = typer.Option(None, "--split", help="test or val (default: test if the store has it, else val)."),
-    scale: Optional[List[str]] = typer.Option(None, "--scales", "--scale", "-s", help="Face scales to sweep, e.g. 1,2,4,8 (1 = HR faces). Default: every scale in the store (teachers also HR)."),
-    compare: Optional[List[Path]] = typer.Option(None, "--compare", help="More checkpoints to evaluate side by side (e.g. the teacher); repeatable."),
+    scale: Optional[List[str]] = typer.Option(None, "--scales", "--scale", "-s", metavar="1,2,4,8", help="Face scales to sweep, e.g. 1,2,4,8 (1 = HR faces). Default: every scale in the store (teachers also HR)."),
+    compare: Optional[List[Path]] = typer.Option(None, "--compare", metavar="CKPT", help="More checkpoints to evaluate side by side (e.g. the teacher); repeatable."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Folder for metrics.json and plots (default runs/evaluate/exp<N>)."),
     batch_size: int = typer.Option(256, "--batch-size", "-b", min=1, help="Evaluation batch size."),
-    tta: bool = typer.Option(True, "--tta/--no-tta", help="Average each face's logits with its mirror image's (flip test-time augmentation)."),
+    tta: bool = typer.Option(True, "--tta/--no-tta", metavar="", help="Average each face's logits with its mirror image's (flip test-time augmentation)."),
     device: Optional[str] = DeviceOpt,
     as_json: bool = JsonOpt,
 ):
@@ -279,19 +370,19 @@ def evaluate(
 @app.command()
 @handle_errors
 def predict(
-    inputs: List[str] = typer.Argument(..., help="Images, videos, folders (recursive), globs, or - to read paths from stdin."),
+    inputs: List[str] = typer.Argument(..., metavar="INPUTS", help="Images, videos, folders (recursive), globs, or - to read paths from stdin."),
     weights: Optional[Path] = typer.Option(None, "--weights", "-w", help="Checkpoint (.pt) or gmenet ONNX export (.onnx, runs on onnxruntime); default: the model shipped with gmenet."),
     detector: str = typer.Option("haar", "--detector", help="haar (built into OpenCV), yunet (needs --detector-model), none."),
     detector_model: Optional[Path] = typer.Option(None, "--detector-model", help="YuNet ONNX file for --detector yunet."),
-    no_detect: bool = typer.Option(False, "--no-detect", help="Each input is already a cropped face (same as --detector none)."),
+    no_detect: bool = typer.Option(False, "--no-detect", metavar="", help="Each input is already a cropped face (same as --detector none)."),
     boxes: Optional[Path] = typer.Option(None, "--boxes", help="CSV of face boxes: file,x,y,w,h (replaces detection)."),
     min_score: Optional[float] = typer.Option(None, "--min-score", help="Drop detections scoring below this (default: haar 2.0 level weight; yunet 0.6 confidence)."),
     margin: float = typer.Option(0.1, "--margin", min=0.0, max=1.0, help="Context added around each detected box, as a fraction of its size."),
     every: int = typer.Option(10, "--every", min=1, help="Videos: classify every N-th frame."),
     batch_size: int = typer.Option(64, "--batch-size", "-b", min=1, help="Faces per classification batch."),
-    tta: bool = typer.Option(True, "--tta/--no-tta", help="Average each face's logits with its mirror image's (about half the speed, a little more accurate)."),
-    as_json: bool = typer.Option(False, "--json", help="JSON lines on stdout: one object per face (or per faceless/unreadable input)."),
-    as_csv: bool = typer.Option(False, "--csv", help="CSV on stdout."),
+    tta: bool = typer.Option(True, "--tta/--no-tta", metavar="", help="Average each face's logits with its mirror image's (about half the speed, a little more accurate)."),
+    as_json: bool = typer.Option(False, "--json", metavar="", help="JSON lines on stdout: one object per face (or per faceless/unreadable input)."),
+    as_csv: bool = typer.Option(False, "--csv", metavar="", help="CSV on stdout."),
     save: Optional[Path] = typer.Option(None, "--save", help="Write annotated copies into this folder."),
     device: Optional[str] = typer.Option(None, "--device", help="For .pt checkpoints: auto (CUDA if present), cpu, cuda or cuda:N. The default model and .onnx files run on the CPU through onnxruntime; --device cuda switches the default to its .pt."),
 ):
@@ -338,7 +429,7 @@ def predict(
 def export_cmd(
     weights: Path = typer.Option(..., "--weights", "-w", help="Checkpoint to export."),
     fmt: str = typer.Option("onnx", "--format", "-f", help="onnx (needs the onnx extra) or torchscript."),
-    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Output file (default next to the weights)."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Output file (default next to the weights: best.pt -> best.onnx or best.torchscript.pt)."),
     input_size: Optional[int] = typer.Option(None, "--input-size", help="Fix the face size in px the graph takes (default: any size, checked at every trained LR size; HR for a teacher)."),
     as_json: bool = JsonOpt,
 ):
@@ -356,7 +447,7 @@ def export_cmd(
     err.print(f"wrote {info['path']} ({fmt}, input {info['input']}, checked at {sizes} px); "
               f"parity: max |exported - eager| = {info['max_abs_diff']:.2e}")
     if fmt == "onnx":
-        err.print(f"next: gmenet predict --weights {info['path']} face.jpg")
+        err.print(f"Next: gmenet predict photo.jpg --weights {info['path']}")
 
 
 @app.command()

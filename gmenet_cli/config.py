@@ -85,6 +85,7 @@ class TrainConfig:
     shift: int = 1  # prepared LR faces only: random translation in LR pixels (HR shift = this x scale)
     scales: list[int] = field(default_factory=list)  # student LR scales; [] = every scale in the store
     val_split: str = "val"
+    holdout: float = 0.1  # stores without val_split: this seeded fraction of train chooses best.pt
     threads: int = 0  # torch CPU threads; 0 = torch's default
 
 

@@ -17,7 +17,7 @@ import typer
 _CLICK_ERRORS = tuple(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")
 from rich.console import Console
 
-err = Console(stderr=True, highlight=False)
+err = Console(stderr=True, highlight=False, soft_wrap=True)  # long lines (commands, paths) stay copy-pasteable
 
 
 def data_out(line: str) -> None:

@@ -7,7 +7,9 @@ ever reaches the user as a traceback unless `GMENET_DEBUG=1` is set.
 
 
 class GmenetError(Exception):
-    """An error with a message meant for the user. `exit_code` 2 = usage, 1 = runtime/data problem."""
+    """An error with a message meant for the user. Exit codes, the same in every command: 2 = usage (wrong
+    options, and input paths that do not exist: dataset root, store, checkpoint, teacher); 1 = the inputs
+    exist but cannot be used (corrupt or mismatched data, a non-finite loss; predict: no face found)."""
 
     exit_code = 1
 

@@ -130,8 +130,12 @@ def evaluate(weights: list[str], data: str | None, split: str | None, scales: li
             m = metrics_from_confusion(confusion(model, part, None if s == 1 else s, device, batch_size, tta), store.classes)
             face_px = store.hr_size // s
             results.append({"view": "hr" if s == 1 else f"x{s}", "scale": s, "face_px": face_px, **m})
+        trained = [1] if ckpt.get("kind") == "teacher" else list(ckpt["input"].get("scales", []))
+        # the view a per-class table and confusion matrix describe: the model's own (its first trained scale
+        # in the sweep; HR for a teacher), not simply the first one asked for
+        primary = next((i for i, r in enumerate(results) if r["scale"] in trained), 0)
         report["models"].append({
-            "weights": str(path), "model": ckpt["model"]["name"], "kind": ckpt.get("kind"),
+            "weights": str(path), "model": ckpt["model"]["name"], "kind": ckpt.get("kind"), "primary_view": primary,
             "trained_scales": ckpt["input"].get("scales", []), "distill": ckpt.get("distill"),
             "params": sum(p.numel() for p in model.parameters()), "results": results,
         })
@@ -148,7 +152,7 @@ def write_outputs(report: dict, out: Path) -> list[Path]:
     tmp.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
     tmp.replace(out / "metrics.json")
     first = report["models"][0]
-    view = first["results"][0]
+    view = first["results"][first.get("primary_view", 0)]
     title = f"{first['model']} on {report['split']} ({view['view']}, {view['face_px']}px): acc {view['accuracy']:.3f}"
     if plots.confusion_matrix(out / "confusion_matrix.png", view["confusion"], report["classes"], title):
         written.append(out / "confusion_matrix.png")

@@ -71,8 +71,7 @@ def export(weights: str, fmt: str, out: str | None, input_size: int | None, atol
     dynamic_size = input_size is None and max(sizes) <= max(int(ckpt["input"]["hr_size"]), model.input_size) and len(sizes) > 1
     c = int(ckpt["input"]["channels"])
     suffix = ".onnx" if fmt == "onnx" else ".torchscript.pt"
-    tag = f"_{sizes[0]}px" if len(sizes) == 1 else ""
-    path = Path(out) if out else Path(weights).with_name(Path(weights).stem + f"{tag}{suffix}")
+    path = Path(out) if out else Path(weights).with_name(Path(weights).stem + suffix)  # best.pt -> best.onnx
     path.parent.mkdir(parents=True, exist_ok=True)
     example = torch.rand(2, c, sizes[0], sizes[0], generator=torch.Generator().manual_seed(0))
     # Parity inputs: another batch size, every size the graph is meant to take.

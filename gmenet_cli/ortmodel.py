@@ -69,7 +69,7 @@ class OnnxModel:
     def __init__(self, path: str | Path, threads: int = 0):
         path = Path(path)
         if not path.is_file():
-            raise CheckpointError(f"model not found: {path}" if not path.exists() else f"{path} is not a file")
+            raise CheckpointError(f"model not found: {path}" if not path.exists() else f"{path} is not a file", exit_code=2)
         try:
             import onnxruntime as ort
         except ImportError:

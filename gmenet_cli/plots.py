@@ -36,23 +36,37 @@ def figure(path: Path, *args, **kwargs):
 
 
 def training_curves(path: Path, rows: list[dict]) -> bool:
-    """Loss parts (left) and accuracies (right) per epoch, from results.csv rows."""
+    """Loss parts (left) and accuracies (right) per epoch, from results.csv rows. Markers show every epoch
+    (a one-epoch run is a dot, not empty axes); the mean validation accuracy is drawn thick and dashed so it
+    does not hide the per-scale lines under it."""
     epochs = [r["epoch"] for r in rows]
     with figure(path, 1, 2, figsize=(10, 4), dpi=80) as drawn:
         if drawn is None:
             return False
         _, (a, b) = drawn
         for key in [k for k in rows[-1] if k.startswith("train_") and k not in ("train_acc", "train_images")]:
-            a.plot(epochs, [r.get(key, float("nan")) for r in rows], label=key[6:])  # loss parts only
+            a.plot(epochs, [r.get(key, float("nan")) for r in rows], marker="o", markersize=3, label=_loss_label(key[6:]))
         a.set_xlabel("epoch")
         a.set_title("training losses")
-        a.legend()
+        a.legend(fontsize=8)
         for key in [k for k in rows[-1] if k in ("train_acc", "val_acc") or k.startswith("val_acc_x")]:
-            b.plot(epochs, [r.get(key, float("nan")) for r in rows], label=key)
+            mean = key == "val_acc" and any(k.startswith("val_acc_x") for k in rows[-1])
+            b.plot(epochs, [r.get(key, float("nan")) for r in rows], marker="o", markersize=3,
+                   linestyle="--" if mean else "-", linewidth=2.5 if mean else 1.5,
+                   label="val_acc (mean over scales)" if mean else key)
         b.set_xlabel("epoch")
         b.set_title("accuracy")
-        b.legend()
+        b.legend(fontsize=8)
+        for ax in (a, b):
+            ax.set_xticks(epochs if len(epochs) <= 20 else ax.get_xticks())
     return True
+
+
+def _loss_label(part: str) -> str:
+    """What each loss part is: the total and the weighted terms add up; A-SKD's map parts are unweighted."""
+    return {"loss": "loss (total)", "ce": "ce (classification)", "askd": "askd (weighted: lambda x maps)",
+            "askd_channel": "askd_channel (unweighted)", "askd_spatial": "askd_spatial (unweighted)",
+            "kd": "kd (logit KD, before its weight)"}.get(part, part)
 
 
 def confusion_matrix(path: Path, conf, classes: list[str], title: str) -> bool:
@@ -84,10 +98,13 @@ def resolution_sweep(path: Path, curves: list[tuple[str, list[int], list[float]]
         if drawn is None:
             return False
         _, ax = drawn
+        sizes = sorted({p for _, px, _ in curves for p in px})
         for label, px, acc in curves:
             ax.plot(px, acc, marker="o", label=label)
         ax.set_xscale("log", base=2)
-        ax.set_xlabel("face size (px)")
+        ax.set_xticks(sizes, [f"{p}px" for p in sizes])  # face sizes, not 2^k
+        ax.minorticks_off()
+        ax.set_xlabel("face size")
         ax.set_ylabel("accuracy")
         ax.set_title(title)
         ax.grid(alpha=0.3)

@@ -17,17 +17,18 @@ from gmenet_cli.console import data_out, err
 # ---------------------------------------------------------------------------------------------- prepare
 
 def store_summary(path: Path, manifest: dict, seconds: float) -> None:
-    classes = manifest["classes"]
+    """Faces per class and split: classes as rows, so class names are never cut, however narrow the terminal."""
+    splits = list(manifest["splits"])
     table = Table(title=f"{manifest['source']} -> {path}", title_justify="left")
-    table.add_column("split")
-    table.add_column("faces", justify="right")
-    for c in classes:
-        table.add_column(c[:8], justify="right")
-    total = 0
-    for split, info in manifest["splits"].items():
-        total += info["count"]
-        table.add_row(split, str(info["count"]), *(str(info["class_counts"][c]) for c in classes))
+    table.add_column("class", no_wrap=True)
+    for split in splits:
+        table.add_column(split, justify="right")
+    for c in manifest["classes"]:
+        table.add_row(c, *(str(manifest["splits"][sp]["class_counts"][c]) for sp in splits))
+    counts = [manifest["splits"][sp]["count"] for sp in splits]
+    table.add_row("[bold]all[/bold]", *(f"[bold]{n}[/bold]" for n in counts))
     err.print(table)
+    total = sum(counts)
     lowres = ", ".join(f"x{s}: {n}px" for s, n in manifest["lr_sizes"].items())
     err.print(f"HR {manifest['hr_size']}px, {manifest['channels']} channel(s); LR {lowres}; "
               f"{total} faces in {seconds:.1f}s ({total / max(seconds, 1e-9):,.0f} faces/s)")
@@ -35,13 +36,30 @@ def store_summary(path: Path, manifest: dict, seconds: float) -> None:
         err.print(f"[yellow]skipped {manifest['skipped']['count']} unreadable image(s): see {path / 'skipped.tsv'}[/yellow]")
     for reason, n in manifest.get("dropped", {}).items():
         err.print(f"dropped {n} row(s): {reason}")
-    err.print(f"Next: gmenet distill-teacher --data {path}")
+    from gmenet_cli.config import presets
+
+    preset = f" --preset {manifest['source']}" if manifest["source"] in presets() else ""
+    err.print(f"wrote {path}")
+    err.print(f"Next: gmenet distill-teacher{preset} --data {path}")
+
+
+def datasets_table(rows: list[dict]) -> None:
+    table = Table(title="dataset sources (gmenet prepare --src NAME looks in these places, in order)", title_justify="left")
+    for col in ("source", "looks in", "found"):
+        table.add_column(col, overflow="fold")
+    for r in rows:
+        table.add_row(r["source"], "\n".join(r["looks_in"]), r["found"] or "-")
+    Console(highlight=False).print(table)
+    err.print("Put a dataset in one of these places (or pass --root); each must hold the layout in gmenet prepare --help.")
 
 
 # ---------------------------------------------------------------------------------------------- training
 
 class RichTraining:
-    """Renders training callbacks: a progress bar per epoch (loss, accuracy, ETA) and one line per epoch."""
+    """Renders training callbacks: an overall bar (epochs, ETA) over a per-epoch bar (loss, accuracy), one
+    line per epoch, and, after the first batches, one line with the estimated time of the whole run."""
+
+    ESTIMATE_AFTER = 20  # batches timed before the estimate is printed
 
     def __init__(self, quiet: bool = False):
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
@@ -49,36 +67,70 @@ class RichTraining:
         self.bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                             TextColumn("{task.fields[stats]}"), TimeRemainingColumn(), console=err, transient=True,
                             disable=quiet or not err.is_terminal)
-        self.task = None
+        self.task = self.total = None
+        self.epochs = self.epoch = self.batches = self.first_epoch = 0
+        self.t_epoch, self.estimated = 0.0, False
 
     def start(self, info: dict) -> None:
         where = f"{info['device']}" + (f" x{info['world']} processes" if info["world"] > 1 else "")
         resumed = f", resuming at epoch {info['start_epoch'] + 1}" if info["start_epoch"] else ""
         err.print(f"{info['model']} ({info['params']:,} parameters) on {where}: {info['train']} training faces from "
-                  f"{info['store']}, {info['epochs']} epochs{resumed} -> {info['run_dir']}")
+                  f"{info['store']}, {info['epochs']} epochs{resumed}, batch {info['batch_size']} -> {info['run_dir']}")
+        self.epochs = info["epochs"]
 
     def epoch_start(self, epoch: int, epochs: int, batches: int) -> None:
+        import time
+
+        self.epoch, self.epochs, self.batches, self.t_epoch = epoch, epochs, batches, time.perf_counter()
         if self.bar.disable:
             return
         self.bar.start()
+        if self.total is None:
+            self.first_epoch = epoch
+            self.total = self.bar.add_task("all epochs", total=(epochs - epoch) * batches, stats="")
         self.task = self.bar.add_task(f"epoch {epoch + 1}/{epochs}", total=batches, stats="")
 
     def batch(self, i: int, scalars: dict) -> None:
+        if not self.estimated and i + 1 >= min(self.ESTIMATE_AFTER, self.batches):
+            self._estimate(i + 1)
         if self.task is not None:
             self.bar.update(self.task, completed=i + 1, stats=f"loss {scalars['loss']:.3f} acc {scalars['acc']:.3f}")
+            self.bar.update(self.total, completed=(self.epoch - self.first_epoch) * self.batches + i + 1)
+
+    def _estimate(self, done: int) -> None:
+        import datetime
+        import time
+
+        self.estimated = True
+        per_batch = (time.perf_counter() - self.t_epoch) / done
+        left = per_batch * ((self.epochs - self.epoch) * self.batches - done)
+        end = datetime.datetime.now() + datetime.timedelta(seconds=left)
+        err.print(f"about {_duration(left)} to go for {self.epochs - self.epoch} epoch(s) "
+                  f"({_duration(per_batch * self.batches)} per epoch, validation not included), ending around "
+                  f"{end:%H:%M}")
 
     def epoch_end(self, row: dict) -> None:
         if self.task is not None:
             self.bar.remove_task(self.task)
-            self.bar.stop()
             self.task = None
+        if row["epoch"] >= self.epochs and self.total is not None:
+            self.bar.stop()
         val = "".join(f" {k} {row[k]:.4f}" for k in row if k.startswith("val_acc"))
         mark = " *best*" if row.get("best") else ""
-        err.print(f"epoch {row['epoch']}: loss {row['train_loss']:.4f} train_acc {row['train_acc']:.4f}{val} "
+        err.print(f"epoch {row['epoch']}/{self.epochs}: loss {row['train_loss']:.4f} train_acc {row['train_acc']:.4f}{val} "
                   f"({row['epoch_time_s']:.0f}s, {row['images_per_s']:.0f} img/s){mark}")
 
     def message(self, text: str) -> None:
         err.print(text)
+
+
+def _duration(seconds: float) -> str:
+    seconds = max(0, int(seconds))
+    if seconds < 90:
+        return f"{seconds} s"
+    if seconds < 5400:
+        return f"{round(seconds / 60)} min"
+    return f"{seconds // 3600} h {round(seconds % 3600 / 60)} min"
 
 
 def training_done(result, next_command: str) -> None:
@@ -90,18 +142,21 @@ def training_done(result, next_command: str) -> None:
 # ---------------------------------------------------------------------------------------------- evaluate
 
 def evaluation_report(report: dict) -> None:
-    table = Table(title=f"{report['split']} split of {report['data']} ({report['count']} faces)", title_justify="left")
+    table = Table(title=f"{report['split']} split of {report['data']} ({report['count']} faces"
+                        f"{', flip TTA' if report.get('tta') else ''})", title_justify="left")
     for col in ("model", "view", "face px", "accuracy", "mean class acc", "macro F1"):
-        table.add_column(col, justify="left" if col in ("model", "view") else "right")
+        numeric = col not in ("model", "view")
+        table.add_column(col, justify="right" if numeric else "left", overflow="fold", no_wrap=numeric and col != "mean class acc")
     for m in report["models"]:
         for r in m["results"]:
             table.add_row(f"{m['model']} ({Path(m['weights']).parent.parent.name})", r["view"], str(r["face_px"]),
                           f"{r['accuracy']:.4f}", f"{r['mean_class_accuracy']:.4f}", f"{r['macro_f1']:.4f}")
     err.print(table)
-    first = report["models"][0]["results"][0]
-    per = Table(title=f"per class ({report['models'][0]['model']}, {first['view']})", title_justify="left")
+    model = report["models"][0]
+    first = model["results"][model.get("primary_view", 0)]
+    per = Table(title=f"per class ({model['model']}, {first['view']}, {first['face_px']}px)", title_justify="left")
     for col in ("class", "precision", "recall", "F1", "support"):
-        per.add_column(col, justify="left" if col == "class" else "right")
+        per.add_column(col, justify="left" if col == "class" else "right", no_wrap=True)
     for c, v in first["per_class"].items():
         per.add_row(c, f"{v['precision']:.3f}", f"{v['recall']:.3f}", f"{v['f1']:.3f}", str(v["support"]))
     err.print(per)
@@ -110,8 +165,12 @@ def evaluation_report(report: dict) -> None:
 # ---------------------------------------------------------------------------------------------- predict
 
 class PredictOutput:
-    """One result dict at a time -> JSON lines, CSV rows (both streamed to stdout) or a table at the end;
-    errors and faceless inputs are reported on stderr as they come. Counts them for the exit code."""
+    """One result dict at a time -> JSON lines, CSV rows (both streamed to stdout) or a table at the end.
+
+    The contract: `--json` and `--csv` give one record per face and one per input without a face
+    (`faces: 0` and a `note`) or that could not be read (`error`), so the output accounts for every input;
+    the CSV's last column `note` says why a row has no face. Errors and faceless inputs are also reported
+    on stderr as they come, and counted for the exit code."""
 
     def __init__(self, mode: str, classes: list[str]):
         self.mode, self.classes = mode, classes  # mode: json | csv | table
@@ -120,14 +179,14 @@ class PredictOutput:
         self.writer = None
         if mode == "csv":
             self.writer = csv.writer(sys.stdout, lineterminator="\n")
-            self.writer.writerow(["file", "frame", "face", "x", "y", "w", "h", "label", "confidence", "face_px", *classes])
+            self.writer.writerow(["file", "frame", "face", "x", "y", "w", "h", "label", "confidence", "face_px", *classes,
+                                  "note"])
 
     def add(self, r: dict) -> None:
         if "error" in r:
             self.bad += 1
             err.print(f"[red]error[/red]: {r['file']}: {r['error']}", soft_wrap=True)
-            return
-        if r.get("faces") == 0:
+        elif r.get("faces") == 0:
             self.faceless += 1
             err.print(f"{r['file']}: {r.get('note', 'no face found')}", soft_wrap=True)
         if self.mode == "json":
@@ -140,9 +199,10 @@ class PredictOutput:
     def _csv_row(self, r: dict) -> None:
         if "label" in r:
             self.writer.writerow([r["file"], r.get("frame", ""), r["face"], *r["box"], r["label"], r["confidence"],
-                                  r["face_px"], *(r["probs"][c] for c in self.classes)])
+                                  r["face_px"], *(r["probs"][c] for c in self.classes), ""])
         else:
-            self.writer.writerow([r["file"], r.get("frame", ""), "", "", "", "", "", "", "", "", *([""] * len(self.classes))])
+            note = r.get("error") or r.get("note") or "no face found"
+            self.writer.writerow([r["file"], r.get("frame", ""), *([""] * (8 + len(self.classes))), note])
         sys.stdout.flush()
 
     def finish(self) -> None:
@@ -152,7 +212,7 @@ class PredictOutput:
         for col in ("file", "face", "label", "confidence", "face px", "box"):
             # file names wrap instead of being cut to "examples/astronaut…" on a narrow terminal
             table.add_column(col, justify="right" if col in ("confidence", "face px") else "left",
-                             overflow="fold" if col == "file" else "ellipsis")
+                             overflow="fold" if col in ("file", "box") else "ellipsis", no_wrap=col in ("label", "confidence"))
         for r in self.rows:
             name = r["file"] + (f"#{r['frame']}" if "frame" in r else "")
             table.add_row(name, str(r["face"]), r["label"], f"{r['confidence']:.3f}", f"{r['face_px']:.0f}",

@@ -74,8 +74,8 @@ def test_evaluate_refuses_mismatched_data(tiny_runs, cli, workdir, tmp_path):
                "--channels", "1").exit_code == 0
     res = cli("evaluate", "--weights", tiny_runs["student"], "--data", tmp_path / "s")
     assert res.exit_code == 1 and "predicts classes" in res.stderr
-    res = cli("evaluate", "--weights", tmp_path / "missing.pt")
-    assert res.exit_code == 1 and "checkpoint not found" in res.stderr
+    res = cli("evaluate", "--weights", tmp_path / "missing.pt")  # a missing file is a usage error (2), as everywhere
+    assert res.exit_code == 2 and "checkpoint not found" in res.stderr
 
 
 def _downscale(src: Path, dst: Path, face_px: int) -> Path:
@@ -156,7 +156,7 @@ def test_predict_boxes_csv_and_usage_errors(tiny_runs, cli, workdir):
     res = cli("predict", ASTRONAUT, "--weights", tiny_runs["student"], "--detector", "yunet")
     assert res.exit_code == 2 and "--detector-model" in res.stderr
     res = cli("predict", ASTRONAUT, "--weights", tiny_runs["teacher"].parent / "nope.pt")
-    assert res.exit_code == 1 and "checkpoint not found" in res.stderr
+    assert res.exit_code == 2 and "checkpoint not found" in res.stderr  # not 1, which means "no face found"
 
 
 def test_predict_video_every_n_frames(tiny_runs, cli, workdir):
@@ -241,7 +241,7 @@ def test_predict_refuses_bad_onnx_files(tiny_runs, cli, workdir):
     res = cli("predict", ASTRONAUT, "--weights", workdir / "s.onnx", "--device", "gpu")
     assert res.exit_code == 2 and "--device must be" in res.stderr
     res = cli("predict", ASTRONAUT, "--weights", workdir / "missing.onnx")
-    assert res.exit_code == 1 and "not found" in res.stderr
+    assert res.exit_code == 2 and "not found" in res.stderr
 
 
 def test_shipped_default_model_reads_the_example_photo(cli):

@@ -18,7 +18,19 @@ os.environ.setdefault("CV_IO_MAX_IMAGE_PIXELS", str(MAX_PIXELS))
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 
-cv2.setLogLevel(0) if hasattr(cv2, "setLogLevel") else None  # keep libpng/libjpeg chatter off stderr
+
+def _silence_opencv() -> None:
+    """Keep OpenCV's own "[ WARN:0@...] ... PNG input buffer is incomplete" lines off stderr: every decoding
+    failure becomes one ImageError line instead. (cv2.utils.logging in the 4.x wheels; setLogLevel in some
+    builds.) Level 0 is LOG_LEVEL_SILENT."""
+    logging = getattr(getattr(cv2, "utils", None), "logging", None)
+    if logging is not None and hasattr(logging, "setLogLevel"):
+        logging.setLogLevel(getattr(logging, "LOG_LEVEL_SILENT", 0))
+    elif hasattr(cv2, "setLogLevel"):
+        cv2.setLogLevel(0)
+
+
+_silence_opencv()
 
 
 def peek_size(data: bytes) -> tuple[int, int] | None:

@@ -21,3 +21,27 @@ def layout_help() -> str:
         lines.append(f"  {src:<10} {first}")
         lines += [f"  {'':<10} {r}" for r in rest]
     return "\n".join(lines) + "\n"
+
+# Files (or folders) whose presence under a root says "this source's dataset is here".
+MARKERS = {
+    "ferplus": ["FER2013Train/label.csv", "FER2013Valid/label.csv", "FER2013Test/label.csv"],
+    "fer2013": ["fer2013.csv"],
+    "raf": ["EmoLabel/list_patition_label.txt", "train", "test"],
+    "expw": ["label/label.lst"],
+    "affectnet": ["training.csv", "validation.csv"],
+    "folder": [],  # any folder of sub-folders
+}
+
+
+def looks_like(src: str, root) -> bool:
+    """Whether `root` holds `src`'s layout (cheap: a few stat calls, nothing is read)."""
+    from pathlib import Path
+
+    root = Path(root)
+    if src == "fer2013" and root.is_file():
+        return root.suffix.lower() == ".csv"
+    if not root.is_dir():
+        return False
+    if src == "folder":
+        return any(p.is_dir() for p in root.iterdir())
+    return any((root / m).exists() for m in MARKERS[src])

@@ -123,7 +123,7 @@ def prepare(src: str, root: str | Path, out: str | Path | None, cfg: PrepareConf
     check_options(cfg)
     root = Path(root)
     if not root.exists():
-        raise DataError(f"dataset root not found: {root}")
+        raise UsageError(f"dataset root not found: {root}")
     out = Path(out) if out else default_out(src, cfg.scales)
     _check_out(out)
     data = SOURCES[src].load(root, cfg)

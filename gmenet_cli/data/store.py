@@ -49,6 +49,44 @@ class Split:
         self.votes = _load_npy(base / info["files"]["votes"], None) if "votes" in info["files"] else None
 
 
+class _Rows:
+    """Rows `rows` (sorted, so memory-mapped reads stay in file order) of an (N, ...) array, indexed like it."""
+
+    def __init__(self, base: np.ndarray, rows: np.ndarray):
+        self.base, self.rows = base, rows
+        self.shape = (len(rows), *base.shape[1:])
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, idx):
+        return self.base[self.rows[idx]]
+
+    def __array__(self, dtype=None, copy=None):
+        out = np.asarray(self.base[self.rows])
+        return out.astype(dtype) if dtype is not None else out
+
+
+class Subset:
+    """Some rows of a split, with the same interface as Split (count, hr, lowres, labels, votes)."""
+
+    def __init__(self, split: "Split", rows: np.ndarray, name: str):
+        rows = np.sort(np.asarray(rows, dtype=np.int64))
+        self.name, self.count = name, len(rows)
+        self.hr = _Rows(split.hr, rows)
+        self.lowres = {s: _Rows(a, rows) for s, a in split.lowres.items()}
+        self.labels = split.labels[rows]
+        self.votes = split.votes[rows] if split.votes is not None else None
+
+
+def hold_out(split: "Split", fraction: float, seed: int = 0) -> tuple[Subset, Subset]:
+    """(the rest, a held-out part) of a split: a seeded `fraction` of its rows, the same on every run (the
+    seed does not follow the training seed), for stores without a validation split."""
+    order = np.random.default_rng([seed, split.count]).permutation(split.count)
+    n = max(1, int(round(split.count * fraction)))
+    return Subset(split, order[n:], split.name), Subset(split, order[:n], f"{split.name} (held-out {fraction:.0%})")
+
+
 def _memmap(path: Path, shape: tuple) -> np.ndarray:
     expected = int(np.prod(shape))
     if not path.is_file():
@@ -77,7 +115,7 @@ class Store:
         self.path = Path(path)
         mf = self.path / "manifest.json"
         if not self.path.exists():
-            raise DataError(f"prepared store not found: {self.path} (run gmenet prepare first)")
+            raise DataError(f"prepared store not found: {self.path} (run gmenet prepare first)", exit_code=2)
         if not mf.is_file():
             raise DataError(f"{self.path} is not a complete prepared store (no manifest.json); run gmenet prepare again")
         try:

@@ -105,7 +105,7 @@ def train_student(cfg: Config, runtime: Runtime, data: str | None = None, teache
     if not cfg.distill.enabled:
         task = ClassifierTask(model, loss, "lowres")
         return fit("train", task, store, cfg, runtime, start.run_dir, meta, scales, progress, start.state)
-    teacher_path = start.teacher or _latest_teacher(progress)
+    teacher_path = start.teacher or _latest_teacher(cfg.model.name, progress)
     teacher_ckpt = checkpoint.load(teacher_path)
     _check_teacher(teacher_ckpt, store, teacher_path)
     task = DistillTask(model, checkpoint.build_model(teacher_ckpt, teacher_path), loss,
@@ -116,8 +116,8 @@ def train_student(cfg: Config, runtime: Runtime, data: str | None = None, teache
     return fit("train", task, store, cfg, runtime, start.run_dir, meta, scales, progress, start.state)
 
 
-def _latest_teacher(progress: Callbacks) -> str:
-    found = find_latest_teacher()
+def _latest_teacher(student: str, progress: Callbacks) -> str:
+    found = find_latest_teacher(student)
     if found is None:
         raise UsageError("no teacher: run gmenet distill-teacher first, pass --teacher CKPT, or --no-distill")
     progress.message(f"using the most recent teacher: {found}")

@@ -134,16 +134,17 @@ def validate(model, split, runtime: Runtime, scales: list[int], batch_size: int,
 class _Run:
     """The state of one training run between epochs: optimiser, schedule, history, best metric."""
 
-    def __init__(self, command: str, task, store: Store, cfg: Config, runtime: Runtime, run_dir: Path, meta: dict,
-                 scales: list[int], progress: Callbacks):
+    def __init__(self, command: str, task, store: Store, train_split, val_split, cfg: Config, runtime: Runtime,
+                 run_dir: Path, meta: dict, scales: list[int], progress: Callbacks):
         self.command, self.task, self.store, self.cfg, self.runtime = command, task, store, cfg, runtime
+        self.val_split = val_split
         self.run_dir, self.scales, self.progress = run_dir, scales, progress
         self.weights = run_dir / "weights"
         self.model = task.core
         self.opt = build_optimizer(self.model, cfg, runtime.world)
         a = cfg.augment
         online = {"shift": a.shift, "scale": a.scale, "rotate": a.rotate, "erase": a.erase} if _online(cfg, store, progress) else None
-        self.loader = PairedBatches(store.split("train"), cfg.train.batch_size, scales, shuffle=True, augment=True,
+        self.loader = PairedBatches(train_split, cfg.train.batch_size, scales, shuffle=True, augment=True,
                                     flip=cfg.train.flip, shift=cfg.train.shift, seed=cfg.train.seed, rank=runtime.rank,
                                     world=runtime.world, drop_last=True, with_hr=hasattr(task, "teacher") or not scales,
                                     pin=runtime.device.type == "cuda", online=online)
@@ -209,10 +210,10 @@ class _Run:
             raise TrainingError(f"non-finite loss at epoch {epoch + 1}, batch {bad + 1}; stopped. "
                                 f"last.pt (epoch {epoch}) is kept. Try a lower --lr.")
 
-    def end_epoch(self, epoch: int, row: dict, val_name: str | None) -> None:
+    def end_epoch(self, epoch: int, row: dict) -> None:
         """Validate, keep the best, write last.pt / best.pt / results.csv / results.png (rank 0 only)."""
-        if val_name:
-            val = validate(self.evaluated, self.store.split(val_name), self.runtime, self.scales,
+        if self.val_split is not None:
+            val = validate(self.evaluated, self.val_split, self.runtime, self.scales,
                            max(self.cfg.train.batch_size, 256), self.cfg.train.tta)
             row = {**{k: v for k, v in row.items() if k not in ("train_images", "epoch_time_s", "images_per_s")},
                    **val, **{k: row[k] for k in ("train_images", "epoch_time_s", "images_per_s")}}
@@ -262,13 +263,32 @@ def _online(cfg: Config, store: Store, progress: Callbacks) -> bool:
     return plain
 
 
-def _validation_split(store: Store, cfg: Config, progress: Callbacks) -> str | None:
-    wanted = cfg.train.val_split
-    name = wanted if wanted in store.splits else ("test" if "test" in store.splits else None)
-    if name != wanted:
-        progress.message(f"no '{wanted}' split in the store; "
-                   + (f"selecting best.pt on '{name}'" if name else "best.pt = last epoch (no validation split)"))
-    return name
+def _splits(store: Store, cfg: Config, progress: Callbacks):
+    """(train split, validation split or None). A store without the validation split (RAF-DB's layout has
+    only train and test) holds out a seeded part of train, so best.pt is never chosen on the split it is
+    later scored on."""
+    from gmenet_cli.data.store import hold_out
+
+    train, wanted = store.split("train"), cfg.train.val_split
+    if wanted in store.splits:
+        return train, store.split(wanted)
+    if not 0 < cfg.train.holdout < 1 or train.count < 2:
+        progress.message(f"no '{wanted}' split in the store and no hold-out: best.pt = the last epoch")
+        return train, None
+    train, val = hold_out(train, cfg.train.holdout)
+    progress.message(f"no '{wanted}' split in the store: holding out {val.count} of the {store.split('train').count} "
+                     f"training faces ({cfg.train.holdout:.0%}, always the same ones) to choose best.pt; "
+                     + ("the test split stays for gmenet evaluate" if "test" in store.splits else "set train.holdout=0 to train on all"))
+    return train, val
+
+
+def _fit_batch(cfg: Config, n_train: int, world: int, progress: Callbacks) -> None:
+    """A batch larger than the data shrinks to it, with a note (a 42-face dataset still trains)."""
+    per_process = n_train // world
+    if cfg.train.batch_size > per_process >= 1:
+        progress.message(f"--batch-size {cfg.train.batch_size} is larger than the {per_process} training faces"
+                         f"{' per process' if world > 1 else ''}: using {per_process}")
+        cfg.train.batch_size = per_process
 
 
 def _place(task, runtime: Runtime, cfg: Config) -> None:
@@ -285,11 +305,12 @@ def _place(task, runtime: Runtime, cfg: Config) -> None:
 
 def fit(command: str, task, store: Store, cfg: Config, runtime: Runtime, run_dir: Path, meta: dict,
         scales: list[int], progress: Callbacks, state: dict | None) -> RunResult:
-    check_train_options(cfg, store.split("train").count // runtime.world)
-    val_name = _validation_split(store, cfg, progress)
+    train_split, val_split = _splits(store, cfg, progress)
+    _fit_batch(cfg, train_split.count, runtime.world, progress)
+    check_train_options(cfg, train_split.count // runtime.world)
     torch.manual_seed(cfg.train.seed + runtime.rank)  # per-rank dropout streams; the init was seeded identically
     task.to(runtime.device)
-    run = _Run(command, task, store, cfg, runtime, run_dir, meta, scales, progress)
+    run = _Run(command, task, store, train_split, val_split, cfg, runtime, run_dir, meta, scales, progress)
     if state is not None:
         run.restore(state)
     _place(task, runtime, cfg)
@@ -298,21 +319,34 @@ def fit(command: str, task, store: Store, cfg: Config, runtime: Runtime, run_dir
     if runtime.is_main:
         run.weights.mkdir(parents=True, exist_ok=True)
         (run_dir / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False), encoding="utf-8")
-    progress.start({"run_dir": run_dir, "store": store.path, "device": str(runtime.device), "train": store.split("train").count,
-              "val": val_name, "epochs": cfg.train.epochs, "start_epoch": run.start_epoch, "model": meta["model"]["name"],
-              "params": sum(p.numel() for p in run.model.parameters()), "world": runtime.world})
+    progress.start({"run_dir": run_dir, "store": store.path, "device": str(runtime.device), "train": train_split.count,
+                    "val": val_split.name if val_split else None, "epochs": cfg.train.epochs, "start_epoch": run.start_epoch,
+                    "model": meta["model"]["name"], "params": sum(p.numel() for p in run.model.parameters()),
+                    "world": runtime.world, "batch_size": cfg.train.batch_size})
     epoch = run.start_epoch
     try:
         task.train()
         for epoch in range(run.start_epoch, cfg.train.epochs):
-            run.end_epoch(epoch, run.run_epoch(epoch), val_name)
+            run.end_epoch(epoch, run.run_epoch(epoch))
     except KeyboardInterrupt:
-        # last.pt stays at the last completed epoch (mid-epoch weights are not saved): a resumed run then
-        # replays exactly what an uninterrupted one would have done, as after kill -9.
-        last = run.weights / "last.pt"
-        if last.is_file():
-            done, hint = f"{last} holds epoch {epoch}", f"Resume with: gmenet {command} --name {run_dir.name} --resume"
-        else:
-            done, hint = "no epoch completed yet", "Rerun the command to start over"
-        raise TrainingError(f"interrupted in epoch {epoch + 1}; {done}. {hint}", exit_code=130) from None
-    return RunResult(run_dir, run.weights / "best.pt", run.weights / "last.pt", run.rows, run.best_metric)
+        _interrupted(command, run, epoch, fresh=state is None)
+    return RunResult(run_dir, run.weights / "best.pt", run.weights / "last.pt", run.rows, run.best_metric, store.path,
+                     meta["model"]["name"], cfg.train.batch_size)
+
+
+def _interrupted(command: str, run: _Run, epoch: int, fresh: bool):
+    """Ctrl-C: last.pt stays at the last completed epoch (mid-epoch weights are not saved), so a resumed run
+    replays exactly what an uninterrupted one would have done, as after kill -9. A new run stopped before
+    its first epoch ended leaves nothing behind (not a folder holding only config.yaml, which would push
+    the next run to expN+1 and give --resume nothing to find)."""
+    last = run.weights / "last.pt"
+    if last.is_file():
+        done = f"{last} holds epoch {epoch}"
+        hint = f"Resume with: gmenet {command} --name {run.run_dir.name} --resume"
+    else:
+        done, hint = "no epoch completed yet", "Rerun the command to start over"
+        if fresh and run.runtime.is_main:
+            import shutil
+
+            shutil.rmtree(run.run_dir, ignore_errors=True)
+    raise TrainingError(f"interrupted in epoch {epoch + 1}; {done}. {hint}", exit_code=130) from None

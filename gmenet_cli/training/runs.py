@@ -22,6 +22,9 @@ class RunResult:
     last: Path
     rows: list
     best_metric: float
+    store: Path  # the prepared store it trained on
+    model: str  # the trained architecture
+    batch_size: int  # the batch size it trained with (shrunk to a small dataset if need be)
 
 
 def resolve_run_dir(command: str, name: str | None, resume: bool) -> tuple[Path, bool]:
@@ -59,14 +62,32 @@ def resolve_store(data: str | None, message) -> Store:
         return Store(data)
     latest = find_latest_store()
     if latest is None:
-        raise DataError("no prepared store found under prepared/; run gmenet prepare first or pass --data")
+        raise DataError("no prepared store found under prepared/; run gmenet prepare first or pass --data", exit_code=2)
     message(f"using the most recent prepared store: {latest}")
     return Store(latest)
 
 
-def find_latest_teacher() -> Path | None:
-    found = sorted((RUNS / "distill-teacher").glob("*/weights/best.pt"), key=lambda p: p.stat().st_mtime)
-    return found[-1] if found else None
+def paired_teacher(student: str) -> str:
+    """The teacher architecture whose attention maps pair with `student`'s: same size name
+    (gmenet_s -> teacher_s, gmenet_s2 -> teacher_s2)."""
+    return "teacher_" + student.split("_", 1)[-1]
+
+
+def find_latest_teacher(student: str) -> Path | None:
+    """The newest distill-teacher run whose architecture pairs with `student`; a UsageError naming what was
+    found when only teachers of other sizes exist."""
+    wanted = paired_teacher(student)
+    found = sorted((RUNS / "distill-teacher").glob("*/weights/best.pt"), key=lambda p: p.stat().st_mtime, reverse=True)
+    others = []
+    for path in found:
+        name = checkpoint.load(path, mmap=True)["model"]["name"]
+        if name == wanted:
+            return path
+        others.append(f"{name} in {path.parent.parent}")
+    if others:
+        raise UsageError(f"no {wanted} teacher under {RUNS / 'distill-teacher'} for the {student} student (found "
+                         f"{', '.join(others[:3])}); run gmenet distill-teacher --model {wanted}, or pass --teacher CKPT")
+    return None
 
 
 def find_latest_weights() -> Path | None:

@@ -1,0 +1,239 @@
+"""What a new user trips over (issue 16) and where datasets are found (issue 17): printed next commands that
+run, small data, wrong files, output contracts, exit codes, help text, run estimates, interrupts."""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import shutil
+import signal
+import sys
+from pathlib import Path
+
+import pytest
+
+import synth
+from conftest import ASTRONAUT, REPO, json_lines
+
+COMMANDS = ("prepare", "datasets", "distill-teacher", "train", "evaluate", "predict", "export", "models")
+
+
+def _next(stderr: str) -> list[str]:
+    """The printed `Next: gmenet ...` command, as argv (without 'gmenet')."""
+    line = [ln for ln in stderr.splitlines() if ln.startswith("Next: gmenet ")][-1]
+    return shlex.split(line[len("Next: gmenet "):])
+
+
+def test_printed_next_commands_run_as_printed(tiny_store, cli, workdir):
+    res = cli("distill-teacher", "--data", tiny_store, "--preset", "tiny", "-b", "16", "--epochs", "1", "-q")
+    assert res.exit_code == 0, res.output
+    argv = _next(res.stderr)
+    assert argv[0] == "train" and "--preset" in argv and "tiny" in argv and "--batch-size" in argv
+    res = cli(*argv, "--epochs", "1", "-q")  # the printed train command, as printed
+    assert res.exit_code == 0, res.output
+    argv = _next(res.stderr)
+    assert argv[0] == "evaluate"
+    res = cli(*argv)
+    assert res.exit_code == 0, res.output
+    argv = _next(res.stderr)
+    assert argv[:2] == ["predict", "photo.jpg"]
+    best = Path(argv[argv.index("--weights") + 1])
+    res = cli("export", "--weights", best)
+    assert res.exit_code == 0, res.output
+    assert (best.with_suffix(".onnx")).is_file()  # best.pt -> best.onnx, as the README says
+    argv = _next(res.stderr)
+    argv[1] = str(ASTRONAUT)
+    assert cli(*argv).exit_code == 0
+
+
+def test_teacher_of_another_size_only_pairs_a_matching_student(tiny_store, cli, workdir):
+    # a t2 teacher is the newest run, but `train --preset tiny` trains gmenet_t: it needs teacher_t
+    res = cli("distill-teacher", "--data", tiny_store, "--preset", "tiny", "--model", "teacher_t2", "--epochs", "1", "-q")
+    assert res.exit_code == 0, res.output
+    assert "--model gmenet_t2" in res.stderr  # the printed next command pairs the student with it
+    res = cli("train", "--data", tiny_store, "--preset", "tiny", "--epochs", "1", "-q")
+    assert res.exit_code == 2 and "no teacher_t teacher" in res.stderr and "teacher_t2" in res.stderr
+    assert cli("distill-teacher", "--data", tiny_store, "--preset", "tiny", "--epochs", "1", "-q").exit_code == 0
+    shutil.copystat(workdir / "runs/distill-teacher/exp/weights/best.pt", workdir / "runs/distill-teacher/exp2/weights/best.pt")
+    os.utime(workdir / "runs/distill-teacher/exp/weights/best.pt")  # the t2 teacher is the newest again
+    res = cli("train", "--data", tiny_store, "--preset", "tiny", "--epochs", "1", "-q")
+    assert res.exit_code == 0, res.output
+    assert "most recent teacher: runs/distill-teacher/exp2" in res.stderr
+
+
+def test_small_data_shrinks_the_batch_and_stores_without_val_hold_out_part_of_train(cli, workdir):
+    root = synth.make_raf(workdir / "raf", per_class=3)  # RAF-DB's layout: train and test only, 21 faces each
+    assert cli("prepare", "--src", "raf", "--root", root, "--scale", "8", "--hr-size", "48", "--channels", "1",
+               "--out", workdir / "raf8").exit_code == 0
+    res = cli("train", "--data", workdir / "raf8", "--no-distill", "--preset", "tiny", "--model", "plain_t2",
+              "--batch-size", "128", "--epochs", "1", "-q")
+    assert res.exit_code == 0, res.output
+    assert "larger than the 19 training faces: using 19" in res.stderr
+    assert "holding out 2 of the 21 training faces" in res.stderr and "test split stays" in res.stderr
+
+
+@pytest.mark.parametrize("name, kind", [("results.csv", "a .csv file"), ("model.onnx", "an ONNX model"),
+                                        ("face.png", "a .png file")])
+def test_wrong_kind_of_file_as_a_checkpoint(tiny_store, cli, workdir, name, kind):
+    path = workdir / name
+    shutil.copy(ASTRONAUT if name.endswith(".png") else REPO / "gmenet_cli/weights/default.onnx", path)
+    if name.endswith(".csv"):
+        path.write_text("epoch,loss\n1,0.5\n")
+    for cmd in (["evaluate", "--weights", path, "--data", tiny_store], ["export", "--weights", path],
+                ["train", "--teacher", path, "--data", tiny_store, "--preset", "tiny"]):
+        res = cli(*cmd)
+        assert res.exit_code == 2, (cmd, res.output)
+        assert f"is not a gmenet .pt checkpoint but {kind}" in res.stderr and "Traceback" not in res.output
+        assert "internal error" not in res.stderr
+
+
+def test_output_contracts_account_for_every_input(tiny_runs, cli, workdir):
+    blank, broken = workdir / "blank.png", workdir / "broken.png"
+    import cv2
+    import numpy as np
+
+    cv2.imwrite(str(blank), np.full((120, 160, 3), 128, np.uint8))
+    broken.write_bytes(ASTRONAUT.read_bytes()[:3000])  # a truncated PNG
+    inputs = f"{ASTRONAUT}\n{blank}\n{broken}\n"
+    res = cli("predict", "-", "--weights", tiny_runs["student"], "--json", input=inputs)
+    assert res.exit_code == 1
+    records = json_lines(res.stdout)
+    assert [r["file"] for r in records] == [str(ASTRONAUT), str(blank), str(broken)]
+    assert "label" in records[0] and records[1]["faces"] == 0 and "error" in records[2]
+    assert "WARN" not in res.stderr  # OpenCV's own log lines stay off stderr
+    res = cli("predict", "-", "--weights", tiny_runs["student"], "--csv", input=inputs)
+    rows = [line.split(",") for line in res.stdout.strip().splitlines()]
+    assert rows[0][-1] == "note" and all(len(r) >= len(rows[0]) for r in rows[1:])
+    assert rows[1][-1] == "" and "no face" in rows[2][-1] and rows[3][-1]
+    # one exit code per kind of problem, the same in every command: a missing file is a usage error
+    assert cli("predict", ASTRONAUT, "--weights", workdir / "missing.pt").exit_code == 2
+    assert cli("evaluate", "--weights", workdir / "missing.pt").exit_code == 2
+    assert cli("train", "--data", workdir / "missing", "-q").exit_code == 2
+
+
+@pytest.mark.parametrize("cmd", COMMANDS)
+def test_help_shows_no_python_types_for_flags(cli, cmd):
+    res = cli(cmd, "--help")
+    assert res.exit_code == 0
+    assert "<bool>" not in res.stdout and "list[str]>" not in res.stdout.split("Options")[-1]
+
+
+def test_usage_line_names_and_option_aliases(cli, workdir):
+    assert "Usage: gmenet predict [OPTIONS] INPUTS..." in " ".join(cli("predict", "--help").stdout.split())
+    root = synth.make_ferplus(workdir / "fp", per_class=1)
+    res = cli("prepare", "--src", "FERPlus", "--root", root, "--scales", "4", "--out", workdir / "s")
+    assert res.exit_code == 0, res.output  # the source's own capitalisation and --scales, as train/evaluate take
+    assert cli("prepare", "--src", "ferplu", "--root", root).stderr.count("Did you mean 'ferplus'") == 1
+
+
+def test_training_prints_an_estimate_and_an_interrupt_before_the_first_epoch_leaves_nothing(tiny_store, cli, workdir,
+                                                                                           monkeypatch):
+    from gmenet_cli.training import loop
+
+    res = cli("train", "--data", tiny_store, "--no-distill", "--preset", "tiny", "--epochs", "1", "-b", "4")
+    assert res.exit_code == 0 and re.search(r"about \d+ s to go for 1 epoch", res.stderr), res.stderr
+    real = loop.train_step
+
+    def stop(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(loop, "train_step", stop)
+    res = cli("train", "--data", tiny_store, "--no-distill", "--preset", "tiny", "-q")
+    assert res.exit_code == 130 and "no epoch completed yet" in res.stderr
+    assert not (workdir / "runs/train/exp2").exists()  # not a folder holding only config.yaml
+    monkeypatch.setattr(loop, "train_step", real)
+    assert cli("train", "--data", tiny_store, "--no-distill", "--preset", "tiny", "--epochs", "1", "-q").exit_code == 0
+    assert (workdir / "runs/train/exp2/weights/best.pt").is_file()
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="fork")
+def test_a_prepare_worker_that_dies_stops_the_run(tmp_path, monkeypatch):
+    from gmenet_cli.config import PrepareConfig
+    from gmenet_cli.data import prepare as prep
+    from gmenet_cli.errors import DataError
+
+    root = synth.make_ferplus(tmp_path / "fp", per_class=40)
+    parent = os.getpid()
+    real = prep.FaceJob.__call__
+
+    def killed(self, rec):
+        if os.getpid() != parent:
+            os.kill(os.getpid(), signal.SIGKILL)  # as the out-of-memory killer would
+        return real(self, rec)
+
+    monkeypatch.setattr(prep.FaceJob, "__call__", killed)
+    with pytest.raises(DataError, match="worker process died"):
+        prep.prepare("ferplus", root, tmp_path / "s", PrepareConfig(scales=[4]), workers=2)
+    assert not (tmp_path / "s").exists() and not list(tmp_path.glob(".s.tmp-*"))
+
+
+# ---------------------------------------------------------------------------------------------- issue 17
+
+def test_dataset_root_look_up_order(cli, workdir, monkeypatch, tmp_path_factory):
+    home = tmp_path_factory.mktemp("home")
+    monkeypatch.setenv("GMENET_CONFIG_DIR", str(home))
+    monkeypatch.delenv("GMENET_DATASETS", raising=False)
+    res = cli("prepare", "--src", "ferplus", "--scale", "4")
+    assert res.exit_code == 2
+    assert "datasets/ferplus (./datasets)" in res.stderr and "FER2013Train" in res.stderr
+    # 4. the settings file's datasets_dir
+    settings_dir = tmp_path_factory.mktemp("settings_data")
+    synth.make_ferplus(settings_dir / "ferplus", per_class=1)
+    (home / "settings.yaml").write_text(f"datasets_dir: {settings_dir}\n")
+    res = cli("prepare", "--src", "ferplus", "--scale", "4", "--out", workdir / "a")
+    assert res.exit_code == 0 and f"{settings_dir / 'ferplus'}" in res.stderr
+    # 3. $GMENET_DATASETS before the settings file
+    env_dir = tmp_path_factory.mktemp("env_data")
+    synth.make_ferplus(env_dir / "ferplus", per_class=1)
+    monkeypatch.setenv("GMENET_DATASETS", str(env_dir))
+    res = cli("prepare", "--src", "ferplus", "--scale", "4", "--out", workdir / "b")
+    assert res.exit_code == 0 and f"{env_dir / 'ferplus'}" in res.stderr
+    # 2. ./datasets/<src> before both
+    synth.make_ferplus(workdir / "datasets" / "ferplus", per_class=1)
+    res = cli("prepare", "--src", "ferplus", "--scale", "4", "--out", workdir / "c")
+    assert res.exit_code == 0 and "using the ferplus dataset in datasets/ferplus" in res.stderr
+    # 1. --root wins
+    other = synth.make_ferplus(workdir / "other", per_class=1)
+    res = cli("prepare", "--src", "ferplus", "--root", other, "--scale", "4", "--out", workdir / "d")
+    assert res.exit_code == 0 and "using the ferplus dataset" not in res.stderr
+    # a place without the layout is passed over, and named in the message when nothing is found
+    res = cli("prepare", "--src", "raf", "--scale", "8")
+    assert res.exit_code == 2
+    for place in ("datasets/raf", str(env_dir / "raf"), str(settings_dir / "raf"), "EmoLabel/list_patition_label.txt"):
+        assert place in res.stderr
+    (home / "settings.yaml").write_text("dataset_dir: /x\n")
+    res = cli("prepare", "--src", "raf", "--scale", "8")
+    assert res.exit_code == 2 and "Valid keys: datasets_dir" in res.stderr
+
+
+def test_datasets_lists_every_source_and_where_it_looked(cli, workdir, monkeypatch, tmp_path_factory):
+    monkeypatch.setenv("GMENET_CONFIG_DIR", str(tmp_path_factory.mktemp("home")))
+    monkeypatch.delenv("GMENET_DATASETS", raising=False)
+    synth.make_ferplus(workdir / "datasets" / "ferplus", per_class=1)
+    res = cli("datasets", "--json")
+    assert res.exit_code == 0
+    rows = {r["source"]: r for r in json_lines(res.stdout)}
+    assert set(rows) == {"ferplus", "fer2013", "raf", "expw", "affectnet", "folder"}
+    assert rows["ferplus"]["found"] == "datasets/ferplus" and rows["raf"]["found"] is None
+    assert rows["raf"]["looks_in"] == ["datasets/raf"]
+    listed = cli("prepare", "--list-sources")
+    assert listed.exit_code == 0 and "ferplus" in listed.stdout and "datasets/ferplus" in listed.stdout
+
+
+def test_readme_commands_use_only_options_that_exist(cli):
+    """Every `gmenet <command> --option` in the README's code blocks is an option of that command."""
+    text = (REPO / "README.md").read_text()
+    blocks = re.findall(r"```bash\n(.*?)```", text, re.S)
+    helps: dict[str, str] = {}
+    checked = 0
+    for line in (ln for b in blocks for ln in b.splitlines()):
+        for cmd_text in re.findall(r"gmenet ([a-z-]+)((?: [^|&;#]*)?)", line):
+            cmd, rest = cmd_text
+            if cmd not in COMMANDS:
+                continue
+            helps.setdefault(cmd, " ".join(cli(cmd, "--help").stdout.split()))
+            for opt in re.findall(r"(?<!\S)(--[a-z][a-z-]*)", rest):
+                assert opt in helps[cmd], f"README: gmenet {cmd} {opt} is not an option of {cmd}"
+                checked += 1
+    assert checked >= 10
