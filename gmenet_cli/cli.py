@@ -370,29 +370,32 @@ def evaluate(
 @app.command()
 @handle_errors
 def predict(
-    inputs: List[str] = typer.Argument(..., metavar="INPUTS", help="Images, videos, folders (recursive), globs, or - to read paths from stdin."),
+    inputs: List[str] = typer.Argument(..., metavar="INPUTS", help="Images, videos, folders (recursive), globs, - to read paths from stdin, a webcam index (0) or a stream URL (rtsp://...)."),
     weights: Optional[Path] = typer.Option(None, "--weights", "-w", help="Checkpoint (.pt) or gmenet ONNX export (.onnx, runs on onnxruntime); default: the model shipped with gmenet."),
-    detector: str = typer.Option("haar", "--detector", help="haar (built into OpenCV), yunet (needs --detector-model), none."),
-    detector_model: Optional[Path] = typer.Option(None, "--detector-model", help="YuNet ONNX file for --detector yunet."),
+    detector: str = typer.Option("yunet", "--detector", help="yunet (shipped, finds faces down to --min-face), haar (OpenCV's cascade, faces from about 24 px), none."),
+    detector_model: Optional[Path] = typer.Option(None, "--detector-model", help="Another YuNet ONNX file than the shipped one."),
+    min_face: float = typer.Option(10, "--min-face", min=2, help="yunet: the smallest face to look for, in px (smaller = slower: the image is upscaled to find it)."),
     no_detect: bool = typer.Option(False, "--no-detect", metavar="", help="Each input is already a cropped face (same as --detector none)."),
     boxes: Optional[Path] = typer.Option(None, "--boxes", help="CSV of face boxes: file,x,y,w,h (replaces detection)."),
-    min_score: Optional[float] = typer.Option(None, "--min-score", help="Drop detections scoring below this (default: haar 2.0 level weight; yunet 0.6 confidence)."),
+    min_score: Optional[float] = typer.Option(None, "--min-score", help="Drop detections scoring below this (default: yunet 0.6 confidence; haar 2.0 level weight)."),
     margin: float = typer.Option(0.1, "--margin", min=0.0, max=1.0, help="Context added around each detected box, as a fraction of its size."),
-    every: int = typer.Option(10, "--every", min=1, help="Videos: classify every N-th frame."),
+    every: int = typer.Option(10, "--every", min=1, help="Videos, webcams, streams: classify every N-th frame."),
+    smooth: int = typer.Option(5, "--smooth", min=1, help="Videos: each tracked face's smoothed label averages its last N classified frames."),
     batch_size: int = typer.Option(64, "--batch-size", "-b", min=1, help="Faces per classification batch."),
     tta: bool = typer.Option(True, "--tta/--no-tta", metavar="", help="Average each face's logits with its mirror image's (about half the speed, a little more accurate)."),
-    as_json: bool = typer.Option(False, "--json", metavar="", help="JSON lines on stdout: one object per face (or per faceless/unreadable input)."),
-    as_csv: bool = typer.Option(False, "--csv", metavar="", help="CSV on stdout."),
-    save: Optional[Path] = typer.Option(None, "--save", help="Write annotated copies into this folder."),
+    as_json: bool = typer.Option(False, "--json", metavar="", help="JSON lines on stdout: one object per face, and one per faceless (note) or unreadable (error) input."),
+    as_csv: bool = typer.Option(False, "--csv", metavar="", help="CSV on stdout: one row per face or faceless/unreadable input (last column: note)."),
+    save: Optional[Path] = typer.Option(None, "--save", help="Write annotated copies into this folder (images as .jpg, each video as one .mp4)."),
     device: Optional[str] = typer.Option(None, "--device", help="For .pt checkpoints: auto (CUDA if present), cpu, cuda or cuda:N. The default model and .onnx files run on the CPU through onnxruntime; --device cuda switches the default to its .pt."),
 ):
     """Detect faces, classify their expression, print one result per face.
 
     Exit code 0 when every input gave at least one face, 1 when some inputs were unreadable or had no face
-    (the rest are still processed), 2 for usage errors. Data goes to stdout, messages to stderr:
-    ls photos/*.jpg | gmenet predict - --json | jq -r .label
+    (the rest are still processed), 2 for usage errors, 130 on Ctrl-C (what was done is still printed).
+    Data goes to stdout, messages to stderr. Videos: faces are tracked across frames (track id and a
+    smoothed label). Example: ls photos/*.jpg | gmenet predict - --json | jq -r 'select(.label).label'
     """
-    from gmenet_cli.predict import expand_inputs, load_classifier, make_detector, read_box_csv, run, save_annotated
+    from gmenet_cli.predict import expand_inputs, load_classifier, make_detector, read_box_csv, run
     from gmenet_cli.render import PredictOutput
 
     if as_json and as_csv:
@@ -405,23 +408,42 @@ def predict(
 
         raise UsageError("no input images found" + (" (stdin was empty)" if "-" in inputs else ""))
     clf = load_classifier(str(weights) if weights else None, device, tta)
-    det = None if (no_detect or boxes) else make_detector(detector, str(detector_model) if detector_model else None, min_score)
+    det = None if (no_detect or boxes) else make_detector(detector, str(detector_model) if detector_model else None,
+                                                          min_score, min_face)
     box_map = read_box_csv(str(boxes)) if boxes else None
-    if save:
-        if save.exists() and not save.is_dir():
-            raise typer.BadParameter(f"{save} exists and is not a folder", param_hint="--save")
-        save.mkdir(parents=True, exist_ok=True)
-    output, used = PredictOutput("json" if as_json else "csv" if as_csv else "table", clf.classes), set()
-    for item, results in run(files, clf, det, margin, every, batch_size, box_map):
-        for r in results:
-            output.add(r)
-        if save and item.image is not None:
-            save_annotated(save, item.file, item.frame, item.image, results, used)
-    output.finish()
-    if save:
-        err.print(f"annotated copies in {save}")
+    saver = _saver(save)
+    output = PredictOutput("json" if as_json else "csv" if as_csv else "table", clf.classes)
+    try:
+        for item, results in run(files, clf, det, margin, every, batch_size, box_map, smooth):
+            for r in results:
+                output.add(r)
+            if saver:
+                saver.add(item, results)
+    except KeyboardInterrupt:
+        _finish_predict(output, saver)
+        err.print("interrupted: the results above are complete up to here")
+        raise typer.Exit(130) from None
+    _finish_predict(output, saver)
     if output.bad or output.faceless:
         raise typer.Exit(1)
+
+
+def _saver(save: Optional[Path]):
+    if save is None:
+        return None
+    from gmenet_cli.predict import Saver
+
+    if save.exists() and not save.is_dir():
+        raise typer.BadParameter(f"{save} exists and is not a folder", param_hint="--save")
+    save.mkdir(parents=True, exist_ok=True)
+    return Saver(save)
+
+
+def _finish_predict(output, saver) -> None:
+    output.finish()
+    if saver:
+        written = saver.close()
+        err.print(f"annotated copies in {saver.dir} ({len(written)} file(s))")
 
 
 @app.command("export")

@@ -180,7 +180,7 @@ class PredictOutput:
         if mode == "csv":
             self.writer = csv.writer(sys.stdout, lineterminator="\n")
             self.writer.writerow(["file", "frame", "face", "x", "y", "w", "h", "label", "confidence", "face_px", *classes,
-                                  "note"])
+                                  "track", "smoothed_label", "note"])
 
     def add(self, r: dict) -> None:
         if "error" in r:
@@ -199,24 +199,27 @@ class PredictOutput:
     def _csv_row(self, r: dict) -> None:
         if "label" in r:
             self.writer.writerow([r["file"], r.get("frame", ""), r["face"], *r["box"], r["label"], r["confidence"],
-                                  r["face_px"], *(r["probs"][c] for c in self.classes), ""])
+                                  r["face_px"], *(r["probs"][c] for c in self.classes), r.get("track", ""),
+                                  r.get("smoothed_label", ""), ""])
         else:
             note = r.get("error") or r.get("note") or "no face found"
-            self.writer.writerow([r["file"], r.get("frame", ""), *([""] * (8 + len(self.classes))), note])
+            self.writer.writerow([r["file"], r.get("frame", ""), *([""] * (10 + len(self.classes))), note])
         sys.stdout.flush()
 
     def finish(self) -> None:
         if self.mode != "table" or not self.rows:
             return
         table = Table()
-        for col in ("file", "face", "label", "confidence", "face px", "box"):
+        tracked = any("track" in r for r in self.rows)
+        for col in ("file", "face", "label", "confidence", "face px", "box") + (("track", "smoothed") if tracked else ()):
             # file names wrap instead of being cut to "examples/astronaut…" on a narrow terminal
             table.add_column(col, justify="right" if col in ("confidence", "face px") else "left",
                              overflow="fold" if col in ("file", "box") else "ellipsis", no_wrap=col in ("label", "confidence"))
         for r in self.rows:
             name = r["file"] + (f"#{r['frame']}" if "frame" in r else "")
             table.add_row(name, str(r["face"]), r["label"], f"{r['confidence']:.3f}", f"{r['face_px']:.0f}",
-                          ",".join(f"{v:.0f}" for v in r["box"]))
+                          ",".join(f"{v:.0f}" for v in r["box"]),
+                          *((str(r.get("track", "")), r.get("smoothed_label", "")) if tracked else ()))
         Console(highlight=False).print(table)
 
 

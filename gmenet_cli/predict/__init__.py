@@ -5,13 +5,13 @@ detect.py (face detectors), inputs.py (what is read), classify.py (models as cla
 trained LR size not above the face's own size, so no detail is invented.
 """
 
-from gmenet_cli.predict.annotate import annotate, save_annotated
+from gmenet_cli.predict.annotate import Saver, annotate, save_annotated
 from gmenet_cli.predict.classify import (DEFAULT_ONNX, DEFAULT_WEIGHTS, Classifier, OnnxClassifier, TorchClassifier,
                                          load_classifier)
 from gmenet_cli.predict.detect import FaceDetector, HaarDetector, YuNetDetector, detect_faces, make_detector
 from gmenet_cli.predict.inputs import Item, expand_inputs, iter_items, read_box_csv
 from gmenet_cli.predict.pipeline import run
 
-__all__ = ["annotate", "save_annotated", "DEFAULT_ONNX", "DEFAULT_WEIGHTS", "Classifier", "OnnxClassifier",
+__all__ = ["annotate", "save_annotated", "Saver", "DEFAULT_ONNX", "DEFAULT_WEIGHTS", "Classifier", "OnnxClassifier",
            "TorchClassifier", "load_classifier", "FaceDetector", "HaarDetector", "YuNetDetector", "detect_faces",
            "make_detector", "Item", "expand_inputs", "iter_items", "read_box_csv", "run"]

@@ -30,6 +30,7 @@ class Item:
     boxes: list = field(default_factory=list)
     error: str | None = None
     note: str | None = None
+    fps: float = 0.0  # video frames: the rate of the sampled frames (for an annotated video)
 
 
 def expand_inputs(sources: list[str], stdin=None) -> tuple[list[str], list[str]]:
@@ -47,6 +48,9 @@ def expand_inputs(sources: list[str], stdin=None) -> tuple[list[str], list[str]]
                     files.append(str(q))  # a folder named like an image is kept: it is reported as unreadable
                 elif q.is_file() and not q.name.startswith("."):
                     skipped.append(str(q))
+            continue
+        if is_stream(src):  # webcam index or stream URL: read live
+            files.append(src)
             continue
         if not p.exists() and any(ch in src for ch in "*?["):
             matches = sorted(glob.glob(src, recursive=True))
@@ -77,26 +81,20 @@ def read_box_csv(path: str) -> dict[str, list]:
     return boxes
 
 
+def is_stream(source: str) -> bool:
+    """A webcam index ("0", "1") or a stream URL (rtsp://, http://...): what cv2.VideoCapture opens live."""
+    return (source.isdigit() and not Path(source).exists()) or "://" in source
+
+
+def is_video(source: str) -> bool:
+    return is_stream(source) or (Path(source).suffix.lower() in VIDEO_EXTS and Path(source).is_file())
+
+
 def iter_items(files: list[str], every: int) -> Iterator[Item]:
-    """Decode each input: images once; videos every `every`-th frame."""
+    """Decode each input: images once; video files, webcams and streams every `every`-th frame."""
     for f in files:
-        if Path(f).suffix.lower() in VIDEO_EXTS and Path(f).is_file():
-            cap = cv2.VideoCapture(f)
-            if not cap.isOpened():
-                yield Item(f, error="cannot open video")
-                continue
-            index, any_frame = 0, False
-            while True:
-                ok, frame = cap.read()
-                if not ok:
-                    break
-                any_frame = True
-                if index % every == 0:
-                    yield Item(f, frame=index, image=frame)
-                index += 1
-            cap.release()
-            if not any_frame:
-                yield Item(f, error="video has no readable frames")
+        if is_video(f):
+            yield from _frames(f, every)
             continue
         try:
             yield Item(f, image=read_image(f, 3))
@@ -104,3 +102,23 @@ def iter_items(files: list[str], every: int) -> Iterator[Item]:
             yield Item(f, error=str(e))
 
 
+def _frames(source: str, every: int) -> Iterator[Item]:
+    cap = cv2.VideoCapture(int(source) if source.isdigit() else source)
+    if not cap.isOpened():
+        yield Item(source, error="cannot open " + ("camera" if source.isdigit() else "stream" if "://" in source else "video"))
+        return
+    fps = cap.get(cv2.CAP_PROP_FPS) or 0.0
+    index, any_frame = 0, False
+    try:
+        while True:
+            ok, frame = cap.read()
+            if not ok:
+                break
+            any_frame = True
+            if index % every == 0:
+                yield Item(source, frame=index, image=frame, fps=fps / every if fps > 0 else 0.0)
+            index += 1
+    finally:
+        cap.release()
+    if not any_frame:
+        yield Item(source, error="video has no readable frames")

@@ -13,61 +13,81 @@ from gmenet_cli.data.imageio import ImageError
 from gmenet_cli.predict.classify import Classifier
 from gmenet_cli.predict.detect import FaceDetector, detect_faces
 from gmenet_cli.predict.inputs import Item, iter_items
+from gmenet_cli.predict.track import Tracker
 
 
 def run(files: list[str], clf: Classifier, detector: FaceDetector | None, margin: float, every: int,
-        batch_size: int, boxes_csv: dict | None = None) -> Iterator[tuple[Item, list[dict]]]:
+        batch_size: int, boxes_csv: dict | None = None, smooth: int = 5) -> Iterator[tuple[Item, list[dict]]]:
     """Yield (item, results) in input order: one result dict per face, or one for a faceless/unreadable input.
 
-    Faces are gathered across inputs into batches of `batch_size` per LR size before classification."""
+    Faces are gathered across inputs into batches of `batch_size` per LR size before classification. Video
+    frames' faces are tracked (track id + a label smoothed over `smooth` sampled frames). On Ctrl-C the
+    faces already found are still classified and yielded before the interrupt goes on."""
     pending: list[tuple[Item, list]] = []  # items waiting for their faces' probabilities
-    queued = 0
+    trackers: dict[str, Tracker] = {}
 
     def flush():
-        groups: dict[int, list[tuple[int, int, np.ndarray]]] = {}
-        for i, (_, faces) in enumerate(pending):
-            for j, face in enumerate(faces):
-                groups.setdefault(face["size"], []).append((i, j, face.pop("crop")))
-        for size, entries in groups.items():
-            for start in range(0, len(entries), batch_size):
-                chunk = entries[start : start + batch_size]
-                probs = clf.classify([c for _, _, c in chunk])
-                for (i, j, _), p in zip(chunk, probs):
-                    pending[i][1][j]["probs"] = p
+        _classify(pending, clf, batch_size)
         for item, faces in pending:
-            yield item, list(_results(item, faces, clf))
+            results = list(_results(item, faces, clf))
+            if item.frame is not None and faces:
+                trackers.setdefault(item.file, Tracker(clf.classes, smooth)).update(results)
+            yield item, results
         pending.clear()
 
-    for item in iter_items(files, every):
-        if item.error:
-            yield from flush()
-            yield item, [{"file": item.file, "error": item.error}]
-            continue
-        img = item.image
-        h, w = img.shape[:2]
-        if boxes_csv is not None:
-            found = boxes_csv.get(item.file, boxes_csv.get(Path(item.file).name, []))
-        elif detector is None:
-            found = [(0.0, 0.0, float(w), float(h), 1.0)]
-        else:
-            found, f = detect_faces(detector, img)
-            if not found:
-                smallest = detector.min_face / f
-                item.note = f"no face found (faces under about {smallest:.0f}px are below what the detector can see)"
-        faces = []
-        for b in found:
-            try:
-                crop, size = clf.prepare_crop(img, b, 0.0 if detector is None and boxes_csv is None else margin)
-            except ImageError:
+    try:
+        for item in iter_items(files, every):
+            if item.error:
+                yield from flush()
+                yield item, [{"file": item.file, "error": item.error}]
                 continue
-            faces.append({"box": [round(v, 1) for v in b[:4]], "score": round(float(b[4]), 4), "crop": crop,
-                          "size": size, "face_px": round(max(b[2], b[3]), 1)})
-        pending.append((item, faces))
-        queued += len(faces)
-        if queued >= batch_size:
-            yield from flush()
-            queued = 0
+            pending.append((item, _faces(item, clf, detector, margin, boxes_csv)))
+            if sum(len(f) for _, f in pending) >= batch_size or item.frame is not None:
+                yield from flush()  # video frames go out at once: a live stream must not wait for a batch
+    except KeyboardInterrupt:
+        yield from flush()
+        raise
     yield from flush()
+
+
+def _faces(item: Item, clf: Classifier, detector: FaceDetector | None, margin: float, boxes_csv: dict | None) -> list:
+    """Find the item's faces (detector, --boxes or the whole image) and cut their crops."""
+    img = item.image
+    h, w = img.shape[:2]
+    if boxes_csv is not None:
+        found = boxes_csv.get(item.file, boxes_csv.get(Path(item.file).name, []))
+    elif detector is None:
+        found = [(0.0, 0.0, float(w), float(h), 1.0)]
+    else:
+        found = detect_faces(detector, img)
+        if not found:
+            item.note = (f"no face found (faces under about {detector.smallest_face(img.shape):.0f}px are below "
+                         "what the detector looks for; see --min-face)")
+    faces = []
+    for b in found:
+        try:
+            crop, size = clf.prepare_crop(img, b, 0.0 if detector is None and boxes_csv is None else margin)
+        except ImageError:
+            continue
+        faces.append({"box": [round(v, 1) for v in b[:4]], "score": round(float(b[4]), 4), "crop": crop,
+                      "size": size, "face_px": round(max(b[2], b[3]), 1)})
+    return faces
+
+
+def _classify(pending: list, clf: Classifier, batch_size: int) -> None:
+    """Probabilities for every pending face not classified yet, in batches of one crop size (a flush cut
+    short by Ctrl-C can be run again)."""
+    groups: dict[int, list[tuple[int, int, np.ndarray]]] = {}
+    for i, (_, faces) in enumerate(pending):
+        for j, face in enumerate(faces):
+            if "probs" not in face:
+                groups.setdefault(face["size"], []).append((i, j, face["crop"]))
+    for entries in groups.values():
+        for start in range(0, len(entries), batch_size):
+            chunk = entries[start : start + batch_size]
+            for (i, j, _), p in zip(chunk, clf.classify([c for _, _, c in chunk])):
+                pending[i][1][j]["probs"] = p
+                del pending[i][1][j]["crop"]
 
 
 def _results(item: Item, faces: list, clf: Classifier) -> Iterator[dict]:
@@ -83,5 +103,3 @@ def _results(item: Item, faces: list, clf: Classifier) -> Iterator[dict]:
         yield {**base, "face": j, "box": face["box"], "label": clf.classes[k], "confidence": round(float(p[k]), 4),
                "probs": {c: round(float(v), 4) for c, v in zip(clf.classes, p)}, "face_px": face["face_px"],
                "input_px": face["size"], "detector_score": face["score"]}
-
-
