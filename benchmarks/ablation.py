@@ -1,11 +1,11 @@
-"""The paper's claim, measured: the ablation table of issue 7 on FERPlus (8 classes, majority labels).
+"""The paper's claim, measured: the ablation table on FERPlus (8 classes, majority labels, Valid).
 
-Rows (same recipe and budget): 1 teacher on HR; 2 teacher on upsampled LR; 3 student, CE only, no global
-branch; 4 student + A-SKD, no global branch; 5 full GME-Net (A-SKD + global); 6 full GME-Net on x2/x4/x8;
-7 (a control, only when asked for with --rows) student + logit KD from the teacher, no A-SKD, no global
-branch: it tells how much of a recipe with logit KD comes from A-SKD and how much from plain KD.
-Rows 3-5 (and 7) train at one scale (--scale, default 4); rows 2, 3, 5, 6 are also evaluated at x2 and x8 when
---sweep is given (rows 3 and 5 then train once per scale). Everything runs through the gmenet CLI in
+Rows (same recipe and budget, the `ferplus` preset's, with --epochs): 0 a plain CNN of about the student's
+FLOPs (plain_<size>: no attention, no global branch), CE only: the obvious baseline; 1 teacher on HR;
+2 teacher on upsampled LR; 3 student, CE only, no global branch; 4 student + A-SKD, no global branch;
+5 full GME-Net (A-SKD + global, plus the preset's logit KD); 6 full GME-Net on x2/x4/x8; 7 student + logit
+KD from the teacher, no A-SKD, no global branch: with row 5 it tells what GME-Net's own parts (A-SKD + the
+global branch) add over plain KD. Student rows train at each of --scales, once per --seeds. Everything runs through the gmenet CLI in
 --workdir, so each number can be reproduced with the command printed next to it. Rows whose run already
 finished in --workdir are reused, not retrained (their train time is then the sum of the epoch times in
 results.csv; otherwise it is the wall time of the train command). Params and GFLOPs are per face at the
@@ -70,19 +70,19 @@ def gflops(weights: Path) -> float:
     from gmenet_cli.models.registry import count_flops
 
     ckpt = checkpoint.load(weights)
-    spec = ckpt["input"]
-    return count_flops(checkpoint.build_model(ckpt, weights), int(spec["channels"]), int(spec["hr_size"])) / 1e9
+    model = checkpoint.build_model(ckpt, weights)
+    return count_flops(model, int(ckpt["input"]["channels"]), int(model.input_size)) / 1e9
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--workdir", default="ablation-run")
     ap.add_argument("--epochs", type=int, default=10)
-    ap.add_argument("--size", default="s")
-    ap.add_argument("--scale", type=int, default=4)
-    ap.add_argument("--sweep", action="store_true", help="also train rows 3 and 5 at x2 and x8")
+    ap.add_argument("--size", default="s2", help="model size name: t, s, m (first generation) or t2, s2, m2")
+    ap.add_argument("--scales", default="4", help="LR scales the student rows train at, e.g. 4,8")
+    ap.add_argument("--seeds", default="0", help="training seeds, e.g. 0,1 (each student row once per seed)")
     ap.add_argument("--teacher", help="reuse an existing teacher checkpoint (row 1) instead of training one")
-    ap.add_argument("--rows", default="3,4,5,6", help="student rows to train (comma list of 3,4,5,6; 7 is the logit-KD-only control)")
+    ap.add_argument("--rows", default="0,3,5,7", help="student rows to train (comma list of 0,3,4,5,6,7)")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                     help="config override passed to every student run (recipe work), e.g. distill.weight=1")
     ap.add_argument("--tag", default="", help="suffix for run names, so recipe variants share one workdir")
@@ -106,24 +106,29 @@ def main() -> None:
     t_eval = evaluate(wd, teacher, "1,2,4,8", "row1-2")
     table.append(("1 teacher, HR", t_eval, t_eval["results"][:1], times.get("teacher")))
     table.append(("2 teacher on upsampled LR", t_eval, t_eval["results"][1:], None))
-    scales = [2, 4, 8] if args.sweep else [args.scale]
+    scales = [int(v) for v in args.scales.split(",")]
+    seeds = [int(v) for v in args.seeds.split(",")]
     # Row 7 switches A-SKD off (weight 0, after the user's --set so it wins) and keeps or sets logit KD.
     kd_only = ["--set", "distill.weight=0"]
     if not any(kv.startswith("distill.kd_weight=") for kv in args.set):
         kd_only += ["--set", "distill.kd_weight=1"]
     model = ["--model", f"gmenet_{args.size}"]
+    student_rows = (("0 plain CNN, CE only", ["--model", f"plain_{args.size}", "--no-distill"]),
+                    ("3 student CE only, no global", [*model, "--no-distill", "--no-global"]),
+                    ("4 student + A-SKD, no global", [*model, "--no-global"]),
+                    ("5 GME-Net (A-SKD + global)", model),
+                    ("7 student + logit KD only, no A-SKD, no global", [*model, "--no-global", *kd_only]))
     for s in scales:
-        for row, extra in (("3 student CE only, no global", ["--no-distill", "--no-global"]),
-                           ("4 student + A-SKD, no global", ["--no-global"]),
-                           ("5 GME-Net (A-SKD + global)", []),
-                           ("7 student + logit KD only, no A-SKD, no global", ["--no-global", *kd_only])):
-            if int(row[0]) not in rows or (row.startswith("4") and s != args.scale):
-                continue
-            name = f"row{row[0]}-x{s}{tag}"
-            flags = model if "--no-distill" in extra else model + ["--teacher", str(teacher)]
-            times[name] = train(wd, "train", name, args.epochs, *student, *flags, *extra, "--scales", str(s))
-            res = evaluate(wd, wd / f"runs/train/{name}/weights/best.pt", str(s), name)
-            table.append((row, res, res["results"], times[name]))
+        for seed in seeds:
+            for row, extra in student_rows:
+                if int(row[0]) not in rows:
+                    continue
+                name = f"row{row[0]}-x{s}{tag}" + (f"-seed{seed}" if seed else "")
+                flags = extra if "--no-distill" in extra else extra + ["--teacher", str(teacher)]
+                times[name] = train(wd, "train", name, args.epochs, *student, *flags, "--scales", str(s),
+                                    "--seed", str(seed))
+                res = evaluate(wd, wd / f"runs/train/{name}/weights/best.pt", str(s), name)
+                table.append((row + (f" (seed {seed})" if len(seeds) > 1 else ""), res, res["results"], times[name]))
     if 6 in rows:
         name = f"row6{tag}"
         times[name] = train(wd, "train", name, args.epochs, *student, *model, "--teacher", str(teacher), "--scales", "2,4,8")
@@ -131,8 +136,7 @@ def main() -> None:
         table.append(("6 GME-Net on x2/x4/x8 together", res, res["results"], times[name]))
     extra = f", overrides {' '.join(args.set)}" if args.set else ""
     title = f"FERPlus ablation ({args.epochs} epochs, size {args.size}{extra})"
-    scales_name = "2-4-8" if args.sweep else str(args.scale)
-    plot_path = wd / f"resolution_sweep_{args.size}_x{scales_name}_rows{args.rows.replace(',', '')}{tag}.png"
+    plot_path = wd / f"resolution_sweep_{args.size}_x{args.scales.replace(',', '-')}_rows{args.rows.replace(',', '')}{tag}.png"
     plot(table, plot_path, title)
     print(header(title))
     print(f"Plot: {plot_path}\n")
@@ -143,6 +147,30 @@ def main() -> None:
             t = f"{secs / 60:.1f}" if secs else ""
             print(f"| {row} | {r['view']} | {r['face_px']} | {r['accuracy'] * 100:.2f} | {r['mean_class_accuracy'] * 100:.2f} "
                   f"| {rep['params']:,} | {rep['gflops']:.3f} | {t} |")
+    summary(table)
+
+
+def summary(table: list) -> None:
+    """Per scale, each student row's mean over seeds, and the differences the paper's claim is about."""
+    import statistics
+
+    means: dict = {}
+    for row, _, results, _ in table:
+        if row[0] in "0357" and len(results) == 1:
+            r = results[0]
+            means.setdefault((row[0], r["view"]), []).append((r["accuracy"] * 100, r["mean_class_accuracy"] * 100))
+    if not means:
+        return
+    print("\n| scale | row | seeds | accuracy (mean) | mean class acc (mean) |")
+    print("|---|---|---|---|---|")
+    for (row, view), vals in sorted(means.items(), key=lambda kv: (kv[0][1], kv[0][0])):
+        print(f"| {view} | {row} | {len(vals)} | {statistics.mean(v[0] for v in vals):.2f} | "
+              f"{statistics.mean(v[1] for v in vals):.2f} |")
+    for view in sorted({v for _, v in means}):
+        get = {row: statistics.mean(a for a, _ in vals) for (row, v), vals in means.items() if v == view}
+        parts = [f"{a} - {b}: {get[a] - get[b]:+.2f}" for a, b in (("5", "0"), ("5", "3"), ("5", "7"), ("7", "3"))
+                 if a in get and b in get]
+        print(f"\n{view}: " + "; ".join(parts) + " (accuracy points; 5 - 7 = what A-SKD + the global branch add over KD alone)")
 
 
 def plot(table: list, path: Path, title: str) -> None:

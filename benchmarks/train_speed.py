@@ -1,10 +1,18 @@
-"""Training speed and data-pipeline overhead.
+"""Training speed, side by side in one run: what each step costs, and how fast the data path is.
 
-For the teacher (HR) and the distilling student (LR x2/x4/x8 + frozen teacher), time optimisation steps
-fed by the real loader (memory-mapped store, paired augmentation, background thread) and steps fed by a
-batch already in memory, interleaved in rounds (loader, memory, loader, ...) so that machine noise hits
-both alike; medians over rounds. Loader overhead = 1 - in-memory time / loader time. Also reported: the
-loader alone (batches assembled per second with no model), i.e. how much headroom the pipeline has.
+Step speed: for each configuration, optimisation steps (forward, backward, SGD) on real FERPlus batches
+from the real loader, timed in interleaved rounds (config A, B, C, ..., A, B, C, ...) so that machine noise
+hits all alike; medians over rounds, images per second, and each configuration's ratio to the first.
+Configurations (--set default): the first-generation teacher and distilling student (teacher_s, gmenet_s at
+48 px, paired stored LR faces), the new ones (teacher_s2, gmenet_s2 at 24 px, on-the-fly augmentation and
+LR synthesis), each with channels_last off and on, and the parts of gmenet_s2 (without the global branch,
+with CBAM's spatial attention instead of the depthwise one, the plain CNN of ablation row 0).
+
+Loader alone (--loader-only, or the last table): faces per second the host side delivers (memory-mapped
+store, augmentation parameters, background thread), with no model; and with the on-the-fly warp and LR
+synthesis done on this machine's CPU too, the part a GPU takes over.
+
+    python benchmarks/train_speed.py [--store PREPARED] [--rounds 3] [--steps 6] [--loader-only]
 """
 
 from __future__ import annotations
@@ -19,40 +27,130 @@ import torch
 
 from _common import FERPLUS, header, require_ferplus
 
+AUG = {"shift": 4.0, "scale": 0.1, "rotate": 10.0, "erase": 0.0}
 
-def timed(task, opt, batches, device, autocast) -> float:
+
+def configs(size: str) -> list[dict]:
+    """name, teacher, student (None = teacher training), online, channels_last, student kwargs."""
+    base = [
+        dict(name="teacher_s (first generation), NCHW", teacher="teacher_s", online=False, cl=False),
+        dict(name="teacher_s2, NCHW", teacher="teacher_s2", online=True, cl=False),
+        dict(name="teacher_s2, channels_last", teacher="teacher_s2", online=True, cl=True),
+        dict(name="gmenet_s @48 + teacher_s (first generation), NCHW", teacher="teacher_s", student="gmenet_s",
+             online=False, cl=False),
+        dict(name="gmenet_s2 @24 + teacher_s2, NCHW", teacher="teacher_s2", student="gmenet_s2", online=True, cl=False),
+        dict(name="gmenet_s2 @24 + teacher_s2, channels_last", teacher="teacher_s2", student="gmenet_s2", online=True,
+             cl=True),
+        dict(name="gmenet_s2 without global branch", teacher="teacher_s2", student="gmenet_s2", online=True, cl=True,
+             kwargs={"global_branch": False}),
+        dict(name="gmenet_s2 with CBAM spatial attention", teacher="teacher_s2", student="gmenet_s2", online=True,
+             cl=True, kwargs={"spatial": "standard"}),
+        dict(name="gmenet_s2 alone (CE, no teacher)", student="gmenet_s2", online=True, cl=True),
+        dict(name="plain_s2 alone (row 0)", student="plain_s2", online=True, cl=True),
+    ]
+    return base
+
+
+def build(cfg: dict, store, batch_size: int, device):
+    from gmenet_cli.data.loader import PairedBatches
+    from gmenet_cli.losses import ASKDLoss, ClassificationLoss
+    from gmenet_cli.models import create_model
+    from gmenet_cli.models.registry import working_size
+    from gmenet_cli.tasks import ClassifierTask, DistillTask
+
+    torch.manual_seed(0)
+    kw = {"in_chans": 1, "num_classes": len(store.classes)}
+    loss = ClassificationLoss(0.0, soft=True)
+    teacher = (create_model(cfg["teacher"], **kw, input_size=store.hr_size).to(device)
+               if cfg.get("teacher") else None)
+    if cfg.get("student"):
+        model = create_model(cfg["student"], **kw, input_size=working_size(cfg["student"], store.hr_size),
+                             **cfg.get("kwargs", {})).to(device)
+        task = DistillTask(model, teacher, loss, ASKDLoss(1.0), 1.0) if teacher is not None else \
+            ClassifierTask(model, loss, "lowres")
+        scales = store.scales
+    else:
+        model, task, scales = teacher, ClassifierTask(teacher, loss, "hr"), []
+    if cfg["cl"]:
+        task.to(memory_format=torch.channels_last)
+    task.train()
+    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, nesterov=True)
+    loader = PairedBatches(store.split("train"), batch_size, scales, shift=1, seed=0, drop_last=True, with_hr=True,
+                           online=AUG if cfg["online"] else None, pin=device.type == "cuda")
+    return task, opt, loader, model
+
+
+def timed(task, opt, batches, runtime) -> float:
     from gmenet_cli.runtime import to_device
+    from gmenet_cli.training.loop import train_step
 
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0)
     t = time.perf_counter()
     for batch in batches:
-        batch = to_device(batch, device)
-        with autocast():
-            loss = task(batch)["loss"]
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-    if device.type == "cuda":
+        train_step(task, to_device(batch, runtime.device), opt, sched, runtime, grad_clip=5.0)
+    if runtime.device.type == "cuda":
         torch.cuda.synchronize()
     return time.perf_counter() - t
 
 
+def step_table(store, args, runtime) -> list:
+    built = [(c, *build(c, store, args.batch_size, runtime.device)) for c in configs(args.size)]
+    iters = [iter(itertools.cycle(loader)) for _, _, _, loader, _ in built]
+    for (c, task, opt, _, _), it in zip(built, iters):
+        timed(task, opt, itertools.islice(it, 2), runtime)  # warm-up
+    times = {c["name"]: [] for c, *_ in built}
+    for _ in range(args.rounds):
+        for (c, task, opt, _, _), it in zip(built, iters):
+            batches = list(itertools.islice(it, args.steps))  # fetched first: the loader is timed on its own below
+            times[c["name"]].append(timed(task, opt, batches, runtime) / (args.steps * args.batch_size))
+    rows = []
+    for c, *_, model in built:
+        per_image = statistics.median(times[c["name"]])
+        rows.append((c["name"], 1.0 / per_image, sum(p.numel() for p in model.parameters())))
+    return rows
+
+
+def loader_table(store, args, device) -> list:
+    from gmenet_cli.data.augment import make_views
+    from gmenet_cli.data.loader import PairedBatches
+    from gmenet_cli.runtime import to_device
+
+    split = store.split("train")
+    for _ in PairedBatches(split, 1024, store.scales, with_hr=True):  # page the whole store in once: no disk in the timings
+        pass
+    rows = []
+    for name, online, scales, views in (
+        ("teacher, online (HR + augmentation parameters)", True, [], False),
+        ("student, online (HR + parameters + LR scale per face)", True, store.scales, False),
+        ("student, online, warp and LR synthesis also on this CPU", True, store.scales, True),
+        ("student, prepared LR faces (paired flip/shift)", False, store.scales, False),
+    ):
+        loader = PairedBatches(split, args.batch_size, scales, shift=1, seed=0, drop_last=True, with_hr=True,
+                               online=AUG if online else None, pin=device.type == "cuda")
+        n, t = 0, time.perf_counter()
+        for batch in itertools.islice(loader, args.loader_batches):
+            if views:
+                make_views(to_device(batch, device), student=True)
+            n += len(batch["target"])
+        rows.append((name, n / (time.perf_counter() - t)))
+    return rows
+
+
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--store", help="prepared FERPlus store (default: prepare one in a temp folder)")
-    ap.add_argument("--steps", type=int, default=40, help="steps per feeding mode, split into --rounds")
-    ap.add_argument("--rounds", type=int, default=5)
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--store", help="prepared FERPlus store at x2,4,8 (default: prepare one in a temp folder)")
+    ap.add_argument("--steps", type=int, default=6, help="steps per configuration per round")
+    ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--batch-size", type=int, default=128)
-    ap.add_argument("--size", default="s", help="model size letter: t, s or m")
+    ap.add_argument("--size", default="s")
     ap.add_argument("--device", default="auto")
     ap.add_argument("--threads", type=int, default=0)
+    ap.add_argument("--loader-only", action="store_true")
+    ap.add_argument("--loader-batches", type=int, default=150)
     args = ap.parse_args()
     from gmenet_cli.config import PrepareConfig
-    from gmenet_cli.data.loader import PairedBatches
     from gmenet_cli.data.prepare import prepare
     from gmenet_cli.data.store import Store
-    from gmenet_cli.losses import ASKDLoss, ClassificationLoss
-    from gmenet_cli.tasks import ClassifierTask, DistillTask
-    from gmenet_cli.models import create_model
     from gmenet_cli.runtime import setup
 
     runtime = setup(args.device, amp=True, channels_last=True, threads=args.threads)
@@ -62,47 +160,20 @@ def main() -> None:
         store_path = tempfile.mkdtemp() + "/ferplus"
         prepare("ferplus", FERPLUS, store_path, PrepareConfig(scales=[2, 4, 8]))
     store = Store(store_path)
-    split = store.split("train")
-    kw = {"in_chans": 1, "num_classes": len(store.classes), "input_size": store.hr_size}
-    rows = []
-    for kind in ("teacher", "student"):
-        torch.manual_seed(0)
-        teacher = create_model(f"teacher_{args.size}", **kw).to(runtime.device)
-        if kind == "teacher":
-            model, task = teacher, ClassifierTask(teacher, ClassificationLoss(), "hr")
-            scales = []
-        else:
-            model = create_model(f"gmenet_{args.size}", **kw).to(runtime.device)
-            task = DistillTask(model, teacher, ClassificationLoss(), ASKDLoss())
-            scales = store.scales
-        if runtime.channels_last:
-            task.to(memory_format=torch.channels_last)
-        task.train()
-        opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
-        loader = PairedBatches(split, args.batch_size, scales, shift=1, seed=0, drop_last=True,
-                               with_hr=True)
-        it = iter(loader)
-        warm = [next(it) for _ in range(2)]
-        timed(task, opt, warm, runtime.device, runtime.autocast)
-        fixed = warm[0]
-        per = max(1, args.steps // args.rounds)
-        loader_t, memory_t = [], []
-        for _ in range(args.rounds):
-            loader_t.append(timed(task, opt, itertools.islice(it, per), runtime.device, runtime.autocast))
-            memory_t.append(timed(task, opt, (fixed for _ in range(per)), runtime.device, runtime.autocast))
-        t_loader, t_memory = statistics.median(loader_t), statistics.median(memory_t)
-        n = per * args.batch_size
-        t = time.perf_counter()
-        produced = sum(1 for _ in itertools.islice(iter(loader), 40))
-        load_only = produced * args.batch_size / (time.perf_counter() - t)
-        rows.append((f"{kind} ({model.__class__.__name__}, {args.size})", n / t_loader, n / t_memory,
-                     1 - t_memory / t_loader, load_only))
-    amp = "bf16 autocast, channels_last" if runtime.amp else "fp32"
-    print(header(f"training speed on {runtime.device} ({amp}), batch {args.batch_size}, {args.steps} steps x 2 modes"))
-    print("| model | images/s with the real loader | images/s from memory | loader overhead | loader alone (images/s) |")
-    print("|---|---|---|---|---|")
-    for name, a, b, o, lo in rows:
-        print(f"| {name} | {a:,.0f} | {b:,.0f} | {o * 100:.1f}% | {lo:,.0f} |")
+    amp = "bf16 autocast" if runtime.amp else "fp32"
+    print(header(f"training speed on {runtime.device} ({amp}), batch {args.batch_size}"))
+    if not args.loader_only:
+        rows = step_table(store, args, runtime)
+        print(f"Steps: {args.rounds} interleaved rounds of {args.steps} steps per configuration, medians.\n")
+        print("| configuration | images/s | ratio to the first row | parameters (trained model) |")
+        print("|---|---|---|---|")
+        for name, ips, params in rows:
+            print(f"| {name} | {ips:,.0f} | {ips / rows[0][1]:.2f}x | {params:,} |")
+        print()
+    print("| data path, no model | faces/s |")
+    print("|---|---|")
+    for name, fps in loader_table(store, args, runtime.device):
+        print(f"| {name} | {fps:,.0f} |")
 
 
 if __name__ == "__main__":

@@ -74,7 +74,8 @@ class TrainConfig:
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     amp: bool = True  # bf16 autocast on CUDA (ignored on CPU)
     channels_last: bool = True  # NHWC activations: faster convolutions on CUDA and on the CPU
-    compile: bool = False  # torch.compile the model
+    compile: bool = False  # torch.compile the trained model
+    compile_backend: str = "inductor"  # torch.compile backend (aot_eager: no code generation, for checks)
     label_smoothing: float = 0.0
     soft_labels: bool = False  # train on FERPlus vote distributions (every FERPlus store has them)
     ema: float = 0.998  # decay of an exponential moving average of the weights (0 = off); validated and saved

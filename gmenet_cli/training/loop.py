@@ -300,7 +300,8 @@ def _place(task, runtime: Runtime, cfg: Config) -> None:
 
         task.model = DDP(task.model, device_ids=[runtime.device.index] if runtime.device.type == "cuda" else None)
     if cfg.train.compile:
-        task.model = torch.compile(task.model)
+        # dynamic=None: shapes start static and become dynamic where they vary (the LR groups' sizes do)
+        task.model = torch.compile(task.model, backend=cfg.train.compile_backend)
 
 
 def fit(command: str, task, store: Store, cfg: Config, runtime: Runtime, run_dir: Path, meta: dict,

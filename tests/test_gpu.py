@@ -1,0 +1,49 @@
+"""CUDA end to end (marked gpu: deselected by default; `python -m pytest -m gpu` where a GPU is present, as
+benchmarks/gpu_check.sh does), and torch.compile on the CPU with a backend that needs no compiler."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from gmenet_cli import checkpoint
+
+needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+
+
+def test_training_through_torch_compile(tiny_store, cli, workdir):
+    """The compiled path trains, validates and saves plain weights (no `_orig_mod.` prefixes)."""
+    res = cli("train", "--data", tiny_store, "--no-distill", "--preset", "tiny", "--epochs", "1", "-q",
+              "--set", "train.compile=true", "--set", "train.compile_backend=aot_eager", "--name", "c")
+    assert res.exit_code == 0, res.output
+    ckpt = checkpoint.load(workdir / "runs/train/c/weights/best.pt")
+    assert not any(k.startswith("_orig_mod") for k in ckpt["state_dict"])
+    assert checkpoint.build_model(ckpt)(torch.rand(2, 1, 12, 12)).shape == (2, 8)
+
+
+@pytest.mark.gpu
+@needs_cuda
+def test_cuda_training_and_evaluation_match_the_cpu(tiny_store, cli, workdir):
+    for cmd, name in (("distill-teacher", "t"), ("train", "s")):
+        extra = ["--teacher", workdir / "runs/distill-teacher/t/weights/best.pt"] if cmd == "train" else []
+        res = cli(cmd, "--data", tiny_store, "--preset", "tiny", "--epochs", "2", "--device", "cuda", "--name", name,
+                  "-q", *extra)
+        assert res.exit_code == 0, res.output
+    best = workdir / "runs/train/s/weights/best.pt"
+    reports = {}
+    for dev in ("cuda", "cpu"):
+        res = cli("evaluate", "--weights", best, "--device", dev, "--json", "--out", workdir / dev)
+        assert res.exit_code == 0, res.output
+        reports[dev] = json.loads(res.stdout)["models"][0]["results"]
+    for a, b in zip(reports["cuda"], reports["cpu"]):
+        assert abs(a["accuracy"] - b["accuracy"]) <= 0.001 + 1 / a["count"]
+
+
+@pytest.mark.gpu
+@needs_cuda
+def test_cuda_bf16_compiled_training_with_a_large_batch(tiny_store, cli, workdir):
+    res = cli("distill-teacher", "--data", tiny_store, "--preset", "tiny", "--epochs", "1", "--device", "cuda",
+              "--batch-size", "1024", "--set", "train.compile=true", "-q")
+    assert res.exit_code == 0, res.output  # the batch shrinks to the data; bf16 autocast and inductor on the GPU
