@@ -19,19 +19,22 @@ from _common import REPO
 
 CARD = """# gmenet default model: {name}
 
-- **Architecture**: `{name}` (GME-Net student, {params:,} parameters), input {channels}-channel faces; trained
-  LR sizes {sizes} px (scales {scales} of {hr} px), working size {hr} px. `predict` picks the largest
-  trained size not above each detected face's size.
-- **Data**: FERPlus (FER2013 images, Microsoft FERPlus crowd labels, majority vote, 8 classes: {classes}).
-  Train split for training, Valid split for model selection and the numbers below. FER2013 images are for
-  research use only: so is this model.
-- **Recipe**: `{command}`; teacher `{teacher}` ({teacher_acc}), A-SKD weight {askd}{kd}, {epochs} epochs,
-  {optim} lr {lr}, batch {batch}; trained {date} on {machine}.
+- **Architecture**: `{name}` (GME-Net student, {params:,} parameters, {gflops:.3f} GFLOPs per face), input
+  {channels}-channel faces; trained LR sizes {sizes} px (scales {scales} of {hr} px HR faces), working size
+  {working} px. `predict` picks the largest trained size not above each detected face's size.
+- **Data**: FERPlus (FER2013 images, Microsoft FERPlus crowd labels, 8 classes: {classes}); trained on the
+  crowd-vote distributions, evaluated on majority labels. Train split for training, Valid split for model
+  selection and the numbers below. FER2013 images are for research use only: so is this model.
+- **Recipe** (the `ferplus` preset, exactly): `gmenet distill-teacher --preset ferplus` then `{command}`.
+  Teacher `{teacher}` ({teacher_acc}); A-SKD weight {askd}{kd}; {epochs} epochs, {optim} lr {lr} ({schedule}),
+  batch {batch}, weight EMA {ema}, augmentation drawn on the fly (shift {shift} px, zoom +-{zoom}, rotation
+  +-{rotate} deg, flip) with the LR faces degraded from the augmented HR faces; trained {date} on {machine}.
 - **Files**: `default.pt` (PyTorch checkpoint; weights stored as float16 to halve the file, computed in
-  float32) and `default.onnx` (the same weights exported with the graph at {hr} px: what `gmenet predict`
+  float32) and `default.onnx` (the same weights exported with the graph at {working} px: what `gmenet predict`
   runs on the CPU through onnxruntime, without importing torch; logits within {parity:.0e} of the .pt at
   every trained size). `--device cuda` or `--weights default.pt` runs the .pt.
-- **Accuracy on FERPlus {split}** (measured on `default.pt`; 3,555 faces; the model was selected on this split):
+- **Accuracy on FERPlus {split}** (measured on `default.pt` with flip TTA, as `gmenet evaluate` and
+  `predict` run it; 3,555 faces; the model was selected on this split):
 
 {table}
 
@@ -51,10 +54,9 @@ def main() -> None:
     import torch
 
     from gmenet_cli import checkpoint
-    from gmenet_cli.config import Config
 
     ckpt = checkpoint.load(args.weights)
-    for key in ("optimizer", "scheduler", "rng"):
+    for key in ("optimizer", "scheduler", "rng", "train_state_dict", "ema_state"):
         ckpt.pop(key, None)
     ckpt["data"] = {**ckpt.get("data", {}), "path": Path(ckpt.get("data", {}).get("path", "")).name}
     if ckpt.get("teacher"):
@@ -66,7 +68,8 @@ def main() -> None:
     torch.load(out, weights_only=True)
     from gmenet_cli.export import export
 
-    info = export(str(out), "onnx", str(out.with_suffix(".onnx")), int(ckpt["input"]["hr_size"]))
+    model = checkpoint.build_model(ckpt)
+    info = export(str(out), "onnx", str(out.with_suffix(".onnx")), int(model.input_size))  # graph at the working size
     print(f"wrote {info['path']}: parity {info['max_abs_diff']:.1e} at {info['checked_sizes']} px")
     size_mb = (out.stat().st_size + out.with_suffix(".onnx").stat().st_size) / 2**20
     assert size_mb < 10, f"default.pt + default.onnx are {size_mb:.1f} MB (limit 10)"
@@ -77,14 +80,22 @@ def main() -> None:
         rows.append(f"  | {r['face_px']} px ({r['view']}) | {r['accuracy'] * 100:.2f}% | "
                     f"{r['mean_class_accuracy'] * 100:.2f}% | {r['macro_f1'] * 100:.2f}% |")
     cfg = ckpt["config"]
-    defaults = Config().distill
+    from gmenet_cli.config import build_config
+    from gmenet_cli.models.registry import count_flops
+
+    preset = build_config(preset="ferplus").to_dict()
+    differs = [f"--set {sec}.{k}={v}" for sec in ("train", "optim", "distill", "augment")
+               for k, v in cfg[sec].items() if k not in ("device", "threads", "teacher_epochs") and preset[sec].get(k) != v
+               and not (sec == "train" and k == "scales" and sorted(v) == sorted(ckpt["input"]["scales"]))]
     card = CARD.format(
-        name=ckpt["model"]["name"], params=sum(p.numel() for p in checkpoint.build_model(ckpt).parameters()),
+        name=ckpt["model"]["name"], params=sum(p.numel() for p in model.parameters()),
+        gflops=count_flops(model, int(ckpt["input"]["channels"]), int(model.input_size)) / 1e9,
         channels=ckpt["input"]["channels"], sizes=sorted(int(v) for v in ckpt["input"]["lr_sizes"].values()),
-        scales=ckpt["input"]["scales"], hr=ckpt["input"]["hr_size"], classes=", ".join(ckpt["classes"]),
-        command=f"gmenet train --preset ferplus --scales {','.join(map(str, ckpt['input']['scales']))} --epochs {cfg['train']['epochs']}"
-                + "".join(f" --set distill.{k}={cfg['distill'][k]}" for k in ("weight", "kd_weight")
-                          if cfg["distill"][k] != getattr(defaults, k)),
+        scales=ckpt["input"]["scales"], hr=ckpt["input"]["hr_size"], working=model.input_size,
+        classes=", ".join(ckpt["classes"]),
+        command="gmenet train --preset ferplus" + "".join(f" {d}" for d in differs),
+        schedule=cfg["optim"]["schedule"], ema=cfg["train"]["ema"], shift=cfg["augment"]["shift"],
+        zoom=cfg["augment"]["scale"], rotate=cfg["augment"]["rotate"],
         kd=(f", logit KD weight {cfg['distill']['kd_weight']} (temperature {cfg['distill']['kd_temperature']})"
             if cfg["distill"]["kd_weight"] > 0 else ""),
         teacher=(ckpt.get("teacher") or {}).get("model", "none"),

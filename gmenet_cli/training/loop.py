@@ -226,8 +226,9 @@ class _Run:
             from gmenet_cli import plots
 
             snap = self.snapshot(epoch + 1, epoch + 1 == self.cfg.train.epochs, row)
-            if improved:
-                checkpoint.save(self.weights / "best.pt", {**snap, "optimizer": None, "scheduler": None})
+            if improved:  # the model alone: no optimiser, schedule or second copy of the weights
+                best = {k: v for k, v in snap.items() if k not in ("train_state_dict", "ema_state")}
+                checkpoint.save(self.weights / "best.pt", {**best, "optimizer": None, "scheduler": None})
             checkpoint.save(self.weights / "last.pt", snap)
             write_rows(self.run_dir / "results.csv", self.rows)
             plots.training_curves(self.run_dir / "results.png", self.rows)
