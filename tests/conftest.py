@@ -92,3 +92,22 @@ def tiny_runs(tmp_path_factory, tiny_store) -> dict:
 
 def json_lines(text: str) -> list[dict]:
     return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+
+def interrupt_then_resume(cli, monkeypatch, args: list, name: str) -> None:
+    """Run `gmenet train *args --name name`, Ctrl-C it during the second validation (so last.pt holds
+    epoch 1), then `--resume` it to the end. Both commands must succeed as such (exit 130, then 0)."""
+    from gmenet_cli.training import loop
+
+    real, calls = loop.validate, {"n": 0}
+
+    def interrupt(*a, **k):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt
+        return real(*a, **k)
+
+    monkeypatch.setattr(loop, "validate", interrupt)
+    assert cli("train", *args, "--name", name).exit_code == 130
+    monkeypatch.setattr(loop, "validate", real)
+    assert cli("train", "--name", name, "--resume", "-q").exit_code == 0

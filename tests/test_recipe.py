@@ -21,6 +21,7 @@ from gmenet_cli.training.ema import WeightEMA
 from gmenet_cli.training.optim import build_optimizer, build_schedule, peak_lr
 
 import synth
+from conftest import interrupt_then_resume
 
 
 def _online_batch(split, scales, seed=0, **aug):
@@ -160,26 +161,13 @@ def test_weight_average_warms_up_and_tracks_buffers():
 
 
 def test_ema_run_saves_the_average_and_resumes_bit_for_bit(tiny_store, cli, workdir, monkeypatch):
-    from gmenet_cli.training import loop
-
     common = ["--data", tiny_store, "--no-distill", "--preset", "tiny", "--epochs", "3", "--deterministic", "-q",
               "--set", "train.ema=0.9"]
     assert cli("train", *common, "--name", "full").exit_code == 0
     last = checkpoint.load(workdir / "runs/train/full/weights/last.pt")
     assert not all(torch.equal(last["state_dict"][k], last["train_state_dict"][k]) for k in last["state_dict"])
     assert all(torch.equal(last["state_dict"][k], last["ema_state"]["module"][k]) for k in last["state_dict"])
-    real, calls = loop.validate, {"n": 0}
-
-    def interrupt(*a, **k):
-        calls["n"] += 1
-        if calls["n"] == 2:
-            raise KeyboardInterrupt
-        return real(*a, **k)
-
-    monkeypatch.setattr(loop, "validate", interrupt)
-    assert cli("train", *common, "--name", "cut").exit_code == 130
-    monkeypatch.setattr(loop, "validate", real)
-    assert cli("train", "--name", "cut", "--resume", "-q").exit_code == 0
+    interrupt_then_resume(cli, monkeypatch, common, "cut")
     cut = checkpoint.load(workdir / "runs/train/cut/weights/last.pt")
     for key in ("state_dict", "train_state_dict"):
         assert all(torch.equal(last[key][k], cut[key][k]) for k in last[key])

@@ -18,7 +18,7 @@ from gmenet_cli import checkpoint
 from gmenet_cli.data.loader import PairedBatches
 from gmenet_cli.data.store import Store
 
-from conftest import json_lines
+from conftest import interrupt_then_resume, json_lines
 
 
 def _rows(run: Path) -> list[dict]:
@@ -95,22 +95,9 @@ def test_interrupted_run_resumes_to_the_same_epoch_count(tiny_store, cli, workdi
 
 def test_resumed_run_matches_uninterrupted_run(tiny_store, cli, workdir, monkeypatch):
     """Deterministic CPU run: 3 epochs straight == interrupted in epoch 2 + --resume (bit for bit)."""
-    from gmenet_cli.training import loop as engine
-
     common = ["--data", tiny_store, "--no-distill", "--preset", "tiny", "--epochs", "3", "--deterministic", "-q"]
     assert cli("train", *common, "--name", "full").exit_code == 0
-    real_validate, calls = engine.validate, {"n": 0}
-
-    def interrupt(*a, **k):
-        calls["n"] += 1
-        if calls["n"] == 2:
-            raise KeyboardInterrupt
-        return real_validate(*a, **k)
-
-    monkeypatch.setattr(engine, "validate", interrupt)
-    assert cli("train", *common, "--name", "cut").exit_code == 130
-    monkeypatch.setattr(engine, "validate", real_validate)
-    assert cli("train", "--name", "cut", "--resume", "-q").exit_code == 0
+    interrupt_then_resume(cli, monkeypatch, common, "cut")
     a = checkpoint.load(workdir / "runs/train/full/weights/last.pt")["state_dict"]
     b = checkpoint.load(workdir / "runs/train/cut/weights/last.pt")["state_dict"]
     assert all(torch.equal(a[k], b[k]) for k in a)
