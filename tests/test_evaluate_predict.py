@@ -153,8 +153,9 @@ def test_predict_boxes_csv_and_usage_errors(tiny_runs, cli, workdir):
     (face,) = json_lines(res.stdout)
     assert face["box"] == [176.0, 66.0, 96.0, 96.0]
     assert cli("predict", ASTRONAUT, "--weights", tiny_runs["student"], "--json", "--csv").exit_code == 2
-    res = cli("predict", ASTRONAUT, "--weights", tiny_runs["student"], "--detector", "yunet")
-    assert res.exit_code == 2 and "--detector-model" in res.stderr
+    # YuNet ships with gmenet (issue 15): a --detector-model that does not exist is the usage error now
+    res = cli("predict", ASTRONAUT, "--weights", tiny_runs["student"], "--detector-model", workdir / "nope.onnx")
+    assert res.exit_code == 2 and "detector model not found" in res.stderr
     res = cli("predict", ASTRONAUT, "--weights", tiny_runs["teacher"].parent / "nope.pt")
     assert res.exit_code == 2 and "checkpoint not found" in res.stderr  # not 1, which means "no face found"
 
