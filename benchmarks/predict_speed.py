@@ -1,12 +1,13 @@
-"""predict speed, side by side for the two backends of the shipped model (gmenet_s):
+"""predict speed, side by side for the two backends of the shipped model:
 
 - onnxruntime: `gmenet predict photo.jpg` with no --weights (weights/default.onnx; no torch import);
 - torch: the same weights as weights/default.pt (`--weights .../default.pt`, or any .pt checkpoint).
 
 Measures process start-up to first result for one image (a fresh `gmenet predict` process; best of
---runs, rounds interleaved), end-to-end images/s on astronaut.png (decode + Haar detection + crop +
-classify), and batched classification faces/s on 12 px faces. Also the bare `python -c pass` and
-`python -c "import torch"` times, which bound what any torch-based start-up can reach.
+--runs, rounds interleaved), end-to-end images/s on astronaut.png (decode + the default YuNet detection +
+crop + classify), and batched classification faces/s on 12 px faces, with flip TTA (the default: each
+face and its mirror) and without (--no-tta). Also the bare `python -c pass` and `python -c "import torch"`
+times, which bound what any torch-based start-up can reach.
 """
 
 from __future__ import annotations
@@ -48,10 +49,10 @@ def classifier(backend: str, threads: int):
 
 
 def end_to_end(clf, n: int) -> float:
-    from gmenet_cli.predict import HaarDetector, run
+    from gmenet_cli.predict import make_detector, run
 
     files = [str(ASTRONAUT)] * n
-    det = HaarDetector()
+    det = make_detector("yunet", None)
     list(run(files[:2], clf, det, 0.1, 1, 64))  # warm-up
     t = time.perf_counter()
     out = list(run(files, clf, det, 0.1, 1, 64))
@@ -72,7 +73,7 @@ def classify_only(clf, batch: int, seconds: float) -> float:
 
 
 def graphs(threads: int, seconds: float) -> None:
-    """Why the shipped graph is fixed at 48 px: the dynamic-size export (resize inside, ORT's cubic Resize)
+    """Why the shipped graph is fixed at the working size: the dynamic-size export (resize inside, ORT's cubic Resize)
     against the fixed graph fed by numpy's upsampling, side by side, plus the op-time profile of the first."""
     import collections
     import json
@@ -86,7 +87,7 @@ def graphs(threads: int, seconds: float) -> None:
     dyn = Path(tempfile.mkdtemp()) / "dynamic.onnx"
     export(str(WEIGHTS / "default.pt"), "onnx", str(dyn), None)
     clfs = {"dynamic-size export (Resize in the graph)": OnnxClassifier(str(dyn), threads),
-            "shipped default.onnx (48 px graph + numpy upsampling)": OnnxClassifier(str(WEIGHTS / "default.onnx"), threads)}
+            "shipped default.onnx (graph at the working size + numpy upsampling)": OnnxClassifier(str(WEIGHTS / "default.onnx"), threads)}
     fps = {k: [] for k in clfs}
     for _ in range(3):
         for k, clf in clfs.items():
@@ -128,26 +129,29 @@ def main() -> None:
             start[b].append(timed(predict_cmd(b)))
     clfs = {b: classifier(b, args.threads) for b in backends}
     e2e = {b: end_to_end(clfs[b], 30) for b in backends}
-    fps = {(b, batch): [] for b in backends for batch in (64, 256)}
+    fps = {(b, batch, tta): [] for b in backends for batch in (64, 256) for tta in (True, False)}
     for _ in range(args.rounds):
         for batch in (64, 256):
-            for b in backends:
-                fps[b, batch].append(classify_only(clfs[b], batch, args.seconds))
-    print(header(f"predict speed, shipped gmenet_s ({args.threads} threads)"))
+            for tta in (True, False):
+                for b in backends:
+                    clfs[b].tta = tta
+                    fps[b, batch, tta].append(classify_only(clfs[b], batch, args.seconds))
+    print(header(f"predict speed, shipped model ({args.threads} threads)"))
     print(f"Baselines (fresh process, best / median of {args.runs}): `python -c pass` "
           f"{min(start['python']):.2f} / {statistics.median(start['python']):.2f} s; `python -c 'import torch'` "
           f"{min(start['import torch']):.2f} / {statistics.median(start['import torch']):.2f} s.\n")
     print("| backend | start-up to first result, best / median (s) | end to end on astronaut.png (images/s) "
-          "| classification, batch 64 (faces/s) | classification, batch 256 (faces/s) |")
+          "| classification with TTA, batch 64 / 256 (faces/s) | without TTA, batch 64 / 256 (faces/s) |")
     print("|---|---|---|---|---|")
     for b in backends:
         name = "onnxruntime (default.onnx, the default)" if b == "onnxruntime" else "torch (default.pt)"
+        med = {k: statistics.median(v) for k, v in fps.items()}
         print(f"| {name} | {min(start[b]):.2f} / {statistics.median(start[b]):.2f} | {e2e[b]:.1f} "
-              f"| {statistics.median(fps[b, 64]):,.0f} | {statistics.median(fps[b, 256]):,.0f} |")
+              f"| {med[b, 64, True]:,.0f} / {med[b, 256, True]:,.0f} | {med[b, 64, False]:,.0f} / {med[b, 256, False]:,.0f} |")
     o, t = "onnxruntime", "torch"
     print(f"\nRatios onnxruntime / torch: start-up {statistics.median(start[o]) / statistics.median(start[t]):.2f}x "
-          f"(median), classification {statistics.median(fps[o, 256]) / statistics.median(fps[t, 256]):.2f}x "
-          f"(batch 256), end to end {e2e[o] / e2e[t]:.2f}x.")
+          f"(median), classification {statistics.median(fps[o, 256, True]) / statistics.median(fps[t, 256, True]):.2f}x "
+          f"(batch 256, TTA), end to end {e2e[o] / e2e[t]:.2f}x.")
     if args.graphs:
         graphs(args.threads, args.seconds)
 
