@@ -259,7 +259,8 @@ def _online(cfg: Config, store: Store, progress: Callbacks) -> bool:
     deg = store.manifest.get("degradation", {})
     plain = deg.get("method", "area") == "area" and not any(deg.get(k) for k in ("blur_sigma", "noise_std", "jpeg_quality"))
     if not plain:
-        progress.message(f"{store.path} was prepared with {deg}: training on its stored LR faces "
+        how = ", ".join(f"{k} {v}" for k, v in deg.items() if k != "seed" and v and not (k == "method" and v == "area"))
+        progress.message(f"{store.path} was prepared with {how}: training on its stored LR faces "
                          "(train.lowres prepared), since on-the-fly synthesis is plain area downsampling")
     return plain
 
