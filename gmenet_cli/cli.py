@@ -230,7 +230,7 @@ def _next_train(result, cfg, preset, config, sets, device, seed, batch_given: bo
 
 EpochsOpt = typer.Option(None, "--epochs", help="Training epochs.")
 BatchOpt = typer.Option(None, "--batch-size", "-b", help="Batch size (per process under torchrun).")
-LrOpt = typer.Option(None, "--lr", help="Peak learning rate.")
+LrOpt = typer.Option(None, "--lr", help="Peak learning rate at a batch of 128 (optim.base_batch); other batch sizes scale it (optim.scale_lr).")
 NameOpt = typer.Option(None, "--name", help="Run name under runs/<command>/ (default exp, exp2, ...). Rerunning an unfinished name resumes it.")
 ResumeOpt = typer.Option(False, "--resume", metavar="", help="Continue the named (or most recent unfinished) run from its last.pt.")
 DataOpt = typer.Option(None, "--data", "-d", help="Prepared store (default: the most recent under prepared/).")
@@ -279,7 +279,7 @@ def distill_teacher(
 @handle_errors
 def train(
     data: Optional[Path] = DataOpt,
-    teacher: Optional[Path] = typer.Option(None, "--teacher", "-t", help="Teacher checkpoint (default: the most recent distill-teacher run's best.pt)."),
+    teacher: Optional[Path] = typer.Option(None, "--teacher", "-t", help="Teacher checkpoint (default: the best.pt of the most recent distill-teacher run whose architecture pairs with the student)."),
     model: Optional[str] = typer.Option(None, "--model", "-m", help="Student architecture: gmenet_s2 (default), gmenet_m2, gmenet_t2, plain_s2 (the plain-CNN baseline), or gmenet_s, gmenet_m, gmenet_t; it pairs with the teacher of its size (gmenet_s2 with teacher_s2)."),
     scale: Optional[List[str]] = typer.Option(None, "--scale", "--scales", "-s", metavar="4|2,4,8", help="LR scale(s) to train on, e.g. 4 or 2,4,8 (default: all in the store); one drawn per sample."),
     no_distill: bool = typer.Option(False, "--no-distill", metavar="", help="Cross-entropy only (the baseline): no teacher, same recipe."),
