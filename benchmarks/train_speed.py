@@ -46,6 +46,10 @@ def configs(size: str) -> list[dict]:
         dict(name="gmenet_s2 with CBAM spatial attention", teacher="teacher_s2", student="gmenet_s2", online=True,
              cl=True, kwargs={"spatial": "standard"}),
         dict(name="gmenet_s2 alone (CE, no teacher)", student="gmenet_s2", online=True, cl=True),
+        dict(name="teacher_s2, channels_last, bf16 autocast on the CPU (train.cpu_bf16)", teacher="teacher_s2",
+             online=True, cl=True, bf16=True),
+        dict(name="gmenet_s2 @24 + teacher_s2, channels_last, bf16 on the CPU", teacher="teacher_s2",
+             student="gmenet_s2", online=True, cl=True, bf16=True),
         dict(name="plain_s2 alone (row 0)", student="plain_s2", online=True, cl=True),
     ]
     return base
@@ -80,10 +84,14 @@ def build(cfg: dict, store, batch_size: int, device):
     return task, opt, loader, model
 
 
-def timed(task, opt, batches, runtime) -> float:
+def timed(task, opt, batches, runtime, bf16: bool = False) -> float:
+    import dataclasses
+
     from gmenet_cli.runtime import to_device
     from gmenet_cli.training.loop import train_step
 
+    if bf16:  # the CPU's native bf16 (AMX / AVX512-BF16), as train.cpu_bf16 turns on
+        runtime = dataclasses.replace(runtime, amp=True)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0)
     t = time.perf_counter()
     for batch in batches:
@@ -97,12 +105,12 @@ def step_table(store, args, runtime) -> list:
     built = [(c, *build(c, store, args.batch_size, runtime.device)) for c in configs(args.size)]
     iters = [iter(itertools.cycle(loader)) for _, _, _, loader, _ in built]
     for (c, task, opt, _, _), it in zip(built, iters):
-        timed(task, opt, itertools.islice(it, 2), runtime)  # warm-up
+        timed(task, opt, itertools.islice(it, 2), runtime, c.get("bf16", False))  # warm-up
     times = {c["name"]: [] for c, *_ in built}
     for _ in range(args.rounds):
         for (c, task, opt, _, _), it in zip(built, iters):
             batches = list(itertools.islice(it, args.steps))  # fetched first: the loader is timed on its own below
-            times[c["name"]].append(timed(task, opt, batches, runtime) / (args.steps * args.batch_size))
+            times[c["name"]].append(timed(task, opt, batches, runtime, c.get("bf16", False)) / (args.steps * args.batch_size))
     rows = []
     for c, *_, model in built:
         per_image = statistics.median(times[c["name"]])

@@ -270,7 +270,8 @@ def distill_teacher(
         "model.teacher": model, "train.epochs": epochs, "train.teacher_epochs": epochs, "train.batch_size": batch_size,
         "optim.lr": lr,
         "train.device": device, "train.seed": seed, "train.deterministic": deterministic})
-    runtime = setup(cfg.train.device, cfg.train.amp, cfg.train.channels_last, cfg.train.threads, distributed=True)
+    runtime = setup(cfg.train.device, cfg.train.amp, cfg.train.channels_last, cfg.train.threads, distributed=True,
+                    cpu_bf16=cfg.train.cpu_bf16)
     result = train_teacher(cfg, runtime, str(data) if data else None, name, resume, (RichTraining(quiet) if runtime.is_main else Callbacks()))
     _finish_training(result, runtime, _next_train(result, cfg, preset, config, sets, device, seed, batch_size is not None))
 
@@ -314,7 +315,8 @@ def train(
         cfg.model.kwargs["global_branch"] = False
     if no_distill and teacher:
         raise typer.BadParameter("--teacher and --no-distill contradict each other", param_hint="--teacher")
-    runtime = setup(cfg.train.device, cfg.train.amp, cfg.train.channels_last, cfg.train.threads, distributed=True)
+    runtime = setup(cfg.train.device, cfg.train.amp, cfg.train.channels_last, cfg.train.threads, distributed=True,
+                    cpu_bf16=cfg.train.cpu_bf16)
     result = train_student(cfg, runtime, str(data) if data else None, str(teacher) if teacher else None, name, resume,
                            (RichTraining(quiet) if runtime.is_main else Callbacks()))
     import shlex

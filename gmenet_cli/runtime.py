@@ -19,7 +19,7 @@ from gmenet_cli.errors import UsageError
 @dataclass
 class Runtime:
     device: torch.device
-    amp: bool  # bf16 autocast (CUDA only)
+    amp: bool  # bf16 autocast (CUDA; the CPU with train.cpu_bf16 where it has native bf16)
     channels_last: bool
     rank: int = 0
     world: int = 1
@@ -34,8 +34,8 @@ class Runtime:
         return self.world > 1
 
     def autocast(self):
-        if self.amp and self.device.type == "cuda":
-            return torch.autocast("cuda", dtype=torch.bfloat16)
+        if self.amp and self.device.type in ("cuda", "cpu"):
+            return torch.autocast(self.device.type, dtype=torch.bfloat16)
         return contextlib.nullcontext()
 
 
@@ -55,8 +55,15 @@ def select_device(spec: str | None) -> torch.device:
     raise UsageError(f"--device must be auto, cpu, cuda or cuda:N, got '{spec}'")
 
 
+def cpu_has_bf16() -> bool:
+    """Whether this CPU runs bf16 convolutions natively (AMX tiles or AVX512-BF16, Intel since Cooper Lake):
+    only then does bf16 autocast on the CPU pay; elsewhere it is emulated and slower."""
+    probes = [getattr(torch.cpu, name, None) for name in ("_is_amx_tile_supported", "_is_avx512_bf16_supported")]
+    return any(p() for p in probes if p is not None)
+
+
 def setup(device: str | None = "auto", amp: bool = True, channels_last: bool = True, threads: int = 0,
-          distributed: bool = False) -> Runtime:
+          distributed: bool = False, cpu_bf16: bool = False) -> Runtime:
     """Pick the device, initialise torch.distributed under torchrun, set CPU threads."""
     if threads > 0:
         torch.set_num_threads(threads)
@@ -77,7 +84,8 @@ def setup(device: str | None = "auto", amp: bool = True, channels_last: bool = T
         torch.backends.cudnn.allow_tf32 = True
         torch.backends.cudnn.benchmark = True
     # channels_last helps on the CPU too (1.26x for teacher_s2 steps on 2 cores, BENCHMARKS.md).
-    return Runtime(dev, amp and dev.type == "cuda", channels_last, rank, world, local_rank)
+    use_amp = amp and (dev.type == "cuda" or (dev.type == "cpu" and cpu_bf16 and cpu_has_bf16()))
+    return Runtime(dev, use_amp, channels_last, rank, world, local_rank)
 
 
 def seed_everything(seed: int, deterministic: bool = False) -> None:

@@ -47,3 +47,16 @@ def test_cuda_bf16_compiled_training_with_a_large_batch(tiny_store, cli, workdir
     res = cli("distill-teacher", "--data", tiny_store, "--preset", "tiny", "--epochs", "1", "--device", "cuda",
               "--batch-size", "1024", "--set", "train.compile=true", "-q")
     assert res.exit_code == 0, res.output  # the batch shrinks to the data; bf16 autocast and inductor on the GPU
+
+
+@pytest.mark.skipif(not __import__("gmenet_cli.runtime", fromlist=["cpu_has_bf16"]).cpu_has_bf16(),
+                    reason="this CPU has no native bf16 (AMX / AVX512-BF16)")
+def test_cpu_bf16_autocast_trains(tiny_store, cli, workdir):
+    from gmenet_cli.runtime import setup
+
+    assert setup("cpu", cpu_bf16=True).amp and not setup("cpu").amp
+    res = cli("distill-teacher", "--data", tiny_store, "--preset", "tiny", "--epochs", "1", "-q", "--set",
+              "train.cpu_bf16=true", "--name", "bf16")
+    assert res.exit_code == 0, res.output
+    ckpt = checkpoint.load(workdir / "runs/distill-teacher/bf16/weights/best.pt")
+    assert all(v.dtype == torch.float32 for v in ckpt["state_dict"].values() if v.is_floating_point())
