@@ -43,6 +43,11 @@ def handle_errors(fn):
         except KeyboardInterrupt:
             err.print("interrupted")
             raise typer.Exit(130) from None
+        except BrokenPipeError:
+            # the reader went away (`gmenet predict ... | head`): stop quietly, as Unix tools do; point stdout
+            # at /dev/null so the interpreter's last flush cannot complain either
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            raise typer.Exit(141) from None
         except MemoryError:
             err.print("[red]error:[/red] out of memory; try a smaller --batch-size")
             raise typer.Exit(1) from None

@@ -237,3 +237,15 @@ def test_readme_commands_use_only_options_that_exist(cli):
                 assert opt in helps[cmd], f"README: gmenet {cmd} {opt} is not an option of {cmd}"
                 checked += 1
     assert checked >= 10
+
+
+def test_a_reader_that_goes_away_stops_predict_quietly(tmp_path):
+    """`gmenet predict ... --json | head -1`: once the reader closes the pipe, no 'Broken pipe' error."""
+    import subprocess
+
+    proc = subprocess.Popen([sys.executable, "-m", "gmenet_cli", "predict", str(ASTRONAUT), str(ASTRONAUT), "--json"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=tmp_path)
+    proc.stdout.close()  # before the first line is written: every write meets a closed pipe
+    stderr = proc.stderr.read().decode()
+    assert proc.wait(timeout=120) == 141
+    assert "pipe" not in stderr.lower() and "Traceback" not in stderr, stderr
