@@ -455,6 +455,7 @@ def export_cmd(
     fmt: str = typer.Option("onnx", "--format", "-f", help="onnx (needs the onnx extra) or torchscript."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Output file (default next to the weights: best.pt -> best.onnx or best.torchscript.pt)."),
     input_size: Optional[int] = typer.Option(None, "--input-size", help="Fix the face size in px the graph takes (default: any size, checked at every trained LR size; HR for a teacher)."),
+    half_weights: bool = typer.Option(False, "--half-weights", help="ONNX only: store the weights as float16 (half the file); faces are still computed in float32."),
     as_json: bool = JsonOpt,
 ):
     """Export a checkpoint to ONNX or TorchScript, checking parity with the eager model.
@@ -464,11 +465,12 @@ def export_cmd(
     """
     from gmenet_cli.export import export
 
-    info = export(str(weights), fmt, str(out) if out else None, input_size)
+    info = export(str(weights), fmt, str(out) if out else None, input_size, half_weights=half_weights)
     if as_json:
         data_out(json.dumps(info))
     sizes = ",".join(str(s) for s in info["checked_sizes"])
-    err.print(f"wrote {info['path']} ({fmt}, input {info['input']}, checked at {sizes} px); "
+    err.print(f"wrote {info['path']} ({fmt}, {info['bytes'] / 1e6:.1f} MB, {info['weights_dtype']} weights, "
+              f"input {info['input']}, checked at {sizes} px); "
               f"parity: max |exported - eager| = {info['max_abs_diff']:.2e}")
     if fmt == "onnx":
         err.print(f"Next: gmenet predict photo.jpg --weights {info['path']}")

@@ -59,11 +59,23 @@ def onnx_metadata(ckpt: dict, sizes: list[int], working_size: int) -> dict[str, 
             "trained_sizes": json.dumps(trained_sizes(ckpt)), "input_range": "float32 in [0, 1]"}
 
 
-def export(weights: str, fmt: str, out: str | None, input_size: int | None, atol: float = 1e-4) -> dict:
+def export(weights: str, fmt: str, out: str | None, input_size: int | None, atol: float = 1e-4,
+           half_weights: bool = False) -> dict:
+    """half_weights: store the ONNX file's float weights as float16 (half the file), cast to float32 once when
+    onnxruntime loads it, so faces are still computed in float32. The eager model the parity check compares
+    with gets its weights rounded the same way (a float16 checkpoint like the shipped default.pt has them
+    so already), so the parity check holds to the same tolerance."""
     if fmt not in ("onnx", "torchscript"):
         raise UsageError(f"--format must be onnx or torchscript, got '{fmt}'")
+    if half_weights and fmt != "onnx":
+        raise UsageError("--half-weights is for --format onnx")
     ckpt = checkpoint.load(weights)
     model = checkpoint.build_model(ckpt, weights)
+    if half_weights:
+        with torch.no_grad():
+            for t in list(model.parameters()) + list(model.buffers()):
+                if t.is_floating_point():
+                    t.copy_(t.half().float())
     if input_size is not None and not 1 <= input_size <= 1024:
         raise UsageError(f"--input-size must be 1..1024, got {input_size}")
     # One graph for every trained size: the model's own preprocessing resizes any face up to its working size.
@@ -79,7 +91,7 @@ def export(weights: str, fmt: str, out: str | None, input_size: int | None, atol
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
         if fmt == "onnx":
-            run = _write_onnx(model, ckpt, tmp, example, sizes, dynamic_size)
+            run = _write_onnx(model, ckpt, tmp, example, sizes, dynamic_size, half_weights)
             if input_size == model.input_size:
                 samples += _working_size_samples(ckpt, c, model.input_size)
         else:
@@ -92,11 +104,12 @@ def export(weights: str, fmt: str, out: str | None, input_size: int | None, atol
         tmp.unlink(missing_ok=True)
     side = "s" if dynamic_size else sizes[0]
     return {"path": str(path), "format": fmt, "input": [None, c, side, side], "sizes": sizes,
+            "weights_dtype": "float16" if half_weights else "float32", "bytes": path.stat().st_size,
             "checked_sizes": sorted({x.shape[-1] for x in samples}), "classes": ckpt["classes"],
             "max_abs_diff": diff, "input_range": "float32 in [0, 1]", "output": "logits"}
 
 
-def _write_onnx(model, ckpt: dict, tmp: Path, example, sizes: list[int], dynamic_size: bool):
+def _write_onnx(model, ckpt: dict, tmp: Path, example, sizes: list[int], dynamic_size: bool, half_weights: bool):
     """Export, add gmenet's metadata, open in onnxruntime; -> a function running the graph on a tensor."""
     try:
         import onnx
@@ -109,16 +122,45 @@ def _write_onnx(model, ckpt: dict, tmp: Path, example, sizes: list[int], dynamic
         try:
             torch.onnx.export(model, (example,), str(tmp), dynamo=False, input_names=["faces"],
                               output_names=["logits"], dynamic_axes={"faces": axes, "logits": {0: "batch"}},
-                              opset_version=17)
+                              opset_version=17,
+                              # PRESERVE: BatchNorm stays a node (onnxruntime fuses it when it loads the
+                              # graph) instead of being folded into the conv weights here, so the file's
+                              # weights are the checkpoint's own (what --half-weights stores exactly)
+                              training=torch.onnx.TrainingMode.PRESERVE)
         except Exception as e:  # exporter errors are long graph dumps: keep the first line
             first = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
             raise UsageError(f"ONNX export failed: {first}") from None
     proto = onnx.load(str(tmp))
     for key, value in onnx_metadata(ckpt, sizes, model.input_size).items():
         proto.metadata_props.add(key=key, value=value)
+    if half_weights:
+        _half_initializers(proto)
     onnx.save(proto, str(tmp))
     session = ort.InferenceSession(str(tmp), providers=["CPUExecutionProvider"])
     return lambda x: session.run(None, {"faces": x.numpy()})[0]
+
+
+def _half_initializers(proto) -> None:
+    """float32 initializers -> float16 ones, each followed by a Cast back to float32 under its old name, so
+    every node still sees float32 (onnxruntime folds the casts once, when it loads the file). Only values
+    float16 holds exactly are converted (the rounded weights; a constant the exporter folded from them stays
+    float32), so the graph computes exactly what the rounded eager model does."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    casts = []
+    for init in proto.graph.initializer:
+        if init.data_type != TensorProto.FLOAT or np.prod(init.dims) < 16:
+            continue
+        original = numpy_helper.to_array(init)
+        array = original.astype(np.float16)
+        if not np.array_equal(array.astype(np.float32), original):
+            continue
+        name = init.name
+        init.CopyFrom(numpy_helper.from_array(array, name=f"{name}__fp16"))
+        casts.append(helper.make_node("Cast", [f"{name}__fp16"], [name], to=TensorProto.FLOAT))
+    nodes = casts + list(proto.graph.node)
+    del proto.graph.node[:]
+    proto.graph.node.extend(nodes)
 
 
 def _write_torchscript(model, tmp: Path, example):
