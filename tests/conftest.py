@@ -25,7 +25,7 @@ import synth  # noqa: E402
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
 ASTRONAUT = REPO / "examples" / "astronaut.png"
-YUNET = SHARED / "models" / "yunet.onnx"
+YUNET = REPO / "gmenet_cli" / "weights" / "yunet.onnx"  # shipped in the package (a copy of ../shared/models/yunet.onnx)
 FERPLUS = SHARED / "data" / "ferplus"
 
 
