@@ -75,7 +75,7 @@ class RichTraining:
         where = f"{info['device']}" + (f" x{info['world']} processes" if info["world"] > 1 else "")
         resumed = f", resuming at epoch {info['start_epoch'] + 1}" if info["start_epoch"] else ""
         err.print(f"{info['model']} ({info['params']:,} parameters) on {where}: {info['train']} training faces from "
-                  f"{info['store']}, {info['epochs']} epochs{resumed}, batch {info['batch_size']} -> {info['run_dir']}")
+                  f"{info['store']}, {info['epochs']} epoch{'s' if info['epochs'] != 1 else ''}{resumed}, batch {info['batch_size']} -> {info['run_dir']}")
         self.epochs = info["epochs"]
 
     def epoch_start(self, epoch: int, epochs: int, batches: int) -> None:
@@ -105,7 +105,8 @@ class RichTraining:
         per_batch = (time.perf_counter() - self.t_epoch) / done
         left = per_batch * ((self.epochs - self.epoch) * self.batches - done)
         end = datetime.datetime.now() + datetime.timedelta(seconds=left)
-        err.print(f"about {_duration(left)} to go for {self.epochs - self.epoch} epoch(s) "
+        n = self.epochs - self.epoch
+        err.print(f"about {_duration(left)} to go for {n} epoch{'s' if n != 1 else ''} "
                   f"({_duration(per_batch * self.batches)} per epoch, validation not included), ending around "
                   f"{end:%H:%M}")
 
