@@ -59,7 +59,7 @@ class RichTraining:
     """Renders training callbacks: an overall bar (epochs, ETA) over a per-epoch bar (loss, accuracy), one
     line per epoch, and, after the first batches, one line with the estimated time of the whole run."""
 
-    ESTIMATE_AFTER = 20  # batches timed before the estimate is printed
+    ESTIMATE_AFTER = 20  # batches timed before the estimate is printed (after the first progress call's)
 
     def __init__(self, quiet: bool = False):
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
@@ -70,6 +70,7 @@ class RichTraining:
         self.task = self.total = None
         self.epochs = self.epoch = self.batches = self.first_epoch = 0
         self.t_epoch, self.estimated = 0.0, False
+        self.t_warm, self.warm = None, 0
 
     def start(self, info: dict) -> None:
         where = f"{info['device']}" + (f" x{info['world']} processes" if info["world"] > 1 else "")
@@ -82,6 +83,8 @@ class RichTraining:
         import time
 
         self.epoch, self.epochs, self.batches, self.t_epoch = epoch, epochs, batches, time.perf_counter()
+        if not self.estimated:
+            self.t_warm = None
         if self.bar.disable:
             return
         self.bar.start()
@@ -91,8 +94,16 @@ class RichTraining:
         self.task = self.bar.add_task(f"epoch {epoch + 1}/{epochs}", total=batches, stats="")
 
     def batch(self, i: int, scalars: dict) -> None:
-        if not self.estimated and i + 1 >= min(self.ESTIMATE_AFTER, self.batches):
-            self._estimate(i + 1)
+        import time
+
+        if not self.estimated:
+            if self.t_warm is None and i + 1 >= self.batches:  # a short epoch: time all of it
+                self.t_warm, self.warm = self.t_epoch, 0
+                self._estimate(i + 1)
+            elif self.t_warm is None:  # the first batches pay one-time costs (page-in, kernel set-up): not timed
+                self.t_warm, self.warm = time.perf_counter(), i + 1
+            elif i + 1 >= min(self.warm + self.ESTIMATE_AFTER, self.batches):
+                self._estimate(i + 1)
         if self.task is not None:
             self.bar.update(self.task, completed=i + 1, stats=f"loss {scalars['loss']:.3f} acc {scalars['acc']:.3f}")
             self.bar.update(self.total, completed=(self.epoch - self.first_epoch) * self.batches + i + 1)
@@ -102,7 +113,7 @@ class RichTraining:
         import time
 
         self.estimated = True
-        per_batch = (time.perf_counter() - self.t_epoch) / done
+        per_batch = (time.perf_counter() - self.t_warm) / (done - self.warm)
         left = per_batch * ((self.epochs - self.epoch) * self.batches - done)
         end = datetime.datetime.now() + datetime.timedelta(seconds=left)
         n = self.epochs - self.epoch

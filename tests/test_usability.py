@@ -249,3 +249,24 @@ def test_a_reader_that_goes_away_stops_predict_quietly(tmp_path):
     stderr = proc.stderr.read().decode()
     assert proc.wait(timeout=120) == 141
     assert "pipe" not in stderr.lower() and "Traceback" not in stderr, stderr
+
+
+def test_the_time_estimate_leaves_out_the_slow_first_batches(monkeypatch, capsys):
+    """One-time costs in the first batches (page-in, kernel set-up) must not inflate the printed estimate."""
+    import time
+
+    from gmenet_cli import render
+
+    clock = [0.0]
+    monkeypatch.setattr(time, "perf_counter", lambda: clock[0])
+    lines = []
+    monkeypatch.setattr(render.err, "print", lambda *a, **k: lines.append(str(a[0])))
+    r = render.RichTraining(quiet=True)
+    r.epoch_start(0, 2, 100)
+    for i in range(100):
+        clock[0] += 5.0 if i < 10 else 0.1  # the first 10 batches are 50x slower
+        if (i + 1) % 10 == 0:
+            r.batch(i, {"loss": 1.0, "acc": 0.5})
+    (line,) = [x for x in lines if "to go" in x]
+    # 170 batches left at 0.1 s: about 17 s; timing from the start would have said about 6 min
+    assert re.search(r"about 1\d s to go for 2 epochs \(10 s per epoch", line), line
