@@ -170,7 +170,8 @@ def summary(table: list) -> None:
         get = {row: statistics.mean(a for a, _ in vals) for (row, v), vals in means.items() if v == view}
         parts = [f"{a} - {b}: {get[a] - get[b]:+.2f}" for a, b in (("5", "0"), ("5", "3"), ("5", "7"), ("7", "3"))
                  if a in get and b in get]
-        print(f"\n{view}: " + "; ".join(parts) + " (accuracy points; 5 - 7 = what A-SKD + the global branch add over KD alone)")
+        if parts:  # a run of one row has no differences to print
+            print(f"\n{view}: " + "; ".join(parts) + " (accuracy points; 5 - 7 = what A-SKD + the global branch add over KD alone)")
 
 
 def plot(table: list, path: Path, title: str) -> None:
