@@ -78,7 +78,7 @@ def main() -> None:
     assert max(pt_mb, onnx_mb) <= 10, f"default.pt is {pt_mb:.1f} MB, default.onnx {onnx_mb:.1f} MB (limit 10 each)"
     size_mb = pt_mb + onnx_mb
     report = json.loads(Path(args.metrics).read_text())
-    agree = agreement(out, store_path, report["split"])
+    agree = agreement(model, out.with_suffix(".onnx"), store_path, report["split"])
     m = report["models"][0]
     rows = ["  | face | accuracy | mean class acc | macro F1 |", "  |---|---|---|---|"]
     for r in m["results"]:
@@ -114,20 +114,20 @@ def main() -> None:
     print(f"wrote {out} and .onnx ({size_mb:.1f} MB together) and {out.parent / 'MODEL_CARD.md'}")
 
 
-def agreement(pt: Path, store_path: Path, split: str) -> str:
-    """How often default.onnx and default.pt give the same label on the store's faces (each LR scale)."""
+def agreement(model, onnx_path: Path, store_path: Path, split: str) -> str:
+    """How often default.onnx and the model of default.pt (built once in main) give the same label on the
+    store's faces (each LR scale)."""
     import numpy as np
     import torch
 
-    from gmenet_cli import checkpoint
     from gmenet_cli.data.store import Store
     from gmenet_cli.ortmodel import OnnxModel
 
     if not (store_path / "manifest.json").is_file():
         return "label agreement with the .pt not measured (store not found)"
     faces = Store(store_path).split(split)
-    model = checkpoint.build_model(checkpoint.load(pt)).eval()
-    onnx = OnnxModel(pt.with_suffix(".onnx"))
+    model.eval()
+    onnx = OnnxModel(onnx_path)
     same = total = 0
     for scale, lowres in sorted(faces.lowres.items()):
         for i in range(0, faces.count, 512):
