@@ -13,12 +13,14 @@ store, augmentation parameters, background thread), with no model; and with the 
 synthesis done on this machine's CPU too, the part a GPU takes over.
 
     python benchmarks/train_speed.py [--store PREPARED] [--rounds 3] [--steps 6] [--loader-only]
+    python benchmarks/train_speed.py --match 'channels_last|bf16' --no-loader   # a subset, side by side
 """
 
 from __future__ import annotations
 
 import argparse
 import itertools
+import re
 import statistics
 import tempfile
 import time
@@ -101,9 +103,18 @@ def timed(task, opt, batches, runtime, bf16: bool = False) -> float:
     return time.perf_counter() - t
 
 
+def endless(loader):
+    while True:
+        yield from loader
+
+
 def step_table(store, args, runtime) -> list:
-    built = [(c, *build(c, store, args.batch_size, runtime.device)) for c in configs(args.size)]
-    iters = [iter(itertools.cycle(loader)) for _, _, _, loader, _ in built]
+    chosen = [c for c in configs(args.size) if re.search(args.match, c["name"])]
+    if not chosen:
+        raise SystemExit(f"--match {args.match!r} selects no configuration; names: "
+                         + "; ".join(c["name"] for c in configs(args.size)))
+    built = [(c, *build(c, store, args.batch_size, runtime.device)) for c in chosen]
+    iters = [endless(loader) for _, _, _, loader, _ in built]
     for (c, task, opt, _, _), it in zip(built, iters):
         timed(task, opt, itertools.islice(it, 2), runtime, c.get("bf16", False))  # warm-up
     times = {c["name"]: [] for c, *_ in built}
@@ -111,6 +122,8 @@ def step_table(store, args, runtime) -> list:
         for (c, task, opt, _, _), it in zip(built, iters):
             batches = list(itertools.islice(it, args.steps))  # fetched first: the loader is timed on its own below
             times[c["name"]].append(timed(task, opt, batches, runtime, c.get("bf16", False)) / (args.steps * args.batch_size))
+    for it in iters:  # stop the loaders' producer threads before the interpreter exits
+        it.close()
     rows = []
     for c, *_, model in built:
         per_image = statistics.median(times[c["name"]])
@@ -155,6 +168,8 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=0)
     ap.add_argument("--loader-only", action="store_true")
     ap.add_argument("--loader-batches", type=int, default=150)
+    ap.add_argument("--match", default="", help="only the configurations whose name matches this regex")
+    ap.add_argument("--no-loader", action="store_true", help="skip the loader table")
     args = ap.parse_args()
     from gmenet_cli.config import PrepareConfig
     from gmenet_cli.data.prepare import prepare
@@ -178,6 +193,8 @@ def main() -> None:
         for name, ips, params in rows:
             print(f"| {name} | {ips:,.0f} | {ips / rows[0][1]:.2f}x | {params:,} |")
         print()
+    if args.no_loader:
+        return
     print("| data path, no model | faces/s |")
     print("|---|---|")
     for name, fps in loader_table(store, args, runtime.device):

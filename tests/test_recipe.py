@@ -47,6 +47,18 @@ def test_online_views_are_aligned_and_grouped_by_scale(tiny_store):
         assert torch.allclose(low * 255, torch.round(low * 255))
 
 
+def test_a_loader_left_early_stops_its_producer_thread(tiny_store):
+    import threading
+
+    split = Store(tiny_store).split("train")
+    before = set(threading.enumerate())
+    batches = iter(PairedBatches(split, 4, [2], seed=0, prefetch=1))
+    next(batches)  # the producer is now blocked on a full queue
+    assert set(threading.enumerate()) - before
+    batches.close()  # what `break`, an exception or garbage collection does
+    assert not set(threading.enumerate()) - before
+
+
 def test_augmentation_parameters_are_seeded_and_identity_is_exact(tiny_store):
     split = Store(tiny_store).split("train")
     a, b = _online_batch(split, [4], seed=3), _online_batch(split, [4], seed=3)
