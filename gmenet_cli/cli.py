@@ -44,7 +44,7 @@ app = typer.Typer(
 # Shared option definitions (one place, so every command spells them the same way).
 ConfigOpt = typer.Option(None, "--config", "-c", help="YAML config file (sections: prepare, model, optim, train, augment, distill).")
 SetOpt = typer.Option(None, "--set", metavar="KEY=VALUE", help="Override one config key, e.g. --set train.epochs=3 (repeatable).")
-PresetOpt = typer.Option(None, "--preset", help="Start from a built-in preset: ferplus, fer2013, raf, tiny.")
+PresetOpt = typer.Option(None, "--preset", help="Start from a built-in preset: ferplus (the shipped model's recipe), quick (the same, 2 teacher + 3 student epochs: a first real result), fer2013, raf, tiny (tests, tiny models).")
 DeviceOpt = typer.Option(None, "--device", help="auto (CUDA if present, else CPU), cpu, cuda or cuda:N.")
 JsonOpt = typer.Option(False, "--json", metavar="", help="Print machine-readable JSON on stdout (human text stays on stderr).")
 

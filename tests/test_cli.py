@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 
@@ -38,6 +39,19 @@ def test_option_typo_names_the_valid_option(cli):
     res = cli("train", "--epoch", "3")
     assert res.exit_code == 2
     assert "--epochs" in res.output
+
+
+def test_preset_help_names_every_shipped_preset_and_quick_only_shortens_the_defaults():
+    from gmenet_cli.cli import PresetOpt
+    from gmenet_cli.config import Config, presets
+
+    listed = re.sub(r"\([^)]*\)", "", PresetOpt.help.split(":", 1)[1]).rstrip(". ")
+    named = {name.strip() for name in listed.split(",")}
+    assert named == set(presets())
+    quick, default = build_config(preset="quick"), Config()
+    assert (quick.train.epochs, quick.train.teacher_epochs) == (3, 2)
+    quick.train.epochs, quick.train.teacher_epochs = default.train.epochs, default.train.teacher_epochs
+    assert quick == default  # the shipped architectures and recipe, nothing else changed
 
 
 def test_config_precedence_and_validation(tmp_path):
