@@ -57,11 +57,25 @@ def gm(workdir: Path, *args: str) -> float:
 
 def evaluate(workdir: Path, weights: Path, scales: str, name: str) -> dict:
     out = workdir / "runs" / "evaluate" / name
-    gm(workdir, "evaluate", "--weights", str(weights), "--split", "val", "--scales", scales, "--out", str(out),
-       "--batch-size", "512")
-    report = json.loads((out / "metrics.json").read_text())["models"][0]
+    report = reusable(out / "metrics.json", weights, [int(v) for v in scales.split(",")])
+    if report is None:
+        gm(workdir, "evaluate", "--weights", str(weights), "--split", "val", "--scales", scales, "--out", str(out),
+           "--batch-size", "512")
+        report = json.loads((out / "metrics.json").read_text())["models"][0]
     report["gflops"] = gflops(weights)
     return report
+
+
+def reusable(metrics: Path, weights: Path, scales: list[int]) -> dict | None:
+    """An earlier evaluation of these same weights at these scales (newer than the weights), or None: a rerun
+    in the same workdir (another seed, another row) does not evaluate the teacher again."""
+    if not metrics.is_file() or metrics.stat().st_mtime < weights.stat().st_mtime:
+        return None
+    model = json.loads(metrics.read_text())["models"][0]
+    if Path(model["weights"]).resolve() != weights.resolve() or [r["scale"] for r in model["results"]] != scales:
+        return None
+    print(f"reusing {metrics} (evaluated after {weights} was written)", file=sys.stderr, flush=True)
+    return model
 
 
 def gflops(weights: Path) -> float:
