@@ -117,6 +117,7 @@ def test_help_shows_no_python_types_for_flags(cli, cmd):
     res = cli(cmd, "--help")
     assert res.exit_code == 0
     assert "<bool>" not in res.stdout and "list[str]>" not in res.stdout.split("Options")[-1]
+    assert "range>" not in res.stdout  # bounded numbers show a name (N, PX) and their bounds, not "<int range>"
 
 
 def test_usage_line_names_and_option_aliases(cli, workdir):
