@@ -228,6 +228,17 @@ def _next_train(result, cfg, preset, config, sets, device, seed, batch_given: bo
     return " ".join(parts)
 
 
+def _init(init: Optional[Path], resume: bool) -> Optional[str]:
+    if init and resume:
+        raise typer.BadParameter("--init starts a new run from given weights; --resume continues a run from its own "
+                                 "last.pt: use one", param_hint="--init")
+    if init and str(init) == "default":
+        from gmenet_cli.predict.classify import DEFAULT_WEIGHTS
+
+        return str(DEFAULT_WEIGHTS)
+    return str(init) if init else None
+
+
 EpochsOpt = typer.Option(None, "--epochs", help="Training epochs.")
 BatchOpt = typer.Option(None, "--batch-size", "-b", help="Batch size (per process under torchrun).")
 LrOpt = typer.Option(None, "--lr", help="Peak learning rate at a batch of 128 (optim.base_batch); other batch sizes scale it (optim.scale_lr).")
@@ -236,6 +247,7 @@ ResumeOpt = typer.Option(False, "--resume", metavar="", help="Continue the named
 DataOpt = typer.Option(None, "--data", "-d", help="Prepared store (default: the most recent under prepared/).")
 SeedOpt = typer.Option(None, "--seed", help="Random seed (default 0).")
 DetOpt = typer.Option(None, "--deterministic/--no-deterministic", metavar="", help="Bit-for-bit reruns on CPU (slower).")
+InitOpt = typer.Option(None, "--init", metavar="CKPT", help="Start from the weights of this checkpoint (same architecture, classes and face size: an earlier run's best.pt, or 'default' for the shipped student) with a fresh schedule: fine-tuning.")
 QuietOpt = typer.Option(False, "--quiet", "-q", metavar="", help="No progress bar; one line per epoch.")
 
 
@@ -250,6 +262,7 @@ def distill_teacher(
     device: Optional[str] = DeviceOpt,
     name: Optional[str] = NameOpt,
     resume: bool = ResumeOpt,
+    init: Optional[Path] = InitOpt,
     seed: Optional[int] = SeedOpt,
     deterministic: Optional[bool] = DetOpt,
     preset: Optional[str] = PresetOpt,
@@ -268,7 +281,7 @@ def distill_teacher(
 
     cfg = _train_common(preset, config, sets, {
         "model.teacher": model, "train.epochs": epochs, "train.teacher_epochs": epochs, "train.batch_size": batch_size,
-        "optim.lr": lr,
+        "optim.lr": lr, "train.init": _init(init, resume),
         "train.device": device, "train.seed": seed, "train.deterministic": deterministic})
     runtime = setup(cfg.train.device, cfg.train.amp, cfg.train.channels_last, cfg.train.threads, distributed=True,
                     cpu_bf16=cfg.train.cpu_bf16)
@@ -291,6 +304,7 @@ def train(
     device: Optional[str] = DeviceOpt,
     name: Optional[str] = NameOpt,
     resume: bool = ResumeOpt,
+    init: Optional[Path] = InitOpt,
     seed: Optional[int] = SeedOpt,
     deterministic: Optional[bool] = DetOpt,
     preset: Optional[str] = PresetOpt,
@@ -309,7 +323,7 @@ def train(
 
     flags = {"model.name": model, "train.epochs": epochs, "train.batch_size": batch_size, "optim.lr": lr,
              "train.device": device, "train.seed": seed, "train.deterministic": deterministic,
-             "train.scales": _scales(scale), "distill.enabled": False if no_distill else None}
+             "train.init": _init(init, resume), "train.scales": _scales(scale), "distill.enabled": False if no_distill else None}
     cfg = _train_common(preset, config, sets, flags)
     if no_global:
         cfg.model.kwargs["global_branch"] = False

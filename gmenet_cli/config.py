@@ -89,6 +89,7 @@ class TrainConfig:
     val_split: str = "val"
     holdout: float = 0.1  # stores without val_split: this seeded fraction of train chooses best.pt
     threads: int = 0  # torch CPU threads; 0 = torch's default
+    init: str = ""  # start from the weights of this .pt (same architecture, classes, input), fresh schedule: fine-tuning
 
 
 @dataclass

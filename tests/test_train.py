@@ -232,3 +232,39 @@ def test_loader_shards_cover_the_split_for_validation(tiny_store):
             even.append(len(PairedBatches(split, 7, [2], shuffle=False, rank=rank, world=world).indices()))
         assert sorted(i for s in seen for i in s) == list(range(n))  # every face once, on some rank
         assert even == [n // world] * world  # training shards stay equal
+
+
+def test_init_starts_from_a_checkpoint_and_refuses_a_mismatch(tiny_store, tiny_runs, cli, workdir):
+    student, teacher = tiny_runs["student"], tiny_runs["teacher"]
+    common = ["--data", tiny_store, "--teacher", teacher, "--preset", "tiny", "--epochs", "1", "-q",
+              "--set", "optim.lr=1e-12", "--set", "optim.weight_decay=0"]
+    res = cli("train", *common, "--init", student, "--name", "ft")
+    assert res.exit_code == 0, res.output
+    assert "starting from the weights of" in res.stderr
+    res = cli("train", *common, "--name", "fresh")
+    assert res.exit_code == 0, res.output
+    before = checkpoint.load(student)
+    tuned = checkpoint.load(workdir / "runs/train/ft/weights/best.pt")
+    fresh = checkpoint.load(workdir / "runs/train/fresh/weights/best.pt")
+    assert tuned["init"]["path"] == str(Path(student).resolve()) and "init" not in fresh
+    convs = [k for k, v in before["state_dict"].items() if k.endswith("weight") and v.ndim == 4]
+    assert convs
+    for k in convs:  # at a learning rate of 1e-12 the weights stay where --init put them
+        assert torch.allclose(tuned["state_dict"][k], before["state_dict"][k], atol=1e-6), k
+    assert not all(torch.allclose(fresh["state_dict"][k], before["state_dict"][k], atol=1e-6) for k in convs)
+    # the same for the teacher
+    res = cli("distill-teacher", "--data", tiny_store, "--preset", "tiny", "--epochs", "1", "-q", "--init", teacher, "--name", "tft")
+    assert res.exit_code == 0 and checkpoint.load(workdir / "runs/distill-teacher/tft/weights/best.pt")["init"]
+    nodistill = ["--data", tiny_store, "--preset", "tiny", "--epochs", "1", "-q", "--no-distill"]
+    for args, code, msg in [
+        (["train", *common, "--init", teacher], 1, "is a teacher checkpoint"),
+        (["distill-teacher", "--data", tiny_store, "--preset", "tiny", "-q", "--init", student], 1, "is a student checkpoint"),
+        (["train", *nodistill, "--init", student, "--model", "gmenet_s"], 1, "pass --model gmenet_t"),
+        (["train", *nodistill, "--init", student, "--no-global"], 1, "global_branch: default there, False here"),
+        (["train", *nodistill, "--init", "default"], 1, "holds a gmenet_s2, this run trains a gmenet_t"),
+        (["train", *common, "--init", student, "--resume", "--name", "ft"], 2, "use one"),
+        (["train", *common, "--init", workdir / "nope.pt"], 2, "checkpoint not found"),
+    ]:
+        res = cli(*args)
+        assert res.exit_code == code, (args, res.output)
+        assert msg in res.stderr and "Traceback" not in res.output, (args, res.stderr)

@@ -81,9 +81,10 @@ def train_teacher(cfg: Config, runtime: Runtime, data: str | None = None, name: 
     if cfg.train.teacher_epochs:
         cfg.train.epochs = cfg.train.teacher_epochs
     model, model_meta = _build(cfg.model.teacher, "teacher", cfg, store)
+    init = _init_weights(model, model_meta, "teacher", cfg, store, start, progress)
     task = ClassifierTask(model, ClassificationLoss(cfg.train.label_smoothing, cfg.train.soft_labels), "hr")
     meta = {"kind": "teacher", "model": model_meta, "classes": store.classes,
-            "input": _input_spec(model, store, [], "hr")}
+            "input": _input_spec(model, store, [], "hr"), **init}
     return fit("distill-teacher", task, store, cfg, runtime, start.run_dir, meta, [], progress, start.state)
 
 
@@ -99,9 +100,10 @@ def train_student(cfg: Config, runtime: Runtime, data: str | None = None, teache
         raise UsageError(f"scale x{missing[0]} is not in {store.path} (it has {', '.join(f'x{s}' for s in store.scales)}); "
                          f"run gmenet prepare with --scale {','.join(str(s) for s in scales)}")
     model, model_meta = _build(cfg.model.name, "student", cfg, store)
+    init = _init_weights(model, model_meta, "student", cfg, store, start, progress)
     loss = ClassificationLoss(cfg.train.label_smoothing, cfg.train.soft_labels)
     meta = {"kind": "student", "model": model_meta, "classes": store.classes,
-            "input": _input_spec(model, store, scales, "lr"), "distill": cfg.distill.enabled}
+            "input": _input_spec(model, store, scales, "lr"), "distill": cfg.distill.enabled, **init}
     if not cfg.distill.enabled:
         task = ClassifierTask(model, loss, "lowres")
         return fit("train", task, store, cfg, runtime, start.run_dir, meta, scales, progress, start.state)
@@ -114,6 +116,47 @@ def train_student(cfg: Config, runtime: Runtime, data: str | None = None, teache
     meta["teacher"] = {"path": str(Path(teacher_path).resolve()), "model": teacher_ckpt["model"]["name"],
                        "val_metric": teacher_ckpt.get("best_metric")}
     return fit("train", task, store, cfg, runtime, start.run_dir, meta, scales, progress, start.state)
+
+
+def _init_weights(model, model_meta: dict, kind: str, cfg: Config, store: Store, start: Start,
+                  progress: Callbacks) -> dict:
+    """`--init CKPT` (train.init): load a checkpoint's weights into the new model before the first epoch
+    (fine-tuning; the optimiser, schedule and weight average start afresh). Returns the checkpoint's
+    description entry. A resumed run takes its weights from last.pt instead."""
+    path = cfg.train.init
+    if not path:
+        return {}
+    if start.state is not None:
+        return {"init": start.state.get("init")} if start.state.get("init") else {}
+    ckpt = checkpoint.load(path)
+    command = "distill-teacher" if kind == "teacher" else "train"
+    if ckpt.get("kind") != kind:
+        raise CheckpointError(f"--init {path} is a {ckpt.get('kind', 'unknown')} checkpoint; gmenet {command} "
+                              f"starts from a {kind} (a best.pt or last.pt of an earlier gmenet {command} run)")
+    name = ckpt["model"]["name"]
+    if name != model_meta["name"]:
+        flag = "--model " + name
+        raise CheckpointError(f"--init {path} holds a {name}, this run trains a {model_meta['name']}: pass {flag} "
+                              "or a checkpoint of the same architecture")
+    if list(ckpt["classes"]) != store.classes:
+        raise CheckpointError(f"--init {path} knows classes {ckpt['classes']}, the data has {store.classes}")
+    spec = ckpt["input"]
+    if spec["channels"] != store.channels or spec["hr_size"] != store.hr_size:
+        raise CheckpointError(f"--init {path} expects {spec['channels']}-channel {spec['hr_size']}px faces, "
+                              f"the data has {store.channels}-channel {store.hr_size}px")
+    own, theirs = model.state_dict(), ckpt["state_dict"]
+    if set(own) != set(theirs) or any(own[k].shape != theirs[k].shape for k in own):
+        kw = ckpt["model"].get("kwargs", {})
+        differ = sorted(k for k in set(kw) | set(model_meta["kwargs"]) if kw.get(k) != model_meta["kwargs"].get(k))
+        here = model_meta["kwargs"]
+        why = ", ".join(f"{k}: {kw[k] if k in kw else 'default'} there, {here[k] if k in here else 'default'} here"
+                        for k in differ)
+        raise CheckpointError(f"--init {path}: its weights do not fit this {name} ({why or 'different layers'}); "
+                              "train with the checkpoint's settings or start without --init")
+    model.load_state_dict(theirs)
+    progress.message(f"starting from the weights of {path} (fine-tuning with a fresh schedule)")
+    return {"init": {"path": str(Path(path).resolve()), "epoch": ckpt.get("epoch"),
+                     "val_metric": ckpt.get("best_metric")}}
 
 
 def _latest_teacher(student: str, progress: Callbacks) -> str:
