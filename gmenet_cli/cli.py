@@ -387,7 +387,7 @@ def evaluate(
 @handle_errors
 def predict(
     inputs: List[str] = typer.Argument(..., metavar="INPUTS", help="Images, videos, folders (recursive), globs, - to read paths from stdin, a webcam index (0) or a stream URL (rtsp://...)."),
-    weights: Optional[Path] = typer.Option(None, "--weights", "-w", help="Checkpoint (.pt) or gmenet ONNX export (.onnx, runs on onnxruntime); default: the model shipped with gmenet."),
+    weights: Optional[List[Path]] = typer.Option(None, "--weights", "-w", help="Checkpoint (.pt) or gmenet ONNX export (.onnx, runs on onnxruntime); default: the models shipped with gmenet. Repeat it to combine models trained at different face sizes: each face goes to the model trained at its input size (a one-size model before an all-sizes one)."),
     detector: str = typer.Option("yunet", "--detector", help="yunet (shipped, finds faces down to --min-face), haar (OpenCV's cascade, faces from about 24 px), none."),
     detector_model: Optional[Path] = typer.Option(None, "--detector-model", help="Another YuNet ONNX file than the shipped one."),
     min_face: float = typer.Option(10, "--min-face", min=2, metavar="PX", help="yunet: the smallest face to look for, in px (smaller = slower: the image is upscaled to find it)."),
@@ -423,7 +423,9 @@ def predict(
         from gmenet_cli.errors import UsageError
 
         raise UsageError("no input images found" + (" (stdin was empty)" if "-" in inputs else ""))
-    clf = load_classifier(str(weights) if weights else None, device, tta)
+    clf = load_classifier([str(w) for w in weights or []], device, tta)
+    for m in getattr(clf, "unused", []):
+        err.print(f"warning: --weights {m.path} is not used: the models before it cover its face sizes ({', '.join(map(str, m.sizes))} px)")
     det = None if (no_detect or boxes) else make_detector(detector, str(detector_model) if detector_model else None,
                                                           min_score, min_face)
     box_map = read_box_csv(str(boxes)) if boxes else None

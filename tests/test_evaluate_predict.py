@@ -298,3 +298,45 @@ def test_default_predict_does_not_import_torch():
     res = subprocess.run([sys.executable, "-c", code, str(ASTRONAUT)], capture_output=True, text=True, timeout=120)
     assert res.returncode == 0, res.stderr[-2000:]
     assert json.loads(res.stdout)["label"] == "happiness"
+
+
+def test_predict_sends_each_face_size_to_the_model_trained_at_it(tiny_runs, cli, workdir):
+    """Several --weights: a face goes to the model trained at its input size, a one-size model before an
+    all-sizes one; the result is what that model alone gives."""
+    student, teacher = tiny_runs["student"], tiny_runs["teacher"]  # LR sizes 12 and 24; HR size 48
+    face = cv2.imread(str(ASTRONAUT))[40:200, 150:310]
+    for px in (20, 30, 64):
+        cv2.imwrite(str(workdir / f"face{px}.png"), cv2.resize(face, (px, px), interpolation=cv2.INTER_AREA))
+    files = [workdir / f"face{px}.png" for px in (20, 30, 64)]
+    both = json_lines(cli("predict", *files, "--no-detect", "--json", "--weights", student, "--weights", teacher).stdout)
+    alone_s = json_lines(cli("predict", *files, "--no-detect", "--json", "--weights", student).stdout)
+    alone_t = json_lines(cli("predict", *files, "--no-detect", "--json", "--weights", teacher).stdout)
+    assert [r["input_px"] for r in both] == [12, 24, 48]
+    for got, ref in zip(both, [alone_s[0], alone_s[1], alone_t[2]]):
+        assert got["probs"] == ref["probs"]
+    assert both[2]["probs"] != alone_s[2]["probs"]  # the 64 px face did go to the teacher
+    twice = cli("predict", files[0], "--no-detect", "--json", "--weights", student, "--weights", student)
+    assert twice.exit_code == 0 and "is not used" in twice.stderr
+
+
+def test_routing_prefers_the_one_size_model_and_refuses_other_classes():
+    from gmenet_cli.errors import UsageError
+    from gmenet_cli.predict.classify import Classifier, RoutedClassifier
+
+    class Fake(Classifier):
+        backend = "fake"
+
+        def __init__(self, path, sizes, classes=("a", "b")):
+            self.path, self.sizes, self.classes, self.channels = path, sizes, list(classes), 1
+
+        def logits(self, x):
+            return np.tile(np.array([[float(self.path == "one"), 0.0]]), (len(x), 1))
+
+    all_sizes, one = Fake("all", [6, 12, 24]), Fake("one", [12])
+    for members in ([all_sizes, one], [one, all_sizes]):
+        clf = RoutedClassifier(members)
+        assert clf.sizes == [6, 12, 24] and clf.route[12] is one and clf.route[6] is all_sizes
+        crop = lambda s: np.zeros((1, s, s), np.uint8)  # noqa: E731
+        assert clf.classify([crop(12)])[0, 0] > 0.7 and clf.classify([crop(24)])[0, 0] == pytest.approx(0.5)
+    with pytest.raises(UsageError, match="share one class list"):
+        RoutedClassifier([all_sizes, Fake("x", [12], ("a", "c"))])

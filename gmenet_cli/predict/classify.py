@@ -104,42 +104,86 @@ class OnnxClassifier(Classifier):
         return self.model.logits(np.ascontiguousarray(x))
 
 
+class RoutedClassifier(Classifier):
+    """Several models with one class list, each face size sent to the model trained at that size with the
+    fewest trained sizes (a specialist before a model of all sizes); ties go to the model listed first."""
+
+    def __init__(self, members: list[Classifier]):
+        first = members[0]
+        for m in members[1:]:
+            if m.classes != first.classes:
+                raise UsageError(f"--weights {m.path} knows classes {m.classes}, {first.path} knows {first.classes}: "
+                                 "models used together must share one class list")
+            if m.channels != first.channels:
+                raise UsageError(f"--weights {m.path} reads {m.channels}-channel faces, {first.path} {first.channels}-channel: "
+                                 "models used together must read the same faces")
+        self.members = members
+        self.path = ", ".join(m.path for m in members)
+        self.backend = "+".join(dict.fromkeys(m.backend for m in members))
+        self.classes, self.channels = first.classes, first.channels
+        self.sizes = sorted({s for m in members for s in m.sizes})
+        self.route = {s: min((m for m in members if s in m.sizes), key=lambda m: len(m.sizes)) for s in self.sizes}
+        self.unused = [m for m in members if all(m is not r for r in self.route.values())]
+
+    def classify(self, crops: list[np.ndarray]) -> np.ndarray:
+        model = self.route[crops[0].shape[-1]]
+        model.tta = self.tta
+        return model.classify(crops)
+
+
 def onnxruntime_available() -> bool:
     import importlib.util
 
     return importlib.util.find_spec("onnxruntime") is not None
 
 
-def load_classifier(weights: str | None, device: str | None = None, tta: bool = True) -> Classifier:
-    clf = _load_classifier(weights, device)
+def default_files(suffix: str) -> list[Path]:
+    """The shipped default models with this suffix: default<suffix> (every face size) first, then any
+    specialists for one size (default-12px<suffix>, ...)."""
+    found = sorted(WEIGHTS_DIR.glob(f"default-*px{suffix}"), key=lambda p: int(p.name.split("-")[1][:-2]))
+    main = WEIGHTS_DIR / f"default{suffix}"
+    return ([main] if main.is_file() else []) + found
+
+
+def load_classifier(weights: str | list[str] | None, device: str | None = None, tta: bool = True) -> Classifier:
+    """`--weights` (one or more .pt checkpoints / gmenet .onnx exports) or the shipped default. Several models
+    are combined: each face size goes to the model trained at it (a specialist before a model of all sizes)."""
+    paths = [weights] if isinstance(weights, str) else list(weights or [])
+    members = [_load_classifier(p, device) for p in paths] if paths else _load_default(device)
+    clf = members[0] if len(members) == 1 else RoutedClassifier(members)
     clf.tta = tta
     return clf
 
 
-def _load_classifier(weights: str | None, device: str | None = None) -> Classifier:
-    """`--weights` (a .pt checkpoint or a gmenet .onnx export) or the shipped default, on `--device`.
-
-    The default runs through onnxruntime on the CPU (no torch import: predict starts in about a second);
-    `--device cuda` uses the shipped .pt instead. An .onnx file always runs on the CPU."""
+def _device(device: str | None) -> str:
     import re
 
     device = (device or "auto").strip().lower()
     if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", device):
         raise UsageError(f"--device must be auto, cpu, cuda or cuda:N, got '{device}'")
-    wants_gpu = device.startswith("cuda")
-    if weights is None:
-        if DEFAULT_ONNX.is_file() and not wants_gpu and onnxruntime_available():
-            return OnnxClassifier(str(DEFAULT_ONNX))
-        if not DEFAULT_WEIGHTS.is_file():
-            raise UsageError("no default model ships with this install; pass --weights runs/train/<name>/weights/best.pt "
-                             "(train one: gmenet prepare, gmenet distill-teacher, gmenet train)")
-        weights = str(DEFAULT_WEIGHTS)
+    return device
+
+
+def _load_default(device: str | None) -> list[Classifier]:
+    """The shipped default: through onnxruntime on the CPU (no torch import: predict starts in about a
+    second); `--device cuda`, or no onnxruntime, uses the shipped .pt files instead."""
+    device = _device(device)
+    if not device.startswith("cuda") and onnxruntime_available() and default_files(".onnx"):
+        return [OnnxClassifier(str(p)) for p in default_files(".onnx")]
+    if not default_files(".pt"):
+        raise UsageError("no default model ships with this install; pass --weights runs/train/<name>/weights/best.pt "
+                         "(train one: gmenet prepare, gmenet distill-teacher, gmenet train)")
+    return [_load_classifier(str(p), device) for p in default_files(".pt")]
+
+
+def _load_classifier(weights: str, device: str | None = None) -> Classifier:
+    """One `--weights` file (a .pt checkpoint or a gmenet .onnx export) on `--device`. An .onnx file always
+    runs on the CPU."""
+    device = _device(device)
     if Path(weights).suffix.lower() == ".onnx":
-        if wants_gpu:
+        if device.startswith("cuda"):
             raise UsageError(f"{weights}: .onnx models run on the CPU (onnxruntime); pass the .pt checkpoint for --device {device}")
         return OnnxClassifier(weights)
     from gmenet_cli.runtime import select_device
 
     return TorchClassifier(weights, select_device(device))
-
-
