@@ -6,6 +6,9 @@ float32 model unchanged otherwise), exports the same weights to gmenet_cli/weigh
 at the working size, its weights stored as float16 too; what `predict` runs on the CPU without torch), checks
 that the .pt loads with weights_only=True and that each file stays under 10 MB, and writes the model card
 (gmenet_cli/weights/MODEL_CARD.md) from an `evaluate` metrics.json of the shipped default.pt.
+
+`--name default-12px` ships a one-size model beside it instead (default-12px.pt/.onnx, which predict uses
+for the faces it reads at that size) and writes its own section of the model card.
 """
 
 from __future__ import annotations
@@ -45,13 +48,29 @@ CARD = """# gmenet default model: {name}
   recall in metrics.json); expression is not emotion; do not use it to make decisions about people.
 """
 
+ONE_SIZE = """
+## One-size model {name}
+
+- `gmenet predict` sends the faces it reads at {size} px to this model instead of the all-sizes one above
+  (same architecture, classes and input; trained at {size} px only). Trained {date} on {machine}:
+  `{command}`.
+- **Files**: `{name}.pt` ({pt_mb:.1f} MB) and `{name}.onnx` ({onnx_mb:.1f} MB), float16 weights as above;
+  logits within {parity:.0e} of each other; {agree}.
+- **Accuracy on FERPlus {split}** (flip TTA; the model was selected on this split):
+
+{table}
+"""
+
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--weights", required=True)
     ap.add_argument("--metrics", required=True, help="metrics.json from gmenet evaluate on the Valid split")
     ap.add_argument("--machine", default="2 CPU cores")
+    ap.add_argument("--name", default="default", help="default, or default-<N>px for a one-size model")
+    ap.add_argument("--command", help="one-size model: the commands that trained it (for the card)")
     args = ap.parse_args()
+    one_size = args.name != "default"
     import torch
 
     from gmenet_cli import checkpoint
@@ -64,7 +83,12 @@ def main() -> None:
     if ckpt.get("teacher"):
         ckpt["teacher"] = {**ckpt["teacher"], "path": Path(ckpt["teacher"]["path"]).name}
     ckpt["state_dict"] = {k: v.half() if v.is_floating_point() else v for k, v in ckpt["state_dict"].items()}
-    out = REPO / "gmenet_cli" / "weights" / "default.pt"
+    out = REPO / "gmenet_cli" / "weights" / f"{args.name}.pt"
+    if one_size:
+        sizes = checkpoint.trained_sizes(ckpt)
+        assert args.name == f"default-{sizes[0]}px" and len(sizes) == 1, f"{args.weights} is trained at {sizes} px"
+        if ckpt.get("init"):
+            ckpt["init"] = {**ckpt["init"], "path": Path(ckpt["init"]["path"]).name}
     out.parent.mkdir(parents=True, exist_ok=True)
     checkpoint.save(out, {k: v for k, v in ckpt.items() if k not in ("format", "format_version")})
     torch.load(out, weights_only=True)
@@ -75,15 +99,30 @@ def main() -> None:
     info = export(str(out), "onnx", str(out.with_suffix(".onnx")), int(model.input_size), half_weights=True)
     print(f"wrote {info['path']}: parity {info['max_abs_diff']:.1e} at {info['checked_sizes']} px")
     pt_mb, onnx_mb = out.stat().st_size / 1e6, out.with_suffix(".onnx").stat().st_size / 1e6
-    assert max(pt_mb, onnx_mb) <= 10, f"default.pt is {pt_mb:.1f} MB, default.onnx {onnx_mb:.1f} MB (limit 10 each)"
+    assert max(pt_mb, onnx_mb) <= 10, f"{out.name} is {pt_mb:.1f} MB, .onnx {onnx_mb:.1f} MB (limit 10 each)"
     size_mb = pt_mb + onnx_mb
     report = json.loads(Path(args.metrics).read_text())
-    agree = agreement(model, out.with_suffix(".onnx"), store_path, report["split"])
+    agree = agreement(model, out.with_suffix(".onnx"), store_path, report["split"], ckpt["input"]["scales"])
     m = report["models"][0]
     rows = ["  | face | accuracy | mean class acc | macro F1 |", "  |---|---|---|---|"]
     for r in m["results"]:
         rows.append(f"  | {r['face_px']} px ({r['view']}) | {r['accuracy'] * 100:.2f}% | "
                     f"{r['mean_class_accuracy'] * 100:.2f}% | {r['macro_f1'] * 100:.2f}% |")
+    if one_size:
+        section = ONE_SIZE.format(name=args.name, size=checkpoint.trained_sizes(ckpt)[0], command=args.command,
+                                  pt_mb=pt_mb, onnx_mb=onnx_mb, agree=agree, split=report["split"],
+                                  parity=max(info["max_abs_diff"], 1e-6), table="\n".join(rows),
+                                  date=dt.date.today().isoformat(), machine=args.machine)
+        card_path = out.parent / "MODEL_CARD.md"
+        text = card_path.read_text(encoding="utf-8")
+        head = f"\n## One-size model {args.name}\n"
+        if head in text:  # replace this model's earlier section, keep the others
+            before, after = text.split(head, 1)
+            rest = after.split("\n## ", 1)
+            text = before + ("\n## " + rest[1] if len(rest) > 1 else "")
+        card_path.write_text(text.rstrip("\n") + "\n" + section, encoding="utf-8")
+        print(f"wrote {out} and .onnx ({size_mb:.1f} MB together) and its section of {card_path}")
+        return
     cfg = ckpt["config"]
     from gmenet_cli.config import build_config
     from gmenet_cli.models.registry import count_flops
@@ -114,7 +153,7 @@ def main() -> None:
     print(f"wrote {out} and .onnx ({size_mb:.1f} MB together) and {out.parent / 'MODEL_CARD.md'}")
 
 
-def agreement(model, onnx_path: Path, store_path: Path, split: str) -> str:
+def agreement(model, onnx_path: Path, store_path: Path, split: str, scales: list[int]) -> str:
     """How often default.onnx and the model of default.pt (built once in main) give the same label on the
     store's faces (each LR scale)."""
     import numpy as np
@@ -129,15 +168,15 @@ def agreement(model, onnx_path: Path, store_path: Path, split: str) -> str:
     model.eval()
     onnx = OnnxModel(onnx_path)
     same = total = 0
-    for scale, lowres in sorted(faces.lowres.items()):
+    for scale, lowres in sorted((s, v) for s, v in faces.lowres.items() if s in scales):
         for i in range(0, faces.count, 512):
             x = np.array(lowres[i:i + 512])  # a writable copy of the memory-mapped rows
             with torch.no_grad():
                 ref = model(torch.from_numpy(x).float() / 255.0).argmax(1).numpy()
             same += int((onnx.logits(x).argmax(1) == ref).sum())
             total += len(x)
-    print(f"default.onnx and default.pt agree on {same}/{total} {split} faces")
-    return f"the same label on {same:,} of {total:,} FERPlus {split} faces at x{'/x'.join(map(str, sorted(faces.lowres)))}"
+    print(f"{onnx_path.name} and its .pt agree on {same}/{total} {split} faces")
+    return f"the same label on {same:,} of {total:,} FERPlus {split} faces at x{'/x'.join(map(str, sorted(scales)))}"
 
 
 if __name__ == "__main__":

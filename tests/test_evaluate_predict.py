@@ -286,6 +286,28 @@ def test_shipped_default_model_reads_the_example_photo(cli):
     assert max(abs(face["probs"][c] - ref["probs"][c]) for c in ref["probs"]) <= 2e-4
 
 
+def test_shipped_one_size_models_take_the_faces_of_their_size(cli, workdir):
+    """Any default-<N>px model shipped beside the default: an N px face goes to it (onnx and .pt alike)."""
+    from gmenet_cli.predict.classify import WEIGHTS_DIR, default_files
+
+    specialists = default_files(".onnx")[1:]
+    if not specialists:
+        pytest.skip("no one-size model ships in this checkout")
+    assert [p.with_suffix(".pt") for p in specialists] == default_files(".pt")[1:]
+    face = cv2.imread(str(ASTRONAUT))[40:200, 150:310]
+    for onnx_file in specialists:
+        pt_file = onnx_file.with_suffix(".pt")
+        assert max(pt_file.stat().st_size, onnx_file.stat().st_size) <= 10e6
+        torch.load(pt_file, weights_only=True)
+        px = int(onnx_file.stem.split("-")[1][:-2])
+        cv2.imwrite(str(workdir / "f.png"), cv2.resize(face, (px + 2, px + 2), interpolation=cv2.INTER_AREA))
+        (got,) = json_lines(cli("predict", workdir / "f.png", "--no-detect", "--json").stdout)
+        (ref,) = json_lines(cli("predict", workdir / "f.png", "--no-detect", "--json", "--weights", onnx_file).stdout)
+        (main,) = json_lines(cli("predict", workdir / "f.png", "--no-detect", "--json",
+                                 "--weights", WEIGHTS_DIR / "default.onnx").stdout)
+        assert got["input_px"] == px and got["probs"] == ref["probs"] and got["probs"] != main["probs"]
+
+
 def test_default_predict_does_not_import_torch():
     """Start-up: the default path (shipped ONNX + onnxruntime) must not pay for `import torch` (2-3 s)."""
     import subprocess

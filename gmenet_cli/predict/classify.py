@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import re
+
 import cv2
 import numpy as np
 
@@ -140,7 +142,8 @@ def onnxruntime_available() -> bool:
 def default_files(suffix: str) -> list[Path]:
     """The shipped default models with this suffix: default<suffix> (every face size) first, then any
     specialists for one size (default-12px<suffix>, ...)."""
-    found = sorted(WEIGHTS_DIR.glob(f"default-*px{suffix}"), key=lambda p: int(p.name.split("-")[1][:-2]))
+    found = sorted((p for p in WEIGHTS_DIR.glob(f"default-*px{suffix}") if re.fullmatch(rf"default-\d+px{re.escape(suffix)}", p.name)),
+                   key=lambda p: int(re.sub(r"\D", "", p.name)))
     main = WEIGHTS_DIR / f"default{suffix}"
     return ([main] if main.is_file() else []) + found
 
@@ -156,8 +159,6 @@ def load_classifier(weights: str | list[str] | None, device: str | None = None, 
 
 
 def _device(device: str | None) -> str:
-    import re
-
     device = (device or "auto").strip().lower()
     if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", device):
         raise UsageError(f"--device must be auto, cpu, cuda or cuda:N, got '{device}'")
