@@ -149,7 +149,10 @@ def main() -> None:
         split=report["split"], table="\n".join(rows), parity=max(info["max_abs_diff"], 1e-6),
         pt_mb=pt_mb, onnx_mb=onnx_mb, agree=agree,
     )
-    (out.parent / "MODEL_CARD.md").write_text(card, encoding="utf-8")
+    card_path = out.parent / "MODEL_CARD.md"
+    old = card_path.read_text(encoding="utf-8") if card_path.is_file() else ""
+    kept = old[old.index("\n## One-size model "):] if "\n## One-size model " in old else ""  # their own sections
+    card_path.write_text(card.rstrip("\n") + "\n" + kept, encoding="utf-8")
     print(f"wrote {out} and .onnx ({size_mb:.1f} MB together) and {out.parent / 'MODEL_CARD.md'}")
 
 
