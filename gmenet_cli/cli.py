@@ -402,7 +402,7 @@ def predict(
     as_json: bool = typer.Option(False, "--json", metavar="", help="JSON lines on stdout: one object per face, and one per faceless (note) or unreadable (error) input."),
     as_csv: bool = typer.Option(False, "--csv", metavar="", help="CSV on stdout: one row per face or faceless/unreadable input (last column: note)."),
     save: Optional[Path] = typer.Option(None, "--save", help="Write annotated copies into this folder (images as .jpg, each video as one .mp4)."),
-    device: Optional[str] = typer.Option(None, "--device", help="For .pt checkpoints: auto (CUDA if present), cpu, cuda or cuda:N. The default model and .onnx files run on the CPU through onnxruntime; --device cuda switches the default to its .pt."),
+    device: Optional[str] = typer.Option(None, "--device", help="For .pt checkpoints: auto (CUDA if present), cpu, cuda or cuda:N. The default models and .onnx files run on the CPU through onnxruntime; --device cuda switches the default to its .pt files."),
 ):
     """Detect faces, classify their expression, print one result per face.
 

@@ -6,9 +6,8 @@ Two backends share one interface: `TorchClassifier` (a .pt checkpoint, CPU or CU
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import re
+from pathlib import Path
 
 import cv2
 import numpy as np

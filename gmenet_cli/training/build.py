@@ -135,8 +135,7 @@ def _init_weights(model, model_meta: dict, kind: str, cfg: Config, store: Store,
                               f"starts from a {kind} (a best.pt or last.pt of an earlier gmenet {command} run)")
     name = ckpt["model"]["name"]
     if name != model_meta["name"]:
-        flag = "--model " + name
-        raise CheckpointError(f"--init {path} holds a {name}, this run trains a {model_meta['name']}: pass {flag} "
+        raise CheckpointError(f"--init {path} holds a {name}, this run trains a {model_meta['name']}: pass --model {name} "
                               "or a checkpoint of the same architecture")
     if list(ckpt["classes"]) != store.classes:
         raise CheckpointError(f"--init {path} knows classes {ckpt['classes']}, the data has {store.classes}")
