@@ -286,7 +286,7 @@ def test_shipped_default_model_reads_the_example_photo(cli):
     assert max(abs(face["probs"][c] - ref["probs"][c]) for c in ref["probs"]) <= 2e-4
 
 
-def test_shipped_one_size_models_take_the_faces_of_their_size(cli, workdir):
+def test_shipped_one_size_models_take_the_faces_of_their_size(cli, workdir, monkeypatch):
     """Any default-<N>px model shipped beside the default: an N px face goes to it (onnx and .pt alike)."""
     from gmenet_cli.predict.classify import WEIGHTS_DIR, default_files
 
@@ -306,6 +306,16 @@ def test_shipped_one_size_models_take_the_faces_of_their_size(cli, workdir):
         (main,) = json_lines(cli("predict", workdir / "f.png", "--no-detect", "--json",
                                  "--weights", WEIGHTS_DIR / "default.onnx").stdout)
         assert got["input_px"] == px and got["probs"] == ref["probs"] and got["probs"] != main["probs"]
+
+    # without onnxruntime (and with --device cuda) the default is the .pt files, routed the same way
+    from gmenet_cli.predict import classify
+
+    monkeypatch.setattr(classify, "onnxruntime_available", lambda: False)
+    clf = classify.load_classifier(None, "cpu")
+    assert clf.backend == "torch" and [Path(m.path).name for m in clf.members] == [p.name for p in default_files(".pt")]
+    for onnx_file in specialists:
+        px = int(onnx_file.stem.split("-")[1][:-2])
+        assert Path(clf.route[px].path).name == onnx_file.with_suffix(".pt").name
 
 
 def test_default_predict_does_not_import_torch():
