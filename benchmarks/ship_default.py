@@ -48,8 +48,8 @@ CARD = """# gmenet default model: {name}
   recall in metrics.json); expression is not emotion; do not use it to make decisions about people.
 """
 
-ONE_SIZE = """
-## One-size model {name}
+ONE_SIZE_HEAD = "\n## One-size model "
+ONE_SIZE = ONE_SIZE_HEAD + """{name}
 
 - `gmenet predict` sends the faces it reads at {size} px to this model instead of the all-sizes one above
   (same architecture, classes and input; trained at {size} px only). Trained {date} on {machine}:
@@ -84,9 +84,10 @@ def main() -> None:
         ckpt["teacher"] = {**ckpt["teacher"], "path": Path(ckpt["teacher"]["path"]).name}
     ckpt["state_dict"] = {k: v.half() if v.is_floating_point() else v for k, v in ckpt["state_dict"].items()}
     out = REPO / "gmenet_cli" / "weights" / f"{args.name}.pt"
+    sizes = checkpoint.trained_sizes(ckpt)
     if one_size:
-        sizes = checkpoint.trained_sizes(ckpt)
         assert args.name == f"default-{sizes[0]}px" and len(sizes) == 1, f"{args.weights} is trained at {sizes} px"
+        assert args.command, "--command: how this one-size model was trained (for its card section)"
         if ckpt.get("init"):
             ckpt["init"] = {**ckpt["init"], "path": Path(ckpt["init"]["path"]).name}
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -109,19 +110,13 @@ def main() -> None:
         rows.append(f"  | {r['face_px']} px ({r['view']}) | {r['accuracy'] * 100:.2f}% | "
                     f"{r['mean_class_accuracy'] * 100:.2f}% | {r['macro_f1'] * 100:.2f}% |")
     if one_size:
-        section = ONE_SIZE.format(name=args.name, size=checkpoint.trained_sizes(ckpt)[0], command=args.command,
+        section = ONE_SIZE.format(name=args.name, size=sizes[0], command=args.command,
                                   pt_mb=pt_mb, onnx_mb=onnx_mb, agree=agree, split=report["split"],
                                   parity=max(info["max_abs_diff"], 1e-6), table="\n".join(rows),
                                   date=dt.date.today().isoformat(), machine=args.machine)
-        card_path = out.parent / "MODEL_CARD.md"
-        text = card_path.read_text(encoding="utf-8")
-        head = f"\n## One-size model {args.name}\n"
-        if head in text:  # replace this model's earlier section, keep the others
-            before, after = text.split(head, 1)
-            rest = after.split("\n## ", 1)
-            text = before + ("\n## " + rest[1] if len(rest) > 1 else "")
-        card_path.write_text(text.rstrip("\n") + "\n" + section, encoding="utf-8")
-        print(f"wrote {out} and .onnx ({size_mb:.1f} MB together) and its section of {card_path}")
+        main_card, sections = read_card(out.parent / "MODEL_CARD.md")
+        write_card(out.parent / "MODEL_CARD.md", main_card, {**sections, args.name: section})
+        print(f"wrote {out} and .onnx ({size_mb:.1f} MB together) and its section of {out.parent / 'MODEL_CARD.md'}")
         return
     cfg = ckpt["config"]
     from gmenet_cli.config import build_config
@@ -149,11 +144,21 @@ def main() -> None:
         split=report["split"], table="\n".join(rows), parity=max(info["max_abs_diff"], 1e-6),
         pt_mb=pt_mb, onnx_mb=onnx_mb, agree=agree,
     )
-    card_path = out.parent / "MODEL_CARD.md"
-    old = card_path.read_text(encoding="utf-8") if card_path.is_file() else ""
-    kept = old[old.index("\n## One-size model "):] if "\n## One-size model " in old else ""  # their own sections
-    card_path.write_text(card.rstrip("\n") + "\n" + kept, encoding="utf-8")
+    write_card(out.parent / "MODEL_CARD.md", card, read_card(out.parent / "MODEL_CARD.md")[1])
     print(f"wrote {out} and .onnx ({size_mb:.1f} MB together) and {out.parent / 'MODEL_CARD.md'}")
+
+
+def read_card(path: Path) -> tuple[str, dict[str, str]]:
+    """MODEL_CARD.md as (the default model's part, {one-size model name: its section})."""
+    text = path.read_text(encoding="utf-8") if path.is_file() else ""
+    main, *rest = text.split(ONE_SIZE_HEAD)
+    return main, {r.split("\n", 1)[0]: ONE_SIZE_HEAD + r for r in rest}
+
+
+def write_card(path: Path, main: str, sections: dict[str, str]) -> None:
+    """The default model's part, then each one-size model's section (default-<N>px, by N)."""
+    path.write_text(main.rstrip("\n") + "\n" + "".join(sections[k].rstrip("\n") + "\n" for k in sorted(sections, key=lambda k: int(k[8:-2]))),
+                    encoding="utf-8")
 
 
 def agreement(model, onnx_path: Path, store_path: Path, split: str, scales: list[int]) -> str:

@@ -295,11 +295,11 @@ def test_shipped_one_size_models_take_the_faces_of_their_size(cli, workdir, monk
         pytest.skip("no one-size model ships in this checkout")
     assert [p.with_suffix(".pt") for p in specialists] == default_files(".pt")[1:]
     face = cv2.imread(str(ASTRONAUT))[40:200, 150:310]
-    for onnx_file in specialists:
+    sized = [(int(p.stem.split("-")[1][:-2]), p) for p in specialists]  # default-<px>px.onnx
+    for px, onnx_file in sized:
         pt_file = onnx_file.with_suffix(".pt")
         assert max(pt_file.stat().st_size, onnx_file.stat().st_size) <= 10e6
         torch.load(pt_file, weights_only=True)
-        px = int(onnx_file.stem.split("-")[1][:-2])
         cv2.imwrite(str(workdir / "f.png"), cv2.resize(face, (px + 2, px + 2), interpolation=cv2.INTER_AREA))
         (got,) = json_lines(cli("predict", workdir / "f.png", "--no-detect", "--json").stdout)
         (ref,) = json_lines(cli("predict", workdir / "f.png", "--no-detect", "--json", "--weights", onnx_file).stdout)
@@ -313,8 +313,7 @@ def test_shipped_one_size_models_take_the_faces_of_their_size(cli, workdir, monk
     monkeypatch.setattr(classify, "onnxruntime_available", lambda: False)
     clf = classify.load_classifier(None, "cpu")
     assert clf.backend == "torch" and [Path(m.path).name for m in clf.members] == [p.name for p in default_files(".pt")]
-    for onnx_file in specialists:
-        px = int(onnx_file.stem.split("-")[1][:-2])
+    for px, onnx_file in sized:
         assert Path(clf.route[px].path).name == onnx_file.with_suffix(".pt").name
 
 

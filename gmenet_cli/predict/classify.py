@@ -126,10 +126,9 @@ class RoutedClassifier(Classifier):
         self.route = {s: min((m for m in members if s in m.sizes), key=lambda m: len(m.sizes)) for s in self.sizes}
         self.unused = [m for m in members if all(m is not r for r in self.route.values())]
 
-    def classify(self, crops: list[np.ndarray]) -> np.ndarray:
-        model = self.route[crops[0].shape[-1]]
-        model.tta = self.tta
-        return model.classify(crops)
+    def logits(self, x: np.ndarray) -> np.ndarray:
+        """Same-size crops (and, with TTA, their mirror images: Classifier.classify) to the model for their size."""
+        return self.route[x.shape[-1]].logits(x)
 
 
 def onnxruntime_available() -> bool:
@@ -141,10 +140,10 @@ def onnxruntime_available() -> bool:
 def default_files(suffix: str) -> list[Path]:
     """The shipped default models with this suffix: default<suffix> (every face size) first, then any
     specialists for one size (default-12px<suffix>, ...)."""
-    found = sorted((p for p in WEIGHTS_DIR.glob(f"default-*px{suffix}") if re.fullmatch(rf"default-\d+px{re.escape(suffix)}", p.name)),
-                   key=lambda p: int(re.sub(r"\D", "", p.name)))
+    name = re.compile(rf"default-(\d+)px{re.escape(suffix)}")
+    found = sorted((int(m.group(1)), p) for p in WEIGHTS_DIR.glob(f"default-*px{suffix}") if (m := name.fullmatch(p.name)))
     main = WEIGHTS_DIR / f"default{suffix}"
-    return ([main] if main.is_file() else []) + found
+    return ([main] if main.is_file() else []) + [p for _, p in found]
 
 
 def load_classifier(weights: str | list[str] | None, device: str | None = None, tta: bool = True) -> Classifier:
@@ -168,12 +167,14 @@ def _load_default(device: str | None) -> list[Classifier]:
     """The shipped default: through onnxruntime on the CPU (no torch import: predict starts in about a
     second); `--device cuda`, or no onnxruntime, uses the shipped .pt files instead."""
     device = _device(device)
-    if not device.startswith("cuda") and onnxruntime_available() and default_files(".onnx"):
-        return [OnnxClassifier(str(p)) for p in default_files(".onnx")]
-    if not default_files(".pt"):
+    onnx = default_files(".onnx") if not device.startswith("cuda") and onnxruntime_available() else []
+    if onnx:
+        return [OnnxClassifier(str(p)) for p in onnx]
+    pts = default_files(".pt")
+    if not pts:
         raise UsageError("no default model ships with this install; pass --weights runs/train/<name>/weights/best.pt "
                          "(train one: gmenet prepare, gmenet distill-teacher, gmenet train)")
-    return [_load_classifier(str(p), device) for p in default_files(".pt")]
+    return [_load_classifier(str(p), device) for p in pts]
 
 
 def _load_classifier(weights: str, device: str | None = None) -> Classifier:

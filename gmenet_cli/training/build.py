@@ -137,12 +137,7 @@ def _init_weights(model, model_meta: dict, kind: str, cfg: Config, store: Store,
     if name != model_meta["name"]:
         raise CheckpointError(f"--init {path} holds a {name}, this run trains a {model_meta['name']}: pass --model {name} "
                               "or a checkpoint of the same architecture")
-    if list(ckpt["classes"]) != store.classes:
-        raise CheckpointError(f"--init {path} knows classes {ckpt['classes']}, the data has {store.classes}")
-    spec = ckpt["input"]
-    if spec["channels"] != store.channels or spec["hr_size"] != store.hr_size:
-        raise CheckpointError(f"--init {path} expects {spec['channels']}-channel {spec['hr_size']}px faces, "
-                              f"the data has {store.channels}-channel {store.hr_size}px")
+    _check_fits_data(ckpt, store, f"--init {path}")
     own, theirs = model.state_dict(), ckpt["state_dict"]
     if set(own) != set(theirs) or any(own[k].shape != theirs[k].shape for k in own):
         kw = ckpt["model"].get("kwargs", {})
@@ -169,8 +164,14 @@ def _latest_teacher(student: str, progress: Callbacks) -> str:
 def _check_teacher(ckpt: dict, store: Store, path) -> None:
     if ckpt.get("kind") != "teacher":
         raise CheckpointError(f"{path} is a {ckpt.get('kind', 'unknown')} checkpoint, not a teacher (from gmenet distill-teacher)")
+    _check_fits_data(ckpt, store, f"teacher {path}")
+
+
+def _check_fits_data(ckpt: dict, store: Store, what: str) -> None:
+    """A checkpoint used with this store (a teacher, or --init weights) must know its classes and faces."""
     if list(ckpt["classes"]) != store.classes:
-        raise CheckpointError(f"teacher {path} knows classes {ckpt['classes']}, the data has {store.classes}")
-    if ckpt["input"]["channels"] != store.channels or ckpt["input"]["hr_size"] != store.hr_size:
-        raise CheckpointError(f"teacher {path} expects {ckpt['input']['channels']}-channel {ckpt['input']['hr_size']}px faces, "
+        raise CheckpointError(f"{what} knows classes {ckpt['classes']}, the data has {store.classes}")
+    spec = ckpt["input"]
+    if spec["channels"] != store.channels or spec["hr_size"] != store.hr_size:
+        raise CheckpointError(f"{what} expects {spec['channels']}-channel {spec['hr_size']}px faces, "
                               f"the data has {store.channels}-channel {store.hr_size}px")
