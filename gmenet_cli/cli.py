@@ -385,6 +385,49 @@ def evaluate(
 
 @app.command()
 @handle_errors
+def calibrate(
+    weights: Optional[Path] = typer.Option(None, "--weights", "-w", help="Checkpoint to calibrate, rewritten in place (default: the most recent train run's best.pt, else distill-teacher's)."),
+    data: Optional[Path] = typer.Option(None, "--data", "-d", help="Prepared store (default: the one the model was trained on)."),
+    split: str = typer.Option("val", "--split", help="The split to fit on: the validation split (never the one you report on)."),
+    batch_size: int = typer.Option(256, "--batch-size", "-b", min=1, metavar="N", help="Evaluation batch size."),
+    device: Optional[str] = DeviceOpt,
+):
+    """Fit a temperature per trained face size, so that predict's confidences are probabilities.
+
+    Training does this by itself at its end; use it for checkpoints from before, or to fit on other
+    validation faces. The labels never change, only the confidences. Then gmenet export carries it into
+    the .onnx file. Example: gmenet calibrate --weights runs/train/exp/weights/best.pt
+    """
+    from gmenet_cli import checkpoint
+    from gmenet_cli.data.store import Store
+    from gmenet_cli.errors import UsageError
+    from gmenet_cli.evaluate import _check_compatible, calibrate_checkpoint
+    from gmenet_cli.runtime import select_device
+    from gmenet_cli.training import find_latest_weights
+
+    dev = select_device(device)
+    if weights is None:
+        weights = find_latest_weights()
+        if weights is None:
+            raise UsageError("no trained model found under runs/; pass --weights CKPT")
+        err.print(f"calibrating the most recent model: {weights}")
+    ckpt = checkpoint.load(weights)
+    path = str(data) if data else ckpt.get("data", {}).get("path")
+    if not path:
+        raise UsageError("pass --data PREPARED (the checkpoint does not name its store)")
+    store = Store(path)
+    _check_compatible(ckpt, store, str(weights))
+    if split not in store.splits:
+        raise UsageError(f"{store.path} has no '{split}' split (it has {', '.join(store.splits)})")
+    cal = calibrate_checkpoint(weights, store.split(split), dev, batch_size, tta=True)
+    for px, t in cal["temperature"].items():
+        err.print(f"{px:>3}px: temperature {t:.3f}, ECE {cal['ece_before'][px]:.4f} -> {cal['ece_after'][px]:.4f}")
+    err.print(f"wrote the temperatures into {weights} (fitted on {store.path} {split})")
+    err.print(f"Next: gmenet export --weights {weights}")
+
+
+@app.command()
+@handle_errors
 def predict(
     inputs: List[str] = typer.Argument(..., metavar="INPUTS", help="Images, videos, folders (recursive), globs, - to read paths from stdin, a webcam index (0) or a stream URL (rtsp://...)."),
     weights: Optional[List[Path]] = typer.Option(None, "--weights", "-w", help="Checkpoint (.pt) or gmenet ONNX export (.onnx, runs on onnxruntime); default: the models shipped with gmenet. Repeat it to combine models trained at different face sizes: each face goes to the model trained at its input size (a one-size model before an all-sizes one)."),
@@ -399,7 +442,8 @@ def predict(
     smooth: int = typer.Option(5, "--smooth", min=1, metavar="N", help="Videos: each tracked face's smoothed label averages its last N classified frames."),
     batch_size: int = typer.Option(64, "--batch-size", "-b", min=1, metavar="N", help="Faces per classification batch."),
     tta: bool = typer.Option(True, "--tta/--no-tta", metavar="", help="Average each face's logits with its mirror image's (about half the speed, a little more accurate)."),
-    as_json: bool = typer.Option(False, "--json", metavar="", help="JSON lines on stdout: one object per face, and one per faceless (note) or unreadable (error) input."),
+    min_confidence: float = typer.Option(0.0, "--min-confidence", min=0.0, max=1.0, metavar="P", help="Label faces whose confidence is below P 'uncertain' (their probabilities and best guess stay)."),
+    as_json: bool = typer.Option(False, "--json", metavar="", help="JSON lines on stdout: one object per face, one summary per input with faces, and one per faceless (note) or unreadable (error) input."),
     as_csv: bool = typer.Option(False, "--csv", metavar="", help="CSV on stdout: one row per face or faceless/unreadable input (last column: note)."),
     save: Optional[Path] = typer.Option(None, "--save", help="Write annotated copies into this folder (images as .jpg, each video as one .mp4)."),
     device: Optional[str] = typer.Option(None, "--device", help="For .pt checkpoints: auto (CUDA if present), cpu, cuda or cuda:N. The default models and .onnx files run on the CPU through onnxruntime; --device cuda switches the default to its .pt files."),
@@ -432,7 +476,7 @@ def predict(
     saver = _saver(save)
     output = PredictOutput("json" if as_json else "csv" if as_csv else "table", clf.classes)
     try:
-        for item, results in run(files, clf, det, margin, every, batch_size, box_map, smooth):
+        for item, results in run(files, clf, det, margin, every, batch_size, box_map, smooth, min_confidence):
             for r in results:
                 output.add(r)
             if saver:

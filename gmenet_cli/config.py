@@ -79,6 +79,7 @@ class TrainConfig:
     compile_backend: str = "inductor"  # torch.compile backend (aot_eager: no code generation, for checks)
     label_smoothing: float = 0.0
     soft_labels: bool = False  # train on FERPlus vote distributions (every FERPlus store has them)
+    logit_adjust: float = 0.0  # tau of the logit-adjusted loss (Menon et al. 2021): rare classes get a margin; 0 = off, 1 = balanced softmax
     ema: float = 0.998  # decay of an exponential moving average of the weights (0 = off); validated and saved
     tta: bool = True  # validation averages the logits of each face and its mirror image (as evaluate does)
     lowres: str = "online"  # online: LR faces degraded on the device from each augmented HR face, every epoch;
@@ -101,6 +102,13 @@ class AugmentConfig:
     scale: float = 0.1  # random zoom in [1 - scale, 1 + scale]
     rotate: float = 10.0  # random rotation in degrees, [-rotate, rotate]
     erase: float = 0.0  # probability of random erasing (a grey box of 2-20% of the face)
+    # Other cameras (photometric and sensor changes, drawn per face; 0 = off). They act on the augmented HR
+    # face, so the student's LR face, made from it, carries them too; noise is added at each view's own size.
+    brightness: float = 0.0  # add a uniform offset in [-brightness, brightness] (fraction of the 0..1 range)
+    contrast: float = 0.0  # scale the deviation from the face's mean by a factor in [1 - contrast, 1 + contrast]
+    gamma: float = 0.0  # raise to a power drawn log-uniformly in [1 / (1 + gamma), 1 + gamma]
+    blur: float = 0.0  # probability of a Gaussian blur, sigma uniform in 0.3-1.5 HR pixels (defocus, motion)
+    noise: float = 0.0  # sensor noise: Gaussian, std uniform in [0, noise] (0..255 units), at each view's size
 
 
 @dataclass

@@ -20,6 +20,13 @@ from rich.console import Console
 err = Console(stderr=True, highlight=False, soft_wrap=True)  # long lines (commands, paths) stay copy-pasteable
 
 
+def table_console() -> Console:
+    """Where tables for the user's eyes go (stdout). On a terminal Rich fits them to its width; piped or
+    redirected there is no width to fit, so nothing wraps (Rich would otherwise assume 80 columns and
+    split file names and boxes over lines)."""
+    return Console(highlight=False, width=None if sys.stdout.isatty() else 10_000)
+
+
 def data_out(line: str) -> None:
     """One line of machine-readable output on stdout (flushed, so pipelines see it at once)."""
     sys.stdout.write(line + "\n")

@@ -9,7 +9,6 @@ split (the RAF-DB convention); macro-F1 = mean F1 over classes present in the tr
 
 from __future__ import annotations
 
-import contextlib
 import json
 from pathlib import Path
 
@@ -62,33 +61,65 @@ def tta_logits(model, faces):
 
 
 @torch.inference_mode()
-def score_split(model, split, scale: int | None, device, batch_size: int = 256, rank: int = 0, world: int = 1,
-                autocast=contextlib.nullcontext, tta: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
-    """The one evaluation loop (validation during training and `gmenet evaluate`): run `model` over this
-    rank's share of a split at one view, HR faces (scale None) or the stored LR faces at `scale`; with
-    `tta`, each face's logits are averaged with its mirror image's.
-
-    -> (confusion counts (K, K) int64, summed cross-entropy) as tensors on `device`: accumulated there, so
-    no batch waits for a host sync. Under DDP each rank passes its rank/world and the caller sums."""
-    k = model.num_classes
-    conf = torch.zeros(k * k, dtype=torch.int64, device=device)
-    loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+def split_logits(model, split, scale: int | None, device, batch_size: int = 256, rank: int = 0, world: int = 1,
+                 tta: bool = False):
+    """The one evaluation loop (validation during training, `gmenet evaluate`, calibration): yield
+    (logits (B, K) float32, targets (B,)) on `device` for this rank's share of a split at one view, HR faces
+    (scale None) or the stored LR faces at `scale`; with `tta`, each face's logits are averaged with its
+    mirror image's. Always in float32, as predict runs: best.pt is chosen on the numbers evaluate reports."""
     loader = PairedBatches(split, batch_size, [scale] if scale else [], shuffle=False, augment=False,
                            with_hr=scale is None, rank=rank, world=world, even=False)
     for batch in loader:
         batch = to_device(batch, device)
         faces = batch["hr"] if scale is None else batch["lowres"]
-        with autocast():
-            logits = tta_logits(model, faces) if tta else model(faces).float()
-        target = batch["target"]
+        yield (tta_logits(model, faces) if tta else model(faces).float()), batch["target"]
+
+
+@torch.inference_mode()
+def score_split(model, split, scale: int | None, device, batch_size: int = 256, rank: int = 0, world: int = 1,
+                tta: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """-> (confusion counts (K, K) int64, summed cross-entropy) as tensors on `device`: accumulated there, so
+    no batch waits for a host sync. Under DDP each rank passes its rank/world and the caller sums."""
+    k = model.num_classes
+    conf = torch.zeros(k * k, dtype=torch.int64, device=device)
+    loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+    for logits, target in split_logits(model, split, scale, device, batch_size, rank, world, tta):
         conf.scatter_add_(0, target * k + logits.argmax(1), torch.ones_like(target))
         loss_sum += F.cross_entropy(logits, target, reduction="sum").double()
     return conf.reshape(k, k), loss_sum
 
 
+def logits_and_labels(model, split, scale: int | None, device, batch_size: int = 256,
+                      tta: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """A whole split's logits (N, K) and majority labels (N,) at one view, as numpy."""
+    parts = [(z.cpu().numpy(), t.cpu().numpy()) for z, t in split_logits(model, split, scale, device, batch_size, tta=tta)]
+    return np.concatenate([z for z, _ in parts]), np.concatenate([t for _, t in parts])
+
+
 def confusion(model, split, scale: int | None, device, batch_size: int = 256, tta: bool = False) -> np.ndarray:
     """Confusion matrix (rows = true class) of `model` on a whole split at one view, as numpy."""
-    return score_split(model, split, scale, device, batch_size, tta=tta)[0].cpu().numpy()
+    return confusion_from(*logits_and_labels(model, split, scale, device, batch_size, tta), model.num_classes)
+
+
+def confusion_from(logits: np.ndarray, labels: np.ndarray, k: int) -> np.ndarray:
+    """Confusion counts (rows = true class, columns = the argmax of the logits)."""
+    return np.bincount(labels * k + logits.argmax(1), minlength=k * k).reshape(k, k)
+
+
+def calibrate_checkpoint(path: str | Path, split, device, batch_size: int = 256, tta: bool = True) -> dict:
+    """Fit a temperature per trained face size of the checkpoint at `path` on `split` (its validation
+    faces) and store it in the checkpoint (rewritten atomically). Returns the `calibration` entry."""
+    from gmenet_cli.calibrate import calibrate
+
+    ckpt = checkpoint.load(path)
+    model = checkpoint.build_model(ckpt, path).to(device)
+    spec = ckpt["input"]
+    views = {int(spec["hr_size"]): None} if spec.get("view") == "hr" else {
+        int(spec["hr_size"]) // int(s): int(s) for s in spec.get("scales", [])}
+    cal = calibrate({px: logits_and_labels(model, split, scale, device, batch_size, tta) for px, scale in views.items()})
+    cal.update({"split": split.name, "tta": tta})
+    checkpoint.save(path, {**ckpt, "calibration": cal})
+    return cal
 
 
 def _check_compatible(ckpt: dict, store: Store, path: str) -> None:
@@ -123,13 +154,21 @@ def evaluate(weights: list[str], data: str | None, split: str | None, scales: li
         raise UsageError(f"scale x{bad[0]} is not in {store.path} (it has {', '.join(f'x{s}' for s in store.scales)}; 1 = HR)")
     report = {"data": str(store.path), "split": split, "classes": store.classes, "count": part.count, "tta": tta,
               "models": []}
+    from gmenet_cli.calibrate import ece, reliability, softmax, temperature_for
+
     for path, ckpt in ckpts:
         model = checkpoint.build_model(ckpt, path).to(device)
         results = []
         for s in scales:
-            m = metrics_from_confusion(confusion(model, part, None if s == 1 else s, device, batch_size, tta), store.classes)
+            logits, labels = logits_and_labels(model, part, None if s == 1 else s, device, batch_size, tta)
+            m = metrics_from_confusion(confusion_from(logits, labels, len(store.classes)), store.classes)
             face_px = store.hr_size // s
-            results.append({"view": "hr" if s == 1 else f"x{s}", "scale": s, "face_px": face_px, **m})
+            # confidences as predict gives them: with the checkpoint's temperature for this size (1 if none)
+            t = temperature_for(ckpt.get("calibration"), face_px)
+            rel = reliability(softmax(logits, t), labels)
+            results.append({"view": "hr" if s == 1 else f"x{s}", "scale": s, "face_px": face_px, **m,
+                            "temperature": t, "ece": rel["ece"], "ece_uncalibrated": ece(softmax(logits), labels),
+                            "reliability": rel})
         trained = [1] if ckpt.get("kind") == "teacher" else list(ckpt["input"].get("scales", []))
         # the view a per-class table and confusion matrix describe: the model's own (its first trained scale
         # in the sweep; HR for a teacher), not simply the first one asked for
@@ -143,7 +182,8 @@ def evaluate(weights: list[str], data: str | None, split: str | None, scales: li
 
 
 def write_outputs(report: dict, out: Path) -> list[Path]:
-    """metrics.json, confusion_matrix.png (first model, first view) and resolution_sweep.png."""
+    """metrics.json, confusion_matrix.png (first model, its own view), reliability.png (first model, every
+    view) and resolution_sweep.png."""
     from gmenet_cli import plots
 
     out.mkdir(parents=True, exist_ok=True)
@@ -156,6 +196,9 @@ def write_outputs(report: dict, out: Path) -> list[Path]:
     title = f"{first['model']} on {report['split']} ({view['view']}, {view['face_px']}px): acc {view['accuracy']:.3f}"
     if plots.confusion_matrix(out / "confusion_matrix.png", view["confusion"], report["classes"], title):
         written.append(out / "confusion_matrix.png")
+    if plots.reliability_diagram(out / "reliability.png", [(f"{r['face_px']}px", r["reliability"]) for r in first["results"]],
+                                 f"{first['model']} on {report['split']}: reliability (15 bins)"):
+        written.append(out / "reliability.png")
     if any(len(m["results"]) > 1 for m in report["models"]):
         curves = [(f"{m['model']} ({Path(m['weights']).parent.parent.name})", [r["face_px"] for r in m["results"]],
                    [r["accuracy"] for r in m["results"]]) for m in report["models"]]

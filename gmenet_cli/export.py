@@ -56,7 +56,9 @@ def onnx_metadata(ckpt: dict, sizes: list[int], working_size: int) -> dict[str, 
             "channels": str(int(spec["channels"])), "hr_size": str(int(spec["hr_size"])),
             "working_size": str(int(working_size)),
             "view": str(spec.get("view", "lr")), "sizes": json.dumps(sizes),
-            "trained_sizes": json.dumps(trained_sizes(ckpt)), "input_range": "float32 in [0, 1]"}
+            "trained_sizes": json.dumps(trained_sizes(ckpt)), "input_range": "float32 in [0, 1]",
+            # a temperature per face size (calibrate.py); predict divides the logits by it
+            "calibration": json.dumps(ckpt.get("calibration") or {})}
 
 
 def export(weights: str, fmt: str, out: str | None, input_size: int | None, atol: float = 1e-4,

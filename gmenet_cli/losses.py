@@ -67,21 +67,46 @@ class ASKDLoss(nn.Module):
 
 
 class ClassificationLoss(nn.Module):
-    """Cross-entropy on hard labels or on soft (vote distribution) targets, optional label smoothing."""
+    """Cross-entropy on hard labels or on probability (vote distribution) targets, optional label smoothing,
+    optional logit adjustment.
 
-    def __init__(self, label_smoothing: float = 0.0, soft: bool = False):
+    Logit adjustment (Menon et al., "Long-tail learning via logit adjustment", ICLR 2021, eq. 10): the loss
+    is taken on `logits + tau * log(prior)`, so the raw logits the model outputs (what evaluate and predict
+    read) estimate the class-balanced posterior. A frequent class ("neutral", 36% of FERPlus) then no
+    longer wins every ambiguous face, and rare ones (disgust, contempt: under 1%) get a margin that grows
+    with their rarity. tau = 0 is plain cross-entropy; tau = 1 is the balanced softmax."""
+
+    def __init__(self, label_smoothing: float = 0.0, soft: bool = False, prior=None, tau: float = 0.0):
         super().__init__()
-        self.label_smoothing, self.soft = label_smoothing, soft
+        self.label_smoothing, self.soft, self.tau = label_smoothing, soft, tau
+        if tau and prior is None:
+            raise UsageError("train.logit_adjust needs the class prior of the training split")
+        shift = torch.zeros(0) if not tau else tau * torch.log(torch.as_tensor(prior, dtype=torch.float32))
+        self.register_buffer("shift", shift, persistent=False)  # (K,) tau * log(prior); empty when off
 
     def forward(self, logits: torch.Tensor, batch: dict) -> torch.Tensor:
+        logits = logits.float()
+        if self.shift.numel():
+            logits = logits + self.shift
         if self.soft:
             if "votes" not in batch:
                 raise UsageError("train.soft_labels needs vote distributions; this store has none (only FERPlus has crowd votes)")
-            target = batch["votes"]
-            if self.label_smoothing:
-                target = target * (1 - self.label_smoothing) + self.label_smoothing / target.shape[1]
-            return torch.sum(-target * F.log_softmax(logits.float(), dim=1), dim=1).mean()
-        return F.cross_entropy(logits.float(), batch["target"], label_smoothing=self.label_smoothing)
+            # F.cross_entropy takes probability targets and applies label smoothing to them the same way
+            return F.cross_entropy(logits, batch["votes"], label_smoothing=self.label_smoothing)
+        return F.cross_entropy(logits, batch["target"], label_smoothing=self.label_smoothing)
+
+
+def class_prior(split, num_classes: int, soft: bool, floor: float = 1e-4) -> list[float]:
+    """The training split's class frequencies (the mean vote distribution with soft targets), floored so
+    that a class without faces gets a finite log-prior. (K,) floats summing to 1."""
+    import numpy as np
+
+    if soft and split.votes is not None:
+        p = np.asarray(split.votes, dtype=np.float64).mean(0)
+    else:
+        p = np.bincount(np.asarray(split.labels), minlength=num_classes).astype(np.float64)
+    p = np.maximum(p / max(p.sum(), 1e-12), floor)
+    return (p / p.sum()).tolist()
 
 
 def logit_kd(student: torch.Tensor, teacher: torch.Tensor, temperature: float) -> torch.Tensor:

@@ -110,3 +110,26 @@ def resolution_sweep(path: Path, curves: list[tuple[str, list[int], list[float]]
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     return True
+
+
+def reliability_diagram(path: Path, views: list[tuple[str, dict]], title: str) -> bool:
+    """Accuracy against confidence per bin, one panel per view: views = [(label, calibrate.reliability())].
+    Bars on the diagonal are calibrated; below it, over-confident."""
+    with figure(path, 1, len(views), figsize=(3.2 * len(views), 3.4), squeeze=False) as drawn:
+        if drawn is None:
+            return False
+        _, axes = drawn
+        for ax, (label, rel) in zip(axes[0], views):
+            bins = len(rel["count"])
+            edges = np.linspace(0, 1, bins + 1)
+            filled = np.asarray(rel["count"]) > 0
+            ax.bar(edges[:-1][filled], np.asarray(rel["accuracy"])[filled], width=1 / bins, align="edge",
+                   edgecolor="black", linewidth=0.5, label="accuracy")
+            ax.plot([0, 1], [0, 1], "--", color="grey", linewidth=1)
+            ax.set_xlim(0, 1)
+            ax.set_ylim(0, 1)
+            ax.set_xlabel("confidence")
+            ax.set_title(f"{label}\nECE {rel['ece']:.3f}", fontsize=9)
+        axes[0][0].set_ylabel("accuracy")
+        axes[0][0].figure.suptitle(title, fontsize=10)
+    return True

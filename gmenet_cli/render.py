@@ -8,10 +8,9 @@ import json
 import sys
 from pathlib import Path
 
-from rich.console import Console
 from rich.table import Table
 
-from gmenet_cli.console import data_out, err
+from gmenet_cli.console import data_out, err, table_console
 
 
 # ---------------------------------------------------------------------------------------------- prepare
@@ -49,7 +48,7 @@ def datasets_table(rows: list[dict]) -> None:
         table.add_column(col, overflow="fold")
     for r in rows:
         table.add_row(r["source"], "\n".join(r["looks_in"]), r["found"] or "-")
-    Console(highlight=False).print(table)
+    table_console().print(table)
     err.print("Put a dataset in one of these places (or pass --root); each must hold the layout in gmenet prepare --help.")
 
 
@@ -156,13 +155,14 @@ def training_done(result, next_command: str) -> None:
 def evaluation_report(report: dict) -> None:
     table = Table(title=f"{report['split']} split of {report['data']} ({report['count']} faces"
                         f"{', flip TTA' if report.get('tta') else ''})", title_justify="left")
-    for col in ("model", "view", "face px", "accuracy", "mean class acc", "macro F1"):
+    for col in ("model", "view", "face px", "accuracy", "mean class acc", "macro F1", "ECE"):
         numeric = col not in ("model", "view")
         table.add_column(col, justify="right" if numeric else "left", overflow="fold", no_wrap=numeric and col != "mean class acc")
     for m in report["models"]:
         for r in m["results"]:
             table.add_row(f"{m['model']} ({Path(m['weights']).parent.parent.name})", r["view"], str(r["face_px"]),
-                          f"{r['accuracy']:.4f}", f"{r['mean_class_accuracy']:.4f}", f"{r['macro_f1']:.4f}")
+                          f"{r['accuracy']:.4f}", f"{r['mean_class_accuracy']:.4f}", f"{r['macro_f1']:.4f}",
+                          f"{r['ece']:.3f}" + ("" if r["temperature"] == 1 else f" (T {r['temperature']:.2f})"))
     err.print(table)
     model = report["models"][0]
     first = model["results"][model.get("primary_view", 0)]
@@ -172,6 +172,16 @@ def evaluation_report(report: dict) -> None:
     for c, v in first["per_class"].items():
         per.add_row(c, f"{v['precision']:.3f}", f"{v['recall']:.3f}", f"{v['f1']:.3f}", str(v["support"]))
     err.print(per)
+    # recall of every class at every size: where the rare classes (disgust, contempt, fear) are lost
+    recall = Table(title="recall per class and face size", title_justify="left")
+    recall.add_column("model / view", no_wrap=True)
+    for c in report["classes"]:
+        recall.add_column(c, justify="right", no_wrap=True)
+    for m in report["models"]:
+        for r in m["results"]:
+            recall.add_row(f"{Path(m['weights']).parent.parent.name} {r['view']} {r['face_px']}px",
+                           *(f"{r['per_class'][c]['recall']:.3f}" for c in report["classes"]))
+    err.print(recall)
 
 
 # ---------------------------------------------------------------------------------------------- predict
@@ -187,14 +197,32 @@ class PredictOutput:
     def __init__(self, mode: str, classes: list[str]):
         self.mode, self.classes = mode, classes  # mode: json | csv | table
         self.rows: list[dict] = []
+        self.summary = None  # InputSummary of the input being reported (its records arrive together)
+        self.summaries: list = []
         self.bad = self.faceless = 0
         self.writer = None
         if mode == "csv":
             self.writer = csv.writer(sys.stdout, lineterminator="\n")
-            self.writer.writerow(["file", "frame", "face", "x", "y", "w", "h", "label", "confidence", "face_px", *classes,
-                                  "track", "smoothed_label", "note"])
+            self.writer.writerow(["file", "frame", "face", "x", "y", "w", "h", "label", "confidence", "face_px", "input_px",
+                                  "detector_score", "guess", *classes, "track", "smoothed_label", "note"])
+
+    def _summarise(self, r: dict | None) -> None:
+        """Close the previous input's summary when another input's records begin (or at the end): a JSON
+        summary record follows the input's faces; the table lists them all after its rows."""
+        from gmenet_cli.predict.summary import InputSummary
+
+        if self.summary is not None and (r is None or r["file"] != self.summary.file):
+            if not self.summary.empty:
+                self.summaries.append(self.summary)
+                if self.mode == "json":
+                    data_out(json.dumps(self.summary.record()))
+            self.summary = None
+        if r is not None:
+            self.summary = self.summary or InputSummary(r["file"])
+            self.summary.add(r)
 
     def add(self, r: dict) -> None:
+        self._summarise(r)
         if "error" in r:
             self.bad += 1
             err.print(f"[red]error[/red]: {r['file']}: {r['error']}", soft_wrap=True)
@@ -211,14 +239,15 @@ class PredictOutput:
     def _csv_row(self, r: dict) -> None:
         if "label" in r:
             self.writer.writerow([r["file"], r.get("frame", ""), r["face"], *r["box"], r["label"], r["confidence"],
-                                  r["face_px"], *(r["probs"][c] for c in self.classes), r.get("track", ""),
-                                  r.get("smoothed_label", ""), ""])
+                                  r["face_px"], r["input_px"], r["detector_score"], r.get("guess", ""),
+                                  *(r["probs"][c] for c in self.classes), r.get("track", ""), r.get("smoothed_label", ""), ""])
         else:
             note = r.get("error") or r.get("note") or "no face found"
-            self.writer.writerow([r["file"], r.get("frame", ""), *([""] * (10 + len(self.classes))), note])
+            self.writer.writerow([r["file"], r.get("frame", ""), *([""] * (13 + len(self.classes))), note])
         sys.stdout.flush()
 
     def finish(self) -> None:
+        self._summarise(None)
         if self.mode != "table" or not self.rows:
             return
         table = Table()
@@ -229,10 +258,14 @@ class PredictOutput:
                              overflow="fold" if col in ("file", "box") else "ellipsis", no_wrap=col in ("label", "confidence"))
         for r in self.rows:
             name = r["file"] + (f"#{r['frame']}" if "frame" in r else "")
-            table.add_row(name, str(r["face"]), r["label"], f"{r['confidence']:.3f}", f"{r['face_px']:.0f}",
+            label = r["label"] + (f" ({r['guess']}?)" if "guess" in r else "")
+            table.add_row(name, str(r["face"]), label, f"{r['confidence']:.3f}", f"{r['face_px']:.0f}",
                           ",".join(f"{v:.0f}" for v in r["box"]),
                           *((str(r.get("track", "")), r.get("smoothed_label", "")) if tracked else ()))
-        Console(highlight=False).print(table)
+        out = table_console()
+        out.print(table)
+        for s in self.summaries:
+            out.print(s.line(), soft_wrap=True)
 
 
 # ---------------------------------------------------------------------------------------------- models
@@ -243,4 +276,4 @@ def models_table(rows: list[dict], input_size: int, channels: int, classes: int)
         table.add_column(col, justify="right" if col in ("params", "GFLOPs", "input px") else "left")
     for r in rows:
         table.add_row(r["name"], r["kind"], f"{r['params']:,}", f"{r['gflops']:.3f}", str(r["input_px"]), r["about"])
-    Console(highlight=False).print(table)
+    table_console().print(table)

@@ -90,8 +90,11 @@ def tiny_runs(tmp_path_factory, tiny_store) -> dict:
     return {"teacher": teacher, "student": student, "base": base}
 
 
-def json_lines(text: str) -> list[dict]:
-    return [json.loads(line) for line in text.splitlines() if line.strip()]
+def json_lines(text: str, summaries: bool = False) -> list[dict]:
+    """predict --json's records: faces and faceless/unreadable inputs; its per-input summary records only
+    with summaries=True."""
+    records = [json.loads(line) for line in text.splitlines() if line.strip()]
+    return [r for r in records if summaries or "summary" not in r]
 
 
 def interrupt_then_resume(cli, monkeypatch, args: list, name: str) -> None:

@@ -328,7 +328,7 @@ def test_default_predict_does_not_import_torch():
             "assert not bad, bad")
     res = subprocess.run([sys.executable, "-c", code, str(ASTRONAUT)], capture_output=True, text=True, timeout=120)
     assert res.returncode == 0, res.stderr[-2000:]
-    assert json.loads(res.stdout)["label"] == "happiness"
+    assert json.loads(res.stdout.splitlines()[0])["label"] == "happiness"
 
 
 def test_predict_sends_each_face_size_to_the_model_trained_at_it(tiny_runs, cli, workdir):
@@ -371,3 +371,19 @@ def test_routing_prefers_the_one_size_model_and_refuses_other_classes():
         assert clf.classify([crop(12)])[0, 0] > 0.7 and clf.classify([crop(24)])[0, 0] == pytest.approx(0.5)
     with pytest.raises(UsageError, match="share one class list"):
         RoutedClassifier([all_sizes, Fake("x", [12], ("a", "c"))])
+
+
+def test_detected_faces_are_routed_by_the_crop_the_model_reads(tiny_runs, cli, workdir, monkeypatch):
+    """A detector box of 21.6 px is a 26 px crop with the default --margin 0.1: read at 24 px, not 12; with
+    --margin 0 the same box is read at 12 px (the student's trained sizes are 12 and 24)."""
+    from gmenet_cli.predict import pipeline
+
+    monkeypatch.setattr(pipeline, "detect_faces", lambda det, img: [(30.0, 30.0, 21.6, 21.6, 0.9)])
+    cv2.imwrite(str(workdir / "scene.png"), cv2.resize(cv2.imread(str(ASTRONAUT)), (100, 100), interpolation=cv2.INTER_AREA))
+    rows = {}
+    for margin in ("0.1", "0"):
+        res = cli("predict", workdir / "scene.png", "--json", "--weights", tiny_runs["student"], "--margin", margin)
+        assert res.exit_code == 0, res.output
+        (rows[margin],) = json_lines(res.stdout)
+    assert rows["0.1"]["face_px"] == rows["0"]["face_px"] == 21.6
+    assert rows["0.1"]["input_px"] == 24 and rows["0"]["input_px"] == 12

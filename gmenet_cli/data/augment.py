@@ -22,13 +22,17 @@ import torch.nn.functional as F
 
 
 def draw(rng: np.random.Generator, n: int, size: int, flip: bool, shift: float, scale: float, rotate: float,
-         erase: float, scales: list[int]) -> dict:
+         erase: float, scales: list[int], brightness: float = 0.0, contrast: float = 0.0, gamma: float = 0.0,
+         blur: float = 0.0, noise: float = 0.0) -> dict:
     """Random parameters for `n` samples of `size` px faces, as CPU tensors (pinned with the batch).
 
     theta (n, 2, 3): affine_grid matrices (output -> input coordinates, normalised to [-1, 1]);
     erase (n, 5): box y0, y1, x0, x1 in pixels (empty when y0 == y1) and its grey level in [0, 1];
-    positions {scale: (b,)}: which samples get which of the student's LR scales (one drawn per sample).
-    Groups are formed here, on the host, so the device never waits to learn their sizes."""
+    positions {scale: (b,)}: which samples get which of the student's LR scales (one drawn per sample);
+    only when enabled: photo (n, 3) brightness offset, contrast factor, gamma; blur (n,) sigma in HR pixels
+    (0 = none); noise (n,) std in [0, 1] units and noise_field (n, 1, size, size) standard normal draws.
+    Groups are formed here, on the host, so the device never waits to learn their sizes. Parameters that
+    are off draw nothing, so a recipe without them keeps the random stream it had before they existed."""
     angle = rng.uniform(-rotate, rotate, n) * math.pi / 180 if rotate > 0 else np.zeros(n)
     zoom = 1 + rng.uniform(-scale, scale, n) if scale > 0 else np.ones(n)
     mirror = np.where(rng.random(n) < 0.5, -1.0, 1.0) if flip else np.ones(n)
@@ -51,8 +55,62 @@ def draw(rng: np.random.Generator, n: int, size: int, flip: bool, shift: float, 
         boxes[hit] = np.stack([y0, y0 + h, x0, x0 + w, grey], 1)[hit]
     pick = rng.integers(0, max(len(scales), 1), n)
     positions = {s: torch.from_numpy(np.nonzero(pick == k)[0]) for k, s in enumerate(scales)}
-    return {"theta": torch.from_numpy(theta), "erase": torch.from_numpy(boxes),
-            "positions": {s: p for s, p in positions.items() if len(p)}}
+    out = {"theta": torch.from_numpy(theta), "erase": torch.from_numpy(boxes),
+           "positions": {s: p for s, p in positions.items() if len(p)}}
+    if brightness > 0 or contrast > 0 or gamma > 0:
+        photo = np.zeros((n, 3), dtype=np.float32)
+        photo[:, 0] = rng.uniform(-brightness, brightness, n) if brightness > 0 else 0.0
+        photo[:, 1] = 1 + rng.uniform(-contrast, contrast, n) if contrast > 0 else 1.0
+        photo[:, 2] = np.exp(rng.uniform(-1, 1, n) * math.log1p(gamma)) if gamma > 0 else 1.0
+        out["photo"] = torch.from_numpy(photo)
+    if blur > 0:
+        sigma = np.where(rng.random(n) < blur, rng.uniform(0.3, 1.5, n), 0.0).astype(np.float32)
+        out["blur"] = torch.from_numpy(sigma)
+    if noise > 0:
+        out["noise"] = torch.from_numpy(rng.uniform(0, noise / 255.0, n).astype(np.float32))
+        out["noise_field"] = torch.from_numpy(rng.standard_normal((n, 1, size, size), dtype=np.float32))
+    return out
+
+
+BLUR_RADIUS = 3  # kernel 7 taps: covers +-2 sigma of the widest blur drawn (1.5 px)
+
+
+def gaussian_blur(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+    """Blur each face of (B, C, H, W) with its own Gaussian sigma (B,) (0 = unchanged), separably, with
+    replicated borders: one grouped convolution per direction for the whole batch."""
+    B, C, H, W = x.shape
+    taps = torch.arange(-BLUR_RADIUS, BLUR_RADIUS + 1, device=x.device, dtype=x.dtype)
+    s = sigma.to(x.dtype).clamp_min(1e-3)[:, None]
+    k = torch.exp(-0.5 * (taps[None] / s) ** 2)  # (B, 7); sigma -> 0 gives a delta
+    k = (k / k.sum(1, keepdim=True)).repeat_interleave(C, 0)  # (B*C, 7)
+    y = F.pad(x.reshape(1, B * C, H, W), (BLUR_RADIUS,) * 4, mode="replicate")
+    y = F.conv2d(y, k[:, None, None, :], groups=B * C)
+    y = F.conv2d(y, k[:, None, :, None], groups=B * C)
+    return y.reshape(B, C, H, W)
+
+
+def photometric(x: torch.Tensor, params: dict) -> torch.Tensor:
+    """Gamma, contrast (about each face's mean) and brightness, then blur: [0, 1] in and out."""
+    if "photo" in params:
+        p = params["photo"].to(x.dtype)
+        x = x.clamp(0, 1) ** p[:, 2, None, None, None]
+        mean = x.mean((1, 2, 3), keepdim=True)
+        x = (x - mean) * p[:, 1, None, None, None] + mean + p[:, 0, None, None, None]
+        x = x.clamp(0, 1)
+    if "blur" in params:
+        x = gaussian_blur(x, params["blur"])
+    return x
+
+
+def add_noise(x: torch.Tensor, params: dict, positions=None) -> torch.Tensor:
+    """Sensor noise at the view's own size (the top-left h x w of each sample's noise field)."""
+    if "noise" not in params:
+        return x
+    std, field = params["noise"], params["noise_field"]
+    if positions is not None:
+        std, field = std[positions], field[positions]
+    h, w = x.shape[-2:]
+    return (x + std.to(x.dtype)[:, None, None, None] * field[..., :h, :w].to(x.dtype)).clamp(0, 1)
 
 
 def warp(hr: torch.Tensor, params: dict) -> torch.Tensor:
@@ -70,18 +128,22 @@ def warp(hr: torch.Tensor, params: dict) -> torch.Tensor:
     return torch.where(inside[:, None], boxes[:, 4, None, None, None].to(x.dtype), x)
 
 
-def downsample(hr: torch.Tensor, scale: int) -> torch.Tensor:
+def downsample(hr: torch.Tensor, scale: int, params: dict | None = None, positions=None) -> torch.Tensor:
     """Area downsampling by an integer factor (the mean of each scale x scale block, as OpenCV's INTER_AREA
-    does for integer factors), rounded to 8-bit levels like a stored face. [0, 1] float in and out."""
-    return torch.round(F.avg_pool2d(hr, scale) * 255.0) / 255.0
+    does for integer factors), plus the LR view's sensor noise when drawn, rounded to 8-bit levels like a
+    stored face. [0, 1] float in and out."""
+    low = F.avg_pool2d(hr, scale)
+    if params is not None:
+        low = add_noise(low, params, positions)
+    return torch.round(low * 255.0) / 255.0
 
 
 def make_views(batch: dict, student: bool) -> dict:
     """Replace the batch's uint8 `hr` by its augmented float version and, for a student, add `lowres`
     groups degraded from it. The batch is already on the device."""
     params = batch.pop("augment")
-    hr = warp(batch["hr"], params)
-    out = {**batch, "hr": hr}
+    hr = photometric(warp(batch["hr"], params), params)
+    out = {**batch, "hr": add_noise(hr, params)}
     if student:
-        out["lowres"] = {s: (pos, downsample(hr[pos], s)) for s, pos in params["positions"].items()}
+        out["lowres"] = {s: (pos, downsample(hr[pos], s, params, pos)) for s, pos in params["positions"].items()}
     return out

@@ -9,7 +9,6 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-import cv2
 import numpy as np
 
 from gmenet_cli.data.imageio import to_channels
@@ -33,6 +32,12 @@ class Classifier:
     channels: int
     sizes: list[int]  # trained face sizes (LR sizes for a student, the HR size for a teacher)
     tta: bool = True  # flip test-time augmentation: average the logits of each crop and its mirror image
+    calibration: dict | None = None  # the model's temperature per face size (calibrate.py); None: T = 1
+
+    def temperature(self, size: int) -> float:
+        from gmenet_cli.calibrate import temperature_for
+
+        return temperature_for(self.calibration, size)
 
     def input_size(self, face_px: float) -> int:
         """Largest trained size not above the face's own size (never invent detail); else the smallest."""
@@ -40,27 +45,29 @@ class Classifier:
         return max(fitting) if fitting else min(self.sizes)
 
     def prepare_crop(self, image: np.ndarray, box, margin: float) -> tuple[np.ndarray, int]:
+        """The face's square crop (box plus `margin` on each side), at the model's channels and at the trained
+        size chosen from the *crop's* side: the pixels the model reads, context included, not the box's."""
+        from gmenet_cli.data.degrade import resize_face
         from gmenet_cli.data.sources.base import crop_box
 
         x, y, w, h = box[:4]
-        crop = crop_box(image, x, y, x + w, y + h, margin)
-        crop = to_channels(crop, self.channels)
-        size = self.input_size(max(w, h))
-        interp = cv2.INTER_AREA if crop.shape[0] > size else cv2.INTER_CUBIC
-        crop = cv2.resize(crop, (size, size), interpolation=interp)
+        crop = to_channels(crop_box(image, x, y, x + w, y + h, margin), self.channels)
+        size = self.input_size(crop.shape[0])
+        crop = resize_face(crop, size)
         return (crop[None] if crop.ndim == 2 else crop.transpose(2, 0, 1)), size
 
     def classify(self, crops: list[np.ndarray]) -> np.ndarray:
-        """Same-size uint8 (C, s, s) crops -> (N, K) probabilities (softmax of the, optionally flip-averaged,
-        logits; both views go through the model as one batch)."""
+        """Same-size uint8 (C, s, s) crops -> (N, K) probabilities: the softmax of the (optionally flip-averaged;
+        both views go through the model as one batch) logits divided by the model's temperature for s."""
+        from gmenet_cli.calibrate import softmax
+
         x = np.stack(crops)
         if self.tta:
             z = self.logits(np.concatenate([x, x[..., ::-1]])).astype(np.float64)
             z = (z[: len(x)] + z[len(x):]) / 2
         else:
             z = self.logits(x).astype(np.float64)
-        z = np.exp(z - z.max(axis=1, keepdims=True))
-        return (z / z.sum(axis=1, keepdims=True)).astype(np.float32)
+        return softmax(z, self.temperature(x.shape[-1])).astype(np.float32)
 
     def logits(self, x: np.ndarray) -> np.ndarray:
         """(N, C, s, s) uint8 -> (N, K) logits."""
@@ -83,6 +90,7 @@ class TorchClassifier(Classifier):
         self.classes = list(ckpt["classes"])
         self.channels = int(ckpt["input"]["channels"])
         self.sizes = checkpoint.trained_sizes(ckpt)
+        self.calibration = ckpt.get("calibration")
 
     def logits(self, x: np.ndarray) -> np.ndarray:
         torch = self.torch
@@ -100,6 +108,7 @@ class OnnxClassifier(Classifier):
         self.model = OnnxModel(path, threads)  # threads 0: onnxruntime's default (one per physical core)
         self.classes, self.channels = self.model.classes, self.model.channels
         self.sizes = sorted(self.model.trained_sizes)
+        self.calibration = self.model.calibration
 
     def logits(self, x: np.ndarray) -> np.ndarray:
         return self.model.logits(np.ascontiguousarray(x))
@@ -129,6 +138,9 @@ class RoutedClassifier(Classifier):
     def logits(self, x: np.ndarray) -> np.ndarray:
         """Same-size crops (and, with TTA, their mirror images: Classifier.classify) to the model for their size."""
         return self.route[x.shape[-1]].logits(x)
+
+    def temperature(self, size: int) -> float:
+        return self.route[size].temperature(size)
 
 
 def onnxruntime_available() -> bool:

@@ -16,8 +16,12 @@ from gmenet_cli.predict.inputs import Item, iter_items
 from gmenet_cli.predict.track import Tracker
 
 
+UNCERTAIN = "uncertain"  # the label of a face whose confidence is below --min-confidence
+
+
 def run(files: list[str], clf: Classifier, detector: FaceDetector | None, margin: float, every: int,
-        batch_size: int, boxes_csv: dict | None = None, smooth: int = 5) -> Iterator[tuple[Item, list[dict]]]:
+        batch_size: int, boxes_csv: dict | None = None, smooth: int = 5,
+        min_confidence: float = 0.0) -> Iterator[tuple[Item, list[dict]]]:
     """Yield (item, results) in input order: one result dict per face, or one for a faceless/unreadable input.
 
     Faces are gathered across inputs into batches of `batch_size` per LR size before classification. Video
@@ -29,9 +33,9 @@ def run(files: list[str], clf: Classifier, detector: FaceDetector | None, margin
     def flush():
         _classify(pending, clf, batch_size)
         for item, faces in pending:
-            results = list(_results(item, faces, clf))
+            results = list(_results(item, faces, clf, min_confidence))
             if item.frame is not None and faces:
-                trackers.setdefault(item.file, Tracker(clf.classes, smooth)).update(results)
+                trackers.setdefault(item.file, Tracker(clf.classes, smooth, min_confidence=min_confidence)).update(results)
             yield item, results
         pending.clear()
 
@@ -90,7 +94,7 @@ def _classify(pending: list, clf: Classifier, batch_size: int) -> None:
                 del pending[i][1][j]["crop"]
 
 
-def _results(item: Item, faces: list, clf: Classifier) -> Iterator[dict]:
+def _results(item: Item, faces: list, clf: Classifier, min_confidence: float = 0.0) -> Iterator[dict]:
     base = {"file": item.file}
     if item.frame is not None:
         base["frame"] = item.frame
@@ -100,6 +104,8 @@ def _results(item: Item, faces: list, clf: Classifier) -> Iterator[dict]:
     for j, face in enumerate(faces):
         p = face["probs"]
         k = int(np.argmax(p))
-        yield {**base, "face": j, "box": face["box"], "label": clf.classes[k], "confidence": round(float(p[k]), 4),
+        sure = float(p[k]) >= min_confidence
+        yield {**base, "face": j, "box": face["box"], "label": clf.classes[k] if sure else UNCERTAIN,
+               **({} if sure else {"guess": clf.classes[k]}), "confidence": round(float(p[k]), 4),
                "probs": {c: round(float(v), 4) for c, v in zip(clf.classes, p)}, "face_px": face["face_px"],
                "input_px": face["size"], "detector_score": face["score"]}

@@ -23,8 +23,10 @@ def iou(a, b) -> float:
 
 
 class Tracker:
-    def __init__(self, classes: list[str], window: int = 5, min_iou: float = 0.3, max_age: int = 3):
+    def __init__(self, classes: list[str], window: int = 5, min_iou: float = 0.3, max_age: int = 3,
+                 min_confidence: float = 0.0):
         self.classes, self.window, self.min_iou, self.max_age = classes, window, min_iou, max_age
+        self.min_confidence = min_confidence  # a smoothed label below it is "uncertain", as a frame's label
         self.tracks: dict[int, dict] = {}  # id -> {"box", "probs": deque, "missed"}
         self.next_id = 1
 
@@ -60,4 +62,5 @@ class Tracker:
         track["probs"].append(np.array([face["probs"][c] for c in self.classes], dtype=np.float64))
         mean = np.mean(track["probs"], axis=0)
         k = int(np.argmax(mean))
-        face.update(track=tid, smoothed_label=self.classes[k], smoothed_confidence=round(float(mean[k]), 4))
+        label = self.classes[k] if mean[k] >= self.min_confidence else "uncertain"
+        face.update(track=tid, smoothed_label=label, smoothed_confidence=round(float(mean[k]), 4))

@@ -14,7 +14,7 @@ from gmenet_cli import checkpoint
 from gmenet_cli.config import Config, config_from_dict
 from gmenet_cli.data.store import Store
 from gmenet_cli.errors import CheckpointError, UsageError
-from gmenet_cli.losses import ASKDLoss, ClassificationLoss
+from gmenet_cli.losses import ASKDLoss, ClassificationLoss, class_prior
 from gmenet_cli.models import create_model, get_spec
 from gmenet_cli.models.registry import working_size
 from gmenet_cli.runtime import Runtime, seed_everything
@@ -82,8 +82,9 @@ def train_teacher(cfg: Config, runtime: Runtime, data: str | None = None, name: 
         cfg.train.epochs = cfg.train.teacher_epochs
     model, model_meta = _build(cfg.model.teacher, "teacher", cfg, store)
     init = _init_weights(model, model_meta, "teacher", cfg, store, start, progress)
-    task = ClassifierTask(model, ClassificationLoss(cfg.train.label_smoothing, cfg.train.soft_labels), "hr")
-    meta = {"kind": "teacher", "model": model_meta, "classes": store.classes,
+    loss, prior = _classification_loss(cfg, store)
+    task = ClassifierTask(model, loss, "hr")
+    meta = {"kind": "teacher", "model": model_meta, "classes": store.classes, "class_prior": prior,
             "input": _input_spec(model, store, [], "hr"), **init}
     return fit("distill-teacher", task, store, cfg, runtime, start.run_dir, meta, [], progress, start.state)
 
@@ -101,8 +102,8 @@ def train_student(cfg: Config, runtime: Runtime, data: str | None = None, teache
                          f"run gmenet prepare with --scale {','.join(str(s) for s in scales)}")
     model, model_meta = _build(cfg.model.name, "student", cfg, store)
     init = _init_weights(model, model_meta, "student", cfg, store, start, progress)
-    loss = ClassificationLoss(cfg.train.label_smoothing, cfg.train.soft_labels)
-    meta = {"kind": "student", "model": model_meta, "classes": store.classes,
+    loss, prior = _classification_loss(cfg, store)
+    meta = {"kind": "student", "model": model_meta, "classes": store.classes, "class_prior": prior,
             "input": _input_spec(model, store, scales, "lr"), "distill": cfg.distill.enabled, **init}
     if not cfg.distill.enabled:
         task = ClassifierTask(model, loss, "lowres")
@@ -116,6 +117,14 @@ def train_student(cfg: Config, runtime: Runtime, data: str | None = None, teache
     meta["teacher"] = {"path": str(Path(teacher_path).resolve()), "model": teacher_ckpt["model"]["name"],
                        "val_metric": teacher_ckpt.get("best_metric")}
     return fit("train", task, store, cfg, runtime, start.run_dir, meta, scales, progress, start.state)
+
+
+def _classification_loss(cfg: Config, store: Store) -> tuple[ClassificationLoss, list[float]]:
+    """The classification loss of both commands, and the training split's class prior it may adjust by
+    (kept in the checkpoint: predict-time corrections and model cards read it from there)."""
+    t = cfg.train
+    prior = class_prior(store.split("train"), len(store.classes), t.soft_labels)
+    return ClassificationLoss(t.label_smoothing, t.soft_labels, prior, t.logit_adjust), prior
 
 
 def _init_weights(model, model_meta: dict, kind: str, cfg: Config, store: Store, start: Start,

@@ -13,6 +13,7 @@ steps, for the progress line and the non-finite-loss check, which still names th
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from pathlib import Path
 
@@ -73,8 +74,10 @@ def check_train_options(cfg: Config, n_train: int) -> None:
     if not 0 <= t.ema < 1:
         raise UsageError(f"train.ema must be in [0, 1) (0 = off; 0.999 is typical), got {t.ema}")
     a = cfg.augment
-    if min(a.shift, a.scale, a.rotate, a.erase) < 0 or a.scale >= 1 or a.erase > 1:
-        raise UsageError("augment: shift, scale, rotate and erase must be >= 0, scale < 1 and erase <= 1")
+    if min(dataclasses.astuple(a)) < 0 or a.scale >= 1 or a.erase > 1 or a.blur > 1 or a.contrast >= 1:
+        raise UsageError("augment: every value must be >= 0, scale and contrast < 1, erase and blur <= 1")
+    if t.logit_adjust < 0:
+        raise UsageError(f"train.logit_adjust must be >= 0 (0 = off, 1 = balanced softmax), got {t.logit_adjust}")
     if not 0 <= t.label_smoothing < 1:
         raise UsageError("train.label_smoothing must be in [0, 1)")
     if t.shift < 0:
@@ -113,8 +116,7 @@ def validate(model, split, runtime: Runtime, scales: list[int], batch_size: int,
     accs, mcas = [], []
     try:
         for scale in scales or [None]:
-            conf, loss_sum = score_split(model, split, scale, runtime.device, batch_size, runtime.rank, runtime.world,
-                                         runtime.autocast, tta)
+            conf, loss_sum = score_split(model, split, scale, runtime.device, batch_size, runtime.rank, runtime.world, tta)
             flat = all_reduce_sum(runtime, conf.flatten().double().tolist() + [float(loss_sum)])
             m = metrics_from_confusion(np.asarray(flat[:-1]).reshape(k, k), list(range(k)))
             suffix = f"_x{scale}" if scale else ""
@@ -143,7 +145,7 @@ class _Run:
         self.model = task.core
         self.opt = build_optimizer(self.model, cfg, runtime.world)
         a = cfg.augment
-        online = {"shift": a.shift, "scale": a.scale, "rotate": a.rotate, "erase": a.erase} if _online(cfg, store, progress) else None
+        online = dataclasses.asdict(a) if _online(cfg, store, progress) else None
         self.loader = PairedBatches(train_split, cfg.train.batch_size, scales, shuffle=True, augment=True,
                                     flip=cfg.train.flip, shift=cfg.train.shift, seed=cfg.train.seed, rank=runtime.rank,
                                     world=runtime.world, drop_last=True, with_hr=hasattr(task, "teacher") or not scales,
@@ -333,8 +335,22 @@ def fit(command: str, task, store: Store, cfg: Config, runtime: Runtime, run_dir
             run.end_epoch(epoch, run.run_epoch(epoch))
     except KeyboardInterrupt:
         _interrupted(command, run, epoch, fresh=state is None)
+    if runtime.is_main and val_split is not None and (run.weights / "best.pt").is_file():
+        _calibrate(run, val_split, progress)
     return RunResult(run_dir, run.weights / "best.pt", run.weights / "last.pt", run.rows, run.best_metric, store.path,
                      meta["model"]["name"], cfg.train.batch_size)
+
+
+def _calibrate(run: _Run, val_split, progress: Callbacks) -> None:
+    """After the last epoch: a temperature per trained face size, fitted on the validation split, goes into
+    best.pt (calibrate.py), so that predict's confidences are probabilities a user can act on."""
+    from gmenet_cli.evaluate import calibrate_checkpoint
+
+    cal = calibrate_checkpoint(run.weights / "best.pt", val_split, run.runtime.device,
+                               max(run.cfg.train.batch_size, 256), run.cfg.train.tta)
+    progress.message("calibrated best.pt on " + val_split.name + ": " + ", ".join(
+        f"{px}px T={t:.2f} (ECE {cal['ece_before'][px]:.3f} -> {cal['ece_after'][px]:.3f})"
+        for px, t in cal["temperature"].items()))
 
 
 def _interrupted(command: str, run: _Run, epoch: int, fresh: bool):

@@ -1,0 +1,141 @@
+"""Calibrated confidences (a temperature per face size, fitted at the end of training, applied by evaluate
+and predict, carried into ONNX), `--min-confidence`, and per-input summaries in predict's output."""
+
+from __future__ import annotations
+
+import json
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from gmenet_cli import checkpoint
+from gmenet_cli.calibrate import ece, fit_temperature, nll, reliability, softmax, temperature_for
+
+from conftest import ASTRONAUT, json_lines
+
+
+def test_fit_temperature_recovers_a_known_temperature_and_lowers_the_error():
+    rng = np.random.default_rng(0)
+    logits = rng.normal(size=(4000, 8)) * 3
+    p = softmax(logits, 2.5)  # the true probabilities are those of T = 2.5: the raw ones are over-confident
+    labels = np.array([rng.choice(8, p=row) for row in p])
+    t = fit_temperature(logits, labels)
+    assert t == pytest.approx(2.5, rel=0.1)
+    assert nll(logits, labels, t) < nll(logits, labels, 1.0)
+    assert ece(softmax(logits, t), labels) < 0.03 < ece(softmax(logits), labels)
+    rel = reliability(softmax(logits, t), labels)
+    assert sum(rel["count"]) == 4000 and len(rel["count"]) == 15
+    assert temperature_for({"temperature": {"12": 1.7}}, 12) == 1.7 and temperature_for(None, 12) == 1.0
+
+
+def test_training_calibrates_best_pt_for_every_trained_size(tiny_runs):
+    for kind, sizes in (("student", {"12", "24"}), ("teacher", {"48"})):
+        cal = checkpoint.load(tiny_runs[kind])["calibration"]
+        assert set(cal["temperature"]) == sizes and cal["split"] == "val"
+        assert all(0.05 <= t <= 20 for t in cal["temperature"].values())
+
+
+def _with_temperature(src, dst, temps: dict):
+    ckpt = checkpoint.load(src)
+    checkpoint.save(dst, {**ckpt, "calibration": {"temperature": temps}})
+    return dst
+
+
+def _face(workdir, px: int):
+    face = cv2.imread(str(ASTRONAUT))[40:200, 150:310]
+    path = workdir / f"face{px}.png"
+    cv2.imwrite(str(path), cv2.resize(face, (px, px), interpolation=cv2.INTER_AREA))
+    return path
+
+
+def test_predict_divides_the_logits_by_the_temperature_of_the_face_size(tiny_runs, cli, workdir):
+    """probs(T) = softmax(z / T): so probs(T=3) is probs(T=1) ** (1/3), renormalised, for the same face, in
+    the .pt and in its ONNX export (the temperature travels in the metadata)."""
+    one = _with_temperature(tiny_runs["student"], workdir / "t1.pt", {"12": 1.0, "24": 1.0})
+    three = _with_temperature(tiny_runs["student"], workdir / "t3.pt", {"12": 3.0, "24": 1.0})
+    face = _face(workdir, 14)  # read at 12 px
+    got = {}
+    for name, w in (("one", one), ("three", three)):
+        (r,) = json_lines(cli("predict", face, "--no-detect", "--json", "--weights", w).stdout)
+        assert r["input_px"] == 12
+        got[name] = np.array(list(r["probs"].values()))
+    expect = got["one"] ** (1 / 3)
+    assert np.allclose(got["three"], expect / expect.sum(), atol=2e-3)
+    assert cli("export", "--weights", three).exit_code == 0
+    (r,) = json_lines(cli("predict", face, "--no-detect", "--json", "--weights", three.with_suffix(".onnx")).stdout)
+    assert np.allclose(np.array(list(r["probs"].values())), got["three"], atol=2e-3)
+
+
+def test_evaluate_reports_ece_with_the_stored_temperature_and_draws_the_diagram(tiny_runs, tiny_store, cli, workdir):
+    res = cli("evaluate", "--weights", tiny_runs["student"], "--data", tiny_store, "--split", "val", "--json",
+              "--out", workdir / "ev")
+    assert res.exit_code == 0, res.output
+    report = json.loads(res.stdout)
+    cal = checkpoint.load(tiny_runs["student"])["calibration"]
+    for r in report["models"][0]["results"]:
+        assert r["temperature"] == pytest.approx(cal["temperature"][str(r["face_px"])])
+        assert r["ece"] == pytest.approx(r["reliability"]["ece"]) and 0 <= r["ece"] <= 1
+    assert (workdir / "ev" / "reliability.png").is_file()
+    assert "ECE" in res.stderr and "recall per class and face size" in res.stderr
+
+
+def test_calibrate_command_fits_an_uncalibrated_checkpoint(tiny_runs, tiny_store, cli, workdir):
+    ckpt = checkpoint.load(tiny_runs["student"])
+    bare = workdir / "bare.pt"
+    checkpoint.save(bare, {k: v for k, v in ckpt.items() if k != "calibration"})
+    res = cli("calibrate", "--weights", bare, "--data", tiny_store)
+    assert res.exit_code == 0, res.output
+    cal = checkpoint.load(bare)["calibration"]
+    assert set(cal["temperature"]) == {"12", "24"} and "Next: gmenet export" in res.stderr
+    after = checkpoint.load(bare)["state_dict"]
+    assert all(torch.equal(after[k], v) for k, v in ckpt["state_dict"].items())  # only the confidences change
+    res = cli("calibrate", "--weights", bare, "--data", tiny_store, "--split", "nope")
+    assert res.exit_code == 2 and "no 'nope' split" in res.stderr
+
+
+def test_min_confidence_marks_uncertain_faces_and_keeps_the_guess(tiny_runs, cli, workdir):
+    face = _face(workdir, 30)
+    (sure,) = json_lines(cli("predict", face, "--no-detect", "--json", "--weights", tiny_runs["student"]).stdout)
+    (unsure,) = json_lines(cli("predict", face, "--no-detect", "--json", "--weights", tiny_runs["student"],
+                               "--min-confidence", "1").stdout)
+    assert unsure["label"] == "uncertain" and unsure["guess"] == sure["label"] and unsure["probs"] == sure["probs"]
+    res = cli("predict", face, "--no-detect", "--csv", "--weights", tiny_runs["student"], "--min-confidence", "1")
+    header, row = res.stdout.splitlines()[:2]
+    fields = dict(zip(header.split(","), row.split(",")))
+    assert fields["label"] == "uncertain" and fields["guess"] == sure["label"]
+    assert fields["input_px"] == "24" and fields["detector_score"] == "1.0"  # the JSON's fields, in the CSV too
+    res = cli("predict", face, "--no-detect", "--weights", tiny_runs["student"], "--min-confidence", "1.5")
+    assert res.exit_code == 2
+
+
+def test_predict_summarises_each_input(tiny_runs, cli, workdir):
+    """--json: one summary record after each input's faces; the table ends with one line per input."""
+    boxes = workdir / "boxes.csv"
+    two = _face(workdir, 64)
+    boxes.write_text(f"file,x,y,w,h\n{two},0,0,32,32\n{two},32,32,32,32\n{ASTRONAUT},176,66,96,96\n")
+    res = cli("predict", two, ASTRONAUT, "--boxes", boxes, "--json", "--weights", tiny_runs["student"])
+    records = json_lines(res.stdout, summaries=True)
+    assert [("summary" in r, r["file"]) for r in records] == [
+        (False, str(two)), (False, str(two)), (True, str(two)), (False, str(ASTRONAUT)), (True, str(ASTRONAUT))]
+    s = records[2]["summary"]
+    labels = [r["label"] for r in records[:2]]
+    assert s["faces"] == 2 and s["labels"] == {k: labels.count(k) for k in labels}
+    table = cli("predict", two, ASTRONAUT, "--boxes", boxes, "--weights", tiny_runs["student"])
+    lines = table.stdout.strip().splitlines()
+    assert lines[-2].startswith(f"{two}: 2 faces: ") and lines[-1].startswith(f"{ASTRONAUT}: 1 face: ")
+
+
+def test_video_summary_counts_tracks_and_smoothed_labels():
+    from gmenet_cli.predict.summary import InputSummary
+
+    s = InputSummary("clip.mp4")
+    for frame, track, label in [(0, 1, "happiness"), (0, 2, "neutral"), (5, 1, "happiness"), (10, 1, "neutral"),
+                                (10, 2, "neutral")]:
+        s.add({"file": "clip.mp4", "frame": frame, "label": "x", "track": track, "smoothed_label": label})
+    rec = s.record()["summary"]
+    assert rec["faces"] == 2 and rec["frames"] == 3 and rec["face_frames"] == 5
+    assert rec["tracks"]["1"] == {"frames": 3, "label": "happiness", "labels": {"happiness": 2, "neutral": 1}}
+    assert rec["labels"] == {"happiness": 1, "neutral": 1} and rec["frame_labels"] == {"neutral": 3, "happiness": 2}
+    assert s.line().startswith("clip.mp4: 2 tracked faces over 3 frames: 1 happiness, 1 neutral; #1 happiness")

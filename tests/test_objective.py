@@ -1,0 +1,92 @@
+"""The rare-class objective (logit-adjusted loss) and the augmentation for other cameras."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from gmenet_cli.data.augment import draw, gaussian_blur, make_views
+from gmenet_cli.losses import ClassificationLoss, class_prior
+
+
+def test_logit_adjusted_loss_is_cross_entropy_on_shifted_logits():
+    torch.manual_seed(0)
+    logits, target = torch.randn(16, 3), torch.randint(0, 3, (16,))
+    votes = torch.softmax(torch.randn(16, 3), 1)
+    prior = [0.7, 0.2, 0.1]
+    shift = 0.5 * torch.log(torch.tensor(prior))
+    hard = ClassificationLoss(prior=prior, tau=0.5)(logits, {"target": target})
+    assert hard == pytest.approx(F.cross_entropy(logits + shift, target).item(), abs=1e-6)
+    soft = ClassificationLoss(0.1, soft=True, prior=prior, tau=0.5)(logits, {"votes": votes})
+    smoothed = votes * 0.9 + 0.1 / 3
+    assert soft == pytest.approx(-(smoothed * torch.log_softmax(logits + shift, 1)).sum(1).mean().item(), abs=1e-6)
+    assert ClassificationLoss()(logits, {"target": target}) == pytest.approx(F.cross_entropy(logits, target).item())
+
+
+@pytest.mark.parametrize("tau, gap", [(0.0, np.log(9)), (1.0, 0.0)])
+def test_raw_logits_learn_the_balanced_posterior_under_logit_adjustment(tau, gap):
+    """A bias-only model on labels drawn 90/10: plain cross-entropy learns the prior (logit gap log 9), the
+    balanced softmax (tau 1) learns equal logits, so the rare class is no longer outvoted by its rarity."""
+    labels = torch.tensor([0] * 90 + [1] * 10)
+    bias = torch.zeros(2, requires_grad=True)
+    loss = ClassificationLoss(prior=[0.9, 0.1], tau=tau)
+    opt = torch.optim.SGD([bias], lr=1.0)
+    for _ in range(500):
+        opt.zero_grad()
+        loss(bias.expand(100, 2), {"target": labels}).backward()
+        opt.step()
+    assert (bias[0] - bias[1]).item() == pytest.approx(gap, abs=0.02)
+
+
+def test_class_prior_from_votes_or_labels_is_floored():
+    class Split:
+        labels = np.array([0, 0, 0, 1])
+        votes = np.array([[1.0, 0, 0], [0.5, 0.5, 0], [1, 0, 0], [0, 1, 0]])
+
+    assert class_prior(Split, 3, soft=True) == pytest.approx([0.625, 0.375, 1e-4], abs=1e-3)
+    assert class_prior(Split, 3, soft=False)[:2] == pytest.approx([0.75, 0.25], abs=1e-3)
+    assert min(class_prior(Split, 3, soft=False)) > 0
+
+
+def _params(**kw):
+    return draw(np.random.default_rng(0), 6, 48, True, 4, 0.1, 10, 0.0, [2, 4], **kw)
+
+
+def test_camera_augmentation_off_changes_nothing_and_on_stays_in_range():
+    plain, off = _params(), _params(brightness=0, contrast=0, gamma=0, blur=0, noise=0)
+    assert torch.equal(plain["theta"], off["theta"]) and set(plain) == set(off)  # same random stream, no extra keys
+    hr = torch.randint(0, 256, (6, 1, 48, 48), dtype=torch.uint8)
+    on = _params(brightness=0.2, contrast=0.3, gamma=0.4, blur=1.0, noise=8)
+    assert torch.equal(on["theta"], plain["theta"])  # the geometric draws come first and are the same
+    views = make_views({"hr": hr, "augment": on}, student=True)
+    base = make_views({"hr": hr, "augment": plain}, student=True)
+    assert 0 <= views["hr"].min() and views["hr"].max() <= 1 and not torch.equal(views["hr"], base["hr"])
+    for s, (pos, low) in views["lowres"].items():
+        assert low.shape[-1] == 48 // s and torch.equal(pos, base["lowres"][s][0])
+        assert torch.equal(torch.round(low * 255), low * 255)  # 8-bit levels, like a stored face
+
+
+def test_blur_keeps_flat_faces_and_sigma_zero_is_identity():
+    x = torch.rand(3, 1, 12, 12)
+    same = gaussian_blur(x, torch.zeros(3))
+    assert torch.allclose(same, x, atol=1e-6)
+    flat = torch.full((2, 1, 12, 12), 0.3)
+    assert torch.allclose(gaussian_blur(flat, torch.tensor([0.5, 1.5])), flat, atol=1e-6)
+    blurred = gaussian_blur(x, torch.tensor([1.5, 1.5, 1.5]))
+    assert blurred.std() < x.std()
+
+
+def test_the_tiny_recipe_trains_with_logit_adjustment_and_camera_augmentation(tiny_store, cli, workdir):
+    res = cli("distill-teacher", "--data", tiny_store, "--preset", "tiny", "--epochs", "1", "--name", "la", "-q",
+              "--set", "train.logit_adjust=1", "--set", "augment.blur=0.5", "--set", "augment.noise=4",
+              "--set", "augment.gamma=0.3", "--set", "augment.contrast=0.2", "--set", "augment.brightness=0.1")
+    assert res.exit_code == 0, res.output
+    from gmenet_cli import checkpoint
+
+    ckpt = checkpoint.load(workdir / "runs" / "distill-teacher" / "la" / "weights" / "best.pt")
+    assert ckpt["config"]["train"]["logit_adjust"] == 1 and sum(ckpt["class_prior"]) == pytest.approx(1)
+    res = cli("distill-teacher", "--data", tiny_store, "--preset", "tiny", "--epochs", "1", "--name", "bad", "-q",
+              "--set", "train.logit_adjust=-1")
+    assert res.exit_code == 2 and "logit_adjust" in res.stderr
