@@ -42,7 +42,7 @@ def main() -> None:
     for s in sorted(store.scales):
         logits, target = [], []
         with torch.inference_mode():
-            for b in PairedBatches(part, 512, [s], shuffle=False, augment=False, with_hr=False, even=False):
+            for b in PairedBatches(part, 512, [s], shuffle=False, with_hr=False, even=False):
                 logits.append(tta_logits(model, b["lowres"]).numpy())
                 target.append(b["target"].numpy())
         logits, target = np.concatenate(logits), np.concatenate(target)

@@ -81,8 +81,8 @@ def build(cfg: dict, store, batch_size: int, device):
         task.to(memory_format=torch.channels_last)
     task.train()
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, nesterov=True)
-    loader = PairedBatches(store.split("train"), batch_size, scales, shift=1, seed=0, drop_last=True, with_hr=True,
-                           online=AUG if cfg["online"] else None, pin=device.type == "cuda")
+    loader = PairedBatches(store.split("train"), batch_size, scales, seed=0, drop_last=True, with_hr=True,
+                           online=AUG, stored_lowres=not cfg["online"], pin=device.type == "cuda")
     return task, opt, loader, model
 
 
@@ -144,10 +144,10 @@ def loader_table(store, args, device) -> list:
         ("teacher, online (HR + augmentation parameters)", True, [], False),
         ("student, online (HR + parameters + LR scale per face)", True, store.scales, False),
         ("student, online, warp and LR synthesis also on this CPU", True, store.scales, True),
-        ("student, prepared LR faces (paired flip/shift)", False, store.scales, False),
+        ("student, stored LR faces (+ parameters)", False, store.scales, False),
     ):
-        loader = PairedBatches(split, args.batch_size, scales, shift=1, seed=0, drop_last=True, with_hr=True,
-                               online=AUG if online else None, pin=device.type == "cuda")
+        loader = PairedBatches(split, args.batch_size, scales, seed=0, drop_last=True, with_hr=True,
+                               online=AUG, stored_lowres=not online, pin=device.type == "cuda")
         n, t = 0, time.perf_counter()
         for batch in itertools.islice(loader, args.loader_batches):
             if views:

@@ -53,13 +53,13 @@ class OptimConfig:
     name: str = "sgd"  # sgd | adamw
     lr: float = 0.05  # peak learning rate at batch base_batch
     weight_decay: float = 5e-4
-    momentum: float = 0.9  # sgd only
+    momentum: float = 0.9  # sgd only; under onecycle it cycles within +-0.05 of this, against the learning rate
     nesterov: bool = True  # sgd only
     schedule: str = "onecycle"  # onecycle | cosine | step | constant
     warmup_epochs: float = 1.0  # cosine/step/constant: linear warm-up from 1% of the peak
     pct_start: float = 0.3  # onecycle: fraction of the steps spent rising to the peak (torch's OneCycleLR)
     base_batch: int = 128  # `lr` is the peak for this global batch; other batch sizes scale it (see scale_lr)
-    scale_lr: str = "linear"  # linear | sqrt | none: how lr follows batch_size x processes / base_batch
+    scale_lr: str = "auto"  # auto (linear for sgd, sqrt for adamw) | linear | sqrt | none: how lr follows batch_size x processes / base_batch
     step_epochs: list[int] = field(default_factory=list)  # step schedule: epochs at which lr *= 0.1
     grad_clip: float = 5.0  # 0 = off
 
@@ -83,9 +83,8 @@ class TrainConfig:
     ema: float = 0.998  # decay of an exponential moving average of the weights (0 = off); validated and saved
     tta: bool = True  # validation averages the logits of each face and its mirror image (as evaluate does)
     lowres: str = "online"  # online: LR faces degraded on the device from each augmented HR face, every epoch;
-    #                         prepared: the store's LR bytes, with the paired flip/shift below
+    #                         prepared: the store's LR bytes, augmented like their HR face (stores made with blur/noise/JPEG)
     flip: bool = True  # horizontal flip (applied identically to HR and LR)
-    shift: int = 1  # prepared LR faces only: random translation in LR pixels (HR shift = this x scale)
     scales: list[int] = field(default_factory=list)  # student LR scales; [] = every scale in the store
     val_split: str = "val"
     holdout: float = 0.1  # stores without val_split: this seeded fraction of train chooses best.pt
@@ -133,13 +132,104 @@ class Config:
         return dataclasses.asdict(self)
 
 
+# ---------------------------------------------------------------------------------------------- validation
+# Every value is checked here, once, when the config is built: before any store, model or file is looked
+# at, with the valid values named. (Model names are checked by the registry, which owns that list.)
+
+CHOICES = {
+    "prepare.method": ("area", "bicubic", "bilinear", "nearest"),
+    "prepare.label_mode": ("majority", "authors", "votes"),
+    "prepare.channels": (0, 1, 3),
+    "prepare.classes": (0, 7, 8),
+    "optim.name": ("sgd", "adamw"),
+    "optim.schedule": ("onecycle", "cosine", "step", "constant"),
+    "optim.scale_lr": ("auto", "linear", "sqrt", "none"),
+    "train.lowres": ("online", "prepared"),
+    "distill.maps": ("both", "channel", "spatial"),
+}
+INF = float("inf")
+# key: (low, high, low included, high included); list values are checked element by element
+RANGES = {
+    "prepare.scales": (2, 32, True, True), "prepare.jpeg_quality": (0, 100, True, True),
+    "prepare.blur_sigma": (0, INF, True, False), "prepare.noise_std": (0, INF, True, False),
+    "prepare.margin": (0, INF, True, False), "prepare.val_ratio": (0, 1, True, False),
+    "prepare.test_ratio": (0, 1, True, False),
+    "optim.lr": (0, INF, False, False), "optim.weight_decay": (0, INF, True, False),
+    "optim.momentum": (0, 1, True, False), "optim.warmup_epochs": (0, INF, True, False),
+    "optim.pct_start": (0, 1, False, False), "optim.base_batch": (1, INF, True, False),
+    "optim.step_epochs": (1, INF, True, False), "optim.grad_clip": (0, INF, True, False),
+    "train.epochs": (1, INF, True, False), "train.teacher_epochs": (0, INF, True, False),
+    "train.batch_size": (1, INF, True, False), "train.label_smoothing": (0, 1, True, False),
+    "train.logit_adjust": (0, INF, True, False), "train.ema": (0, 1, True, False),
+    "train.holdout": (0, 1, True, False), "train.threads": (0, INF, True, False),
+    "augment.shift": (0, INF, True, False), "augment.scale": (0, 1, True, False),
+    "augment.rotate": (0, 180, True, True), "augment.erase": (0, 1, True, True),
+    "augment.brightness": (0, 1, True, True), "augment.contrast": (0, 1, True, False),
+    "augment.gamma": (0, INF, True, False), "augment.blur": (0, 1, True, True), "augment.noise": (0, 255, True, True),
+    "distill.weight": (0, INF, True, False), "distill.kd_weight": (0, INF, True, False),
+    "distill.kd_temperature": (0, INF, False, False),
+}
+FLAGS = {"train.epochs": "--epochs", "train.batch_size": "--batch-size", "optim.lr": "--lr", "prepare.scales": "--scale",
+         "prepare.method": "--method", "prepare.jpeg_quality": "--jpeg", "prepare.blur_sigma": "--blur",
+         "prepare.noise_std": "--noise", "prepare.label_mode": "--label-mode", "prepare.channels": "--channels",
+         "prepare.classes": "--classes", "train.device": "--device", "prepare.hr_size": "--hr-size"}
+DEVICE_PATTERN = r"auto|cpu|cuda(:\d+)?"
+
+
+def _named(key: str) -> str:
+    return f"{FLAGS[key]} ({key})" if key in FLAGS else key
+
+
+def parse_device(spec: str | None, what: str = "--device") -> str:
+    """`auto`, `cpu`, `cuda` or `cuda:N`, normalised; anything else is a usage error. No torch here:
+    runtime.select_device turns it into a device, predict's ONNX path only needs to know it is valid."""
+    import re
+
+    spec = (spec or "auto").strip().lower()
+    if not re.fullmatch(DEVICE_PATTERN, spec):
+        raise UsageError(f"{what} must be auto, cpu, cuda or cuda:N, got '{spec}'")
+    return spec
+
+
+def _bound(low, high, low_in: bool, high_in: bool) -> str:
+    if high == INF:
+        return f"at least {low}" if low_in else f"greater than {low}"
+    return f"in {'[' if low_in else '('}{low}, {high}{']' if high_in else ')'}"
+
+
+def validate(cfg: Config) -> Config:
+    """Check every value of `cfg`; the first bad one is a UsageError naming the valid values."""
+    for key, choices in CHOICES.items():
+        section, name = key.split(".")
+        value = getattr(getattr(cfg, section), name)
+        if value not in choices:
+            close = difflib.get_close_matches(str(value), [str(c) for c in choices], n=1)
+            hint = f" Did you mean '{close[0]}'?" if close else ""
+            raise UsageError(f"{_named(key)} must be one of {', '.join(map(str, choices))}; got '{value}'.{hint}")
+    for key, (low, high, low_in, high_in) in RANGES.items():
+        section, name = key.split(".")
+        value = getattr(getattr(cfg, section), name)
+        for v in value if isinstance(value, list) else [value]:
+            ok = (v >= low if low_in else v > low) and (v <= high if high_in else v < high) and v == v  # NaN fails
+            if not ok:
+                raise UsageError(f"{_named(key)} must be {_bound(low, high, low_in, high_in)}, got {v}")
+    if not cfg.prepare.scales:
+        raise UsageError("give at least one --scale (e.g. --scale 4 or --scale 2,4,8)")
+    if cfg.prepare.hr_size and not 8 <= cfg.prepare.hr_size <= 512:
+        raise UsageError(f"{_named('prepare.hr_size')} must be 0 (the source's size) or in [8, 512], got {cfg.prepare.hr_size}")
+    if cfg.prepare.val_ratio + cfg.prepare.test_ratio >= 1:
+        raise UsageError("prepare.val_ratio + prepare.test_ratio must be less than 1")
+    parse_device(cfg.train.device)
+    return cfg
+
+
 def _valid_keys(obj) -> list[str]:
     return [f.name for f in dataclasses.fields(obj)]
 
 
 def _unknown(key: str, where: str, valid: list[str]) -> UsageError:
     close = difflib.get_close_matches(key, valid, n=1)
-    hint = f" Did you mean '{close[0]}'?" if close else ""
+    hint = f" Did you mean '{where}{close[0]}'?" if close else ""
     return UsageError(f"unknown config key '{where}{key}'.{hint} Valid keys: {', '.join(valid)}")
 
 
@@ -252,7 +342,9 @@ def build_config(
     cfg = Config()
     if preset:
         if preset not in presets():
-            raise UsageError(f"unknown preset '{preset}'. Valid presets: {', '.join(presets())}")
+            close = difflib.get_close_matches(preset, presets(), n=1)
+            hint = f" Did you mean '{close[0]}'?" if close else ""
+            raise UsageError(f"unknown preset '{preset}'.{hint} Valid presets: {', '.join(presets())}")
         text = resources.files("gmenet_cli.configs").joinpath(f"{preset}.yaml").read_text(encoding="utf-8")
         merge(cfg, yaml.safe_load(text) or {}, f"preset {preset}")
     if config_file:
@@ -267,7 +359,7 @@ def build_config(
             section, key = dotted.split(".", 1)
             nested.setdefault(section, {})[key] = value
         merge(cfg, nested, "command line")
-    return cfg
+    return validate(cfg)
 
 
 def config_from_dict(data: dict) -> Config:

@@ -67,7 +67,7 @@ def split_logits(model, split, scale: int | None, device, batch_size: int = 256,
     (logits (B, K) float32, targets (B,)) on `device` for this rank's share of a split at one view, HR faces
     (scale None) or the stored LR faces at `scale`; with `tta`, each face's logits are averaged with its
     mirror image's. Always in float32, as predict runs: best.pt is chosen on the numbers evaluate reports."""
-    loader = PairedBatches(split, batch_size, [scale] if scale else [], shuffle=False, augment=False,
+    loader = PairedBatches(split, batch_size, [scale] if scale else [], shuffle=False,
                            with_hr=scale is None, rank=rank, world=world, even=False)
     for batch in loader:
         batch = to_device(batch, device)

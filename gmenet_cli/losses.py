@@ -49,9 +49,7 @@ class ASKDLoss(nn.Module):
 
     def __init__(self, weight: float = 5.0, maps: str = "both"):
         super().__init__()
-        if maps not in ("both", "channel", "spatial"):
-            raise UsageError(f"distill.maps must be both, channel or spatial, got '{maps}'")
-        self.weight, self.maps = weight, maps
+        self.weight, self.maps = weight, maps  # maps: both | channel | spatial (config.validate checks it)
 
     def forward(self, student_maps, teacher_maps):
         check_pairing(student_maps, teacher_maps)

@@ -40,19 +40,19 @@ class Runtime:
 
 
 def select_device(spec: str | None) -> torch.device:
-    spec = (spec or "auto").strip().lower()
+    from gmenet_cli.config import parse_device
+
+    spec = parse_device(spec)
     if spec == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if spec == "cpu":
         return torch.device("cpu")
-    if spec == "cuda" or spec.startswith("cuda:"):
-        if not torch.cuda.is_available():
-            raise UsageError(f"--device {spec}: CUDA is not available on this machine (use --device cpu or auto)")
-        dev = torch.device(spec)
-        if dev.index is not None and dev.index >= torch.cuda.device_count():
-            raise UsageError(f"--device {spec}: only {torch.cuda.device_count()} CUDA device(s) present")
-        return dev
-    raise UsageError(f"--device must be auto, cpu, cuda or cuda:N, got '{spec}'")
+    if not torch.cuda.is_available():
+        raise UsageError(f"--device {spec}: CUDA is not available on this machine (use --device cpu or auto)")
+    dev = torch.device(spec)
+    if dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise UsageError(f"--device {spec}: only {torch.cuda.device_count()} CUDA device(s) present")
+    return dev
 
 
 def cpu_has_bf16() -> bool:

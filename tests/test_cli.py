@@ -62,7 +62,7 @@ def test_config_precedence_and_validation(tmp_path):
     assert cfg.prepare.scales == [2, 4, 8]  # from the preset
     assert parse_set(["train.scales=2,4"]) == {"train": {"scales": "2,4"}}
     assert build_config(sets=["train.scales=2,4"]).train.scales == [2, 4]
-    with pytest.raises(UsageError, match="Did you mean 'epochs'.*Valid keys"):
+    with pytest.raises(UsageError, match="Did you mean 'train.epochs'.*Valid keys"):
         build_config(sets=["train.epoch=3"])
     with pytest.raises(UsageError, match="unknown config key 'trian'"):
         build_config(sets=["trian.epochs=3"])
@@ -87,3 +87,22 @@ def test_models_table(cli):
     names = {r["name"] for r in rows}
     assert {"teacher_s", "gmenet_s", "gmenet_m"} <= names
     assert all(r["params"] > 0 and r["gflops"] > 0 for r in rows)
+
+
+@pytest.mark.parametrize("command", ["train", "distill-teacher"])
+@pytest.mark.parametrize("setting, message", [
+    ("optim.schedule=cosin", "optim.schedule must be one of onecycle, cosine, step, constant; got 'cosin'. Did you mean 'cosine'?"),
+    ("augment.blur=2", "augment.blur must be in [0, 1], got 2.0"),
+    ("distill.maps=all", "distill.maps must be one of both, channel, spatial"),
+    ("train.device=gpu", "--device must be auto, cpu, cuda or cuda:N, got 'gpu'"),
+])
+def test_a_bad_config_value_is_refused_before_any_store_is_looked_for(command, setting, message, cli, workdir):
+    """No store exists here: the value's own error must come first (exit 2), naming the valid values."""
+    res = cli(command, "--set", setting, "-q")
+    assert res.exit_code == 2 and message in res.stderr, res.stderr
+    assert "store" not in res.stderr
+
+
+def test_a_misspelt_preset_gets_a_suggestion(cli, workdir):
+    res = cli("train", "--preset", "quik", "-q")
+    assert res.exit_code == 2 and "Did you mean 'quick'?" in res.stderr

@@ -143,10 +143,10 @@ def test_corrupt_images_are_skipped_and_reported(tmp_path, cli):
     [
         (["--src", "ferplus", "--root", "MISSING", "--scale", "4"], "dataset root not found"),
         (["--src", "nope", "--root", ".", "--scale", "4"], "unknown source 'nope'"),
-        (["--src", "ferplus", "--root", ".", "--scale", "0"], "--scale must be between 2 and 32"),
+        (["--src", "ferplus", "--root", ".", "--scale", "0"], "--scale (prepare.scales) must be in [2, 32], got 0"),
         (["--src", "ferplus", "--root", ".", "--scale", "x"], "--scale expects integers"),
         (["--src", "ferplus", "--root", ".", "--scale", "5"], "not divisible by scale 5"),
-        (["--src", "ferplus", "--root", ".", "--scale", "4", "--method", "lanczos"], "unknown downsampling method"),
+        (["--src", "ferplus", "--root", ".", "--scale", "4", "--method", "lanczos"], "--method (prepare.method) must be one of area, bicubic"),
         (["--src", "raf", "--root", ".", "--scale", "8"], "EmoLabel/list_patition_label.txt"),
     ],
 )

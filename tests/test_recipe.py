@@ -104,9 +104,10 @@ def test_train_and_validation_steps_leave_no_tensor_behind_on_the_host(tiny_stor
     opt = build_optimizer(task.core, cfg)
     sched = build_schedule(opt, cfg, 4)
     ema = WeightEMA(task.core, 0.99)
-    for online in (True, False):  # on-the-fly LR synthesis and the prepared LR bytes
-        loader = PairedBatches(split, 8, [2, 4], seed=0, with_hr=True, pin=False,
-                               online={"shift": 2, "scale": 0.1, "rotate": 5, "erase": 0.5} if online else None)
+    aug = {"shift": 2, "scale": 0.1, "rotate": 5, "erase": 0.5, "brightness": 0.1, "contrast": 0.2, "gamma": 0.2,
+           "blur": 0.5, "noise": 4}
+    for stored in (False, True):  # on-the-fly LR synthesis and the stored LR bytes, both augmented
+        loader = PairedBatches(split, 8, [2, 4], seed=0, with_hr=True, pin=False, online=aug, stored_lowres=stored)
         batch = to_device(next(iter(loader)), meta)
         res = train_step(task.train(), batch, opt, sched, runtime, grad_clip=5.0, ema=ema)
         assert res["loss"].device.type == "meta" and res["logits"].shape == (8, 8)
@@ -154,6 +155,31 @@ def test_onecycle_schedule_and_batch_scaled_peak():
     assert lrs[0] == pytest.approx(cfg.optim.lr / 25)
     assert max(lrs) == pytest.approx(cfg.optim.lr, rel=1e-3) and int(np.argmax(lrs)) == 30 - 1
     assert lrs[-1] < cfg.optim.lr / 1000
+
+
+@pytest.mark.parametrize("momentum", [0.5, 0.9, 0.0])
+def test_onecycle_momentum_follows_optim_momentum(momentum):
+    """OneCycleLR cycles momentum against the learning rate; it must cycle around optim.momentum (it used to
+    overwrite any value with torch's 0.85-0.95), and stay 0 when momentum is off."""
+    cfg = Config()
+    cfg.train.epochs, cfg.optim.momentum = 2, momentum
+    opt = build_optimizer(torch.nn.Linear(2, 2), cfg)
+    sched = build_schedule(opt, cfg, 10)
+    seen = []
+    for _ in range(20):
+        seen.append(opt.param_groups[0]["momentum"])
+        opt.step()
+        sched.step()
+    assert min(seen) == pytest.approx(max(0.0, momentum - 0.05), abs=1e-6)
+    assert max(seen) == pytest.approx(momentum + 0.05 if momentum else 0.0, abs=1e-6)
+
+
+def test_adamw_learning_rate_scales_with_the_square_root_of_the_batch():
+    cfg = Config()
+    cfg.optim.name, cfg.train.batch_size = "adamw", 1024
+    assert cfg.optim.scale_lr == "auto" and peak_lr(cfg) == pytest.approx(cfg.optim.lr * 8 ** 0.5)
+    cfg.optim.name = "sgd"
+    assert peak_lr(cfg) == pytest.approx(cfg.optim.lr * 8)
 
 
 def test_weight_average_warms_up_and_tracks_buffers():
@@ -208,10 +234,10 @@ def test_predict_flip_tta_averages_logits(tiny_runs):
     clf = load_classifier(str(tiny_runs["student"]), "cpu", tta=True)
     crops = [np.random.default_rng(i).integers(0, 256, (1, 12, 12), dtype=np.uint8) for i in range(3)]
     x = np.stack(crops)
-    z = (clf.logits(x) + clf.logits(x[..., ::-1].copy())) / 2
+    z = (clf.logits(x) + clf.logits(x[..., ::-1].copy())) / 2 / clf.temperature(12)  # the model's calibration
     expected = np.exp(z - z.max(1, keepdims=True))
     expected /= expected.sum(1, keepdims=True)
     assert np.allclose(clf.classify(crops), expected, atol=1e-5)
     clf.tta = False
-    plain = np.exp(clf.logits(x))
+    plain = np.exp(clf.logits(x) / clf.temperature(12))
     assert np.allclose(clf.classify(crops), plain / plain.sum(1, keepdims=True), atol=1e-5)

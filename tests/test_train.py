@@ -146,10 +146,10 @@ def test_mismatched_teacher_and_bad_options(tiny_store, tiny_runs, cli, workdir,
     res = cli("train", "--data", tiny_store, "--teacher", tiny_runs["student"], "--preset", "tiny", "-q")
     assert res.exit_code == 1 and "not a teacher" in res.stderr
     for args, msg in [
-        (["--epochs", "-1"], "--epochs must be at least 1"),
+        (["--epochs", "-1"], "--epochs (train.epochs) must be at least 1"),
         (["--scales", "8"], "scale x8 is not in"),
         (["--model", "teacher_t"], "not a student model"),
-        (["--set", "train.epoch=3"], "Did you mean 'epochs'"),
+        (["--set", "train.epoch=3"], "Did you mean 'train.epochs'"),
         (["--set", "optim.lr=abc"], "expects a number"),
         (["--preset", "nope"], "unknown preset"),
     ]:
@@ -172,15 +172,27 @@ def test_ddp_shards_are_disjoint_and_equal(tiny_store):
     assert len(shards[0]) == len(shards[1]) == split.count // 2
 
 
-def test_paired_augmentation_keeps_hr_and_lr_aligned(tiny_store):
+def test_stored_lowres_faces_get_the_augmentation_of_their_hr_face(tiny_store):
+    """A store with its own LR degradation: the student's stored LR face is warped exactly like its HR face.
+    A mirror image is exact at any size; with rotation and zoom the stored face must stay close to the
+    augmented HR face shrunk (not to the unaugmented one)."""
+    from gmenet_cli.data.augment import make_views
+
     split = Store(tiny_store).split("train")
-    loader = PairedBatches(split, 16, [4], shift=1, seed=1)
-    batch = next(iter(loader))
-    (pos, lr), = batch["lowres"].values()
-    hr = batch["hr"][pos].float()
-    down = torch.nn.functional.avg_pool2d(hr, 4)  # area downsampling of the augmented HR view
-    # interior pixels (away from the replicated border) match the augmented LR view
-    assert (down[..., 1:-1, 1:-1] - lr.float()[..., 1:-1, 1:-1]).abs().max() <= 1.0
+    for geometric, tol in (({"shift": 0, "scale": 0, "rotate": 0}, 1.5 / 255), ({"shift": 4, "scale": 0.1, "rotate": 10}, 0.1)):
+        loader = PairedBatches(split, 16, [4], seed=1, stored_lowres=True, online={**geometric, "erase": 0})
+        batch = next(iter(loader))
+        raw = batch["hr"].clone()
+        (pos, stored), = batch["stored"].values()
+        views = make_views(batch, student=True)
+        (pos2, low), = views["lowres"].values()
+        assert torch.equal(pos, pos2)
+        down = torch.nn.functional.avg_pool2d(views["hr"][pos], 4)
+        inner = (slice(None), slice(None), slice(1, -1), slice(1, -1))  # away from the replicated border
+        assert (down - low)[inner].abs().mean() <= tol
+        if geometric["rotate"]:
+            plain = torch.nn.functional.avg_pool2d(raw[pos].float() / 255, 4)
+            assert (plain - low)[inner].abs().mean() > (down - low)[inner].abs().mean()
 
 
 @pytest.mark.skipif(sys.platform != "linux", reason="gloo CPU test on Linux")
@@ -225,7 +237,7 @@ def test_loader_shards_cover_the_split_for_validation(tiny_store):
     for world in (2, 3, 5):
         seen, even = [], []
         for rank in range(world):
-            val = PairedBatches(split, 7, [2], shuffle=False, augment=False, rank=rank, world=world, even=False)
+            val = PairedBatches(split, 7, [2], shuffle=False, rank=rank, world=world, even=False)
             got = [int(i) for b in val for i in b["index"]]
             assert len(val) == -(-len(got) // 7) and got == val.indices().tolist()
             seen.append(got)
@@ -268,3 +280,27 @@ def test_init_starts_from_a_checkpoint_and_refuses_a_mismatch(tiny_store, tiny_r
         res = cli(*args)
         assert res.exit_code == code, (args, res.output)
         assert msg in res.stderr and "Traceback" not in res.output, (args, res.stderr)
+
+
+def test_a_degraded_store_trains_the_same_teacher(tmp_path, cli, monkeypatch):
+    """The teacher reads HR faces only: a store prepared with --blur (its LR faces differ, its HR faces do not)
+    must train the very same teacher, with the same augmentation, as a plain store; the student there reads
+    the stored LR faces and says so."""
+    import synth
+
+    monkeypatch.chdir(tmp_path)
+    root = synth.make_ferplus(tmp_path / "ferplus", per_class=4)
+    for name, extra in (("plain", []), ("blurred", ["--blur", "1.0"])):
+        res = cli("prepare", "--src", "ferplus", "--root", root, "--scale", "4", "--out", tmp_path / name, *extra)
+        assert res.exit_code == 0, res.output
+    weights = {}
+    for name in ("plain", "blurred"):
+        res = cli("distill-teacher", "--data", tmp_path / name, "--preset", "tiny", "--epochs", "1", "--name", f"t_{name}",
+                  "--deterministic", "-q")
+        assert res.exit_code == 0, res.output
+        weights[name] = checkpoint.load(tmp_path / "runs" / "distill-teacher" / f"t_{name}" / "weights" / "last.pt")["state_dict"]
+    assert all(torch.equal(weights["plain"][k], weights["blurred"][k]) for k in weights["plain"])
+    res = cli("train", "--data", tmp_path / "blurred", "--preset", "tiny", "--epochs", "1", "--name", "s", "-q",
+              "--teacher", tmp_path / "runs" / "distill-teacher" / "t_blurred" / "weights" / "best.pt")
+    assert res.exit_code == 0, res.output
+    assert "reads its stored LR faces, augmented like their HR face" in res.stderr

@@ -9,7 +9,10 @@ erasing box and the LR scale. On the device, `make_views` then turns the uint8 H
   like the prepared LR bytes, grouped by scale: {scale: (positions, faces)}.
 
 Because the LR face is made from the *same* augmented HR face, a teacher/student pair is aligned to the
-sub-pixel, and the student sees a new LR image every epoch. Only torch here (no OpenCV).
+sub-pixel, and the student sees a new LR image every epoch. A store prepared with its own degradation
+(blur, noise, JPEG, another resampling) keeps its LR bytes instead: they get the same warp, in normalised
+coordinates, so the pair stays aligned and the recipe (rotation, zoom, ...) is the same either way.
+Only torch here (no OpenCV).
 """
 
 from __future__ import annotations
@@ -138,12 +141,30 @@ def downsample(hr: torch.Tensor, scale: int, params: dict | None = None, positio
     return torch.round(low * 255.0) / 255.0
 
 
+def _for_lowres(params: dict, pos: torch.Tensor, scale: int) -> dict:
+    """The parameters of samples `pos`, for their stored LR faces (1/scale the HR size): the same warp (theta is
+    in normalised coordinates), erase box and blur in LR pixels, the same photometric change and noise."""
+    out = {k: params[k][pos] for k in ("theta", "erase", "photo", "noise", "noise_field") if k in params}
+    out["erase"] = torch.cat([out["erase"][:, :4] / scale, out["erase"][:, 4:]], 1)
+    if "blur" in params:
+        out["blur"] = params["blur"][pos] / scale
+    return out
+
+
 def make_views(batch: dict, student: bool) -> dict:
     """Replace the batch's uint8 `hr` by its augmented float version and, for a student, add `lowres`
-    groups degraded from it. The batch is already on the device."""
+    groups: degraded from the augmented HR faces, or (a batch with `stored` LR faces, from a store prepared
+    with its own degradation) the stored LR faces augmented exactly like their HR face. The batch is
+    already on the device."""
     params = batch.pop("augment")
+    stored = batch.pop("stored", None)
     hr = photometric(warp(batch["hr"], params), params)
     out = {**batch, "hr": add_noise(hr, params)}
-    if student:
+    if student and stored is not None:
+        out["lowres"] = {}
+        for s, (pos, low) in stored.items():
+            sub = _for_lowres(params, pos, s)
+            out["lowres"][s] = (pos, torch.round(add_noise(photometric(warp(low, sub), sub), sub) * 255.0) / 255.0)
+    elif student:
         out["lowres"] = {s: (pos, downsample(hr[pos], s, params, pos)) for s, pos in params["positions"].items()}
     return out

@@ -1,10 +1,9 @@
-"""Batches of uint8 HR/LR pairs straight from a prepared store, with paired augmentation.
+"""Batches of uint8 HR/LR faces straight from a prepared store, with their augmentation parameters.
 
 No per-image decoding and no worker processes: a batch is a fancy-index into memory-mapped arrays, made
-in a background thread while the model computes. Augmentation here is geometric and *paired*: a flip and a
-shift of k LR pixels = k x scale HR pixels, so the teacher's HR view and the student's low-resolution view
-stay pixel-aligned (A-SKD makes each pair from the same augmented image) and the stored LR degradations
-are used as prepared. Batches stay uint8 on the host: conversion, resizing and normalisation happen on the
+in a background thread while the model computes. Augmentation is drawn here (seeded) and applied on the
+training device (data/augment.py): one recipe for the teacher and the student, whatever the store's LR
+degradation. Batches stay uint8 on the host: conversion, resizing and normalisation happen on the
 device, inside the model. Only numpy and torch here (no OpenCV), so the losses and training import cheaply.
 """
 
@@ -19,43 +18,34 @@ import torch
 from gmenet_cli.data.store import Split
 
 
-def _shift_batch(x: np.ndarray, dy: np.ndarray, dx: np.ndarray, pad: int) -> np.ndarray:
-    """Translate each image of (B, C, H, W) by (dy[i], dx[i]) pixels, edge-replicating the border."""
-    if pad == 0:
-        return x
-    B, _, H, W = x.shape
-    padded = np.pad(x, ((0, 0), (0, 0), (pad, pad), (pad, pad)), mode="edge")
-    out = np.empty_like(x)
-    for i in range(B):
-        y0, x0 = pad - dy[i], pad - dx[i]
-        out[i] = padded[i, :, y0 : y0 + H, x0 : x0 + W]
-    return out
-
-
 class PairedBatches:
-    """Iterate dict batches: hr (B,C,H,W) uint8, lowres {scale: (positions (b,), (b,C,h,w) uint8)}, target (B,),
-    votes (B, K) and index (the samples' row numbers in the split, a numpy array).
+    """Iterate dict batches: hr (B,C,H,W) uint8, target (B,), votes (B, K), index (the samples' row numbers in
+    the split, a numpy array) and either
+
+    - without `online` (evaluation): lowres {scale: (positions (b,), (b,C,h,w) uint8)}, the stored LR faces;
+    - with `online` (training): augment, each sample's random parameters (augment.draw, with these
+      settings), and with `stored_lowres` also stored {scale: (positions, stored LR faces)}, which
+      augment.make_views warps like their HR face; without it the student's LR faces are made from the
+      augmented HR faces on the device.
 
     Each sample of a batch draws one scale from `scales` (multi-scale training = one model for every face
-    size). Shuffling and augmentation are seeded by (seed, epoch); under DDP each rank takes a disjoint
-    strided slice of the same permutation. Training needs equal counts on every rank (DDP's collectives run
-    in step), so the remainder is left out; `even=False` (validation, which runs without DDP's wrapper)
-    gives every sample to some rank instead."""
+    size). Shuffling and augmentation are seeded by (seed, epoch, rank); under DDP each rank takes a
+    disjoint strided slice of the same permutation. Training needs equal counts on every rank (DDP's
+    collectives run in step), so the remainder is left out; `even=False` (validation, which runs without
+    DDP's wrapper) gives every sample to some rank instead."""
 
     def __init__(self, split: Split, batch_size: int, scales: list[int] | None = None, shuffle: bool = True,
-                 augment: bool = True, flip: bool = True, shift: int = 0, seed: int = 0, rank: int = 0,
-                 world: int = 1, drop_last: bool = False, with_hr: bool = True, prefetch: int = 3, pin: bool = False,
-                 even: bool = True, online: dict | None = None):
+                 flip: bool = True, seed: int = 0, rank: int = 0, world: int = 1, drop_last: bool = False,
+                 with_hr: bool = True, prefetch: int = 3, pin: bool = False, even: bool = True,
+                 online: dict | None = None, stored_lowres: bool = False):
         self.split, self.batch_size = split, batch_size
         self.even = even
         self.scales = list(scales or [])
-        self.shuffle, self.augment, self.flip, self.shift = shuffle, augment, flip, shift
+        self.shuffle, self.flip = shuffle, flip
         self.seed, self.rank, self.world = seed, rank, world
         self.drop_last, self.with_hr, self.prefetch = drop_last, with_hr, prefetch
         self.pin = pin  # page-locked batches (CUDA): host-to-device copies can then run non_blocking
-        # online: augmentation settings (data/augment.py). The batch then carries the raw HR faces and each
-        # sample's random parameters; warping and LR synthesis happen on the device (augment.make_views).
-        self.online = online
+        self.online, self.stored_lowres = online, stored_lowres
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -83,53 +73,26 @@ class PairedBatches:
         batch = {"target": torch.from_numpy(self.split.labels[idx_sorted][inv].astype(np.int64)), "index": idx}
         if self.split.votes is not None:
             batch["votes"] = torch.from_numpy(self.split.votes[idx_sorted][inv].astype(np.float32))
-        if self.online is not None:
-            from gmenet_cli.data.augment import draw
-
-            batch["hr"] = torch.from_numpy(np.asarray(self.split.hr[idx_sorted])[inv])
-            batch["augment"] = draw(rng, len(idx), batch["hr"].shape[-1], scales=self.scales,
-                                    flip=self.augment and self.flip, **self.online)
+        if self.online is None:
+            choice = rng.integers(0, max(len(self.scales), 1), len(idx))
+            positions = {s: np.nonzero(choice == k)[0] for k, s in enumerate(self.scales)}
+            if self.with_hr:
+                batch["hr"] = torch.from_numpy(np.asarray(self.split.hr[idx_sorted])[inv])
+            batch["lowres"] = self._stored(positions, idx_sorted, inv)
             return batch
-        return self._make_paired(batch, idx_sorted, inv, rng)
+        from gmenet_cli.data.augment import draw
 
-    def _make_paired(self, batch: dict, idx_sorted: np.ndarray, inv: np.ndarray, rng: np.random.Generator) -> dict:
-        """Stored LR faces with a flip and a shift shared by the sample's HR and LR views."""
-        B = len(inv)
-        flip = rng.random(B) < 0.5 if (self.augment and self.flip) else np.zeros(B, bool)
-        s = self.shift if self.augment else 0
-        dy = rng.integers(-s, s + 1, B) if s else np.zeros(B, int)
-        dx = rng.integers(-s, s + 1, B) if s else np.zeros(B, int)
-        if self.with_hr:
-            batch["hr"] = np.asarray(self.split.hr[idx_sorted])[inv]  # augmented below with the LR view
-        lowres: dict[int, tuple[np.ndarray, np.ndarray]] = {}
-        if self.scales:
-            choice = rng.integers(0, len(self.scales), B)
-            for k, scale in enumerate(self.scales):
-                pos = np.nonzero(choice == k)[0]
-                if len(pos):
-                    lowres[scale] = (pos, np.asarray(self.split.lowres[scale][idx_sorted[inv[pos]]]))
-        # Geometric augmentation, identical for the two views of each sample.
-        if self.with_hr:
-            hr = batch["hr"]
-            if flip.any():
-                hr[flip] = hr[flip][..., ::-1]
-            if s:
-                # HR shift = LR shift x the sample's scale (teacher-only batches: scale 1).
-                per_sample = np.ones(B, int)
-                for scale, (pos, _) in lowres.items():
-                    per_sample[pos] = scale
-                hr = _shift_batch(hr, dy * per_sample, dx * per_sample, s * max([1] + self.scales))
-            batch["hr"] = torch.from_numpy(np.ascontiguousarray(hr))
-        out_lowres = {}
-        for scale, (pos, arr) in lowres.items():
-            f = flip[pos]
-            if f.any():
-                arr[f] = arr[f][..., ::-1]
-            if s:
-                arr = _shift_batch(arr, dy[pos], dx[pos], s)
-            out_lowres[scale] = (torch.from_numpy(pos), torch.from_numpy(np.ascontiguousarray(arr)))
-        batch["lowres"] = out_lowres
+        batch["hr"] = torch.from_numpy(np.asarray(self.split.hr[idx_sorted])[inv])
+        batch["augment"] = draw(rng, len(idx), batch["hr"].shape[-1], scales=self.scales, flip=self.flip, **self.online)
+        if self.stored_lowres:
+            positions = {s: p.numpy() for s, p in batch["augment"]["positions"].items()}
+            batch["stored"] = self._stored(positions, idx_sorted, inv)
         return batch
+
+    def _stored(self, positions: dict, idx_sorted: np.ndarray, inv: np.ndarray) -> dict:
+        """{scale: (positions, the stored LR faces of those samples)} for the non-empty groups."""
+        return {s: (torch.from_numpy(pos), torch.from_numpy(np.ascontiguousarray(self.split.lowres[s][idx_sorted[inv[pos]]])))
+                for s, pos in positions.items() if len(pos)}
 
     def _batches(self):
         order = self.indices()

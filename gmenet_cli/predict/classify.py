@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from gmenet_cli.data.imageio import to_channels
+from gmenet_cli.config import parse_device
 from gmenet_cli.errors import UsageError
 
 WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
@@ -168,17 +169,10 @@ def load_classifier(weights: str | list[str] | None, device: str | None = None, 
     return clf
 
 
-def _device(device: str | None) -> str:
-    device = (device or "auto").strip().lower()
-    if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", device):
-        raise UsageError(f"--device must be auto, cpu, cuda or cuda:N, got '{device}'")
-    return device
-
-
 def _load_default(device: str | None) -> list[Classifier]:
     """The shipped default: through onnxruntime on the CPU (no torch import: predict starts in about a
     second); `--device cuda`, or no onnxruntime, uses the shipped .pt files instead."""
-    device = _device(device)
+    device = parse_device(device)
     onnx = default_files(".onnx") if not device.startswith("cuda") and onnxruntime_available() else []
     if onnx:
         return [OnnxClassifier(str(p)) for p in onnx]
@@ -192,7 +186,7 @@ def _load_default(device: str | None) -> list[Classifier]:
 def _load_classifier(weights: str, device: str | None = None) -> Classifier:
     """One `--weights` file (a .pt checkpoint or a gmenet .onnx export) on `--device`. An .onnx file always
     runs on the CPU."""
-    device = _device(device)
+    device = parse_device(device)
     if Path(weights).suffix.lower() == ".onnx":
         if device.startswith("cuda"):
             raise UsageError(f"{weights}: .onnx models run on the CPU (onnxruntime); pass the .pt checkpoint for --device {device}")

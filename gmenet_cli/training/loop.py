@@ -51,37 +51,10 @@ class Callbacks:
     def message(self, text: str) -> None: ...
 
 
-def check_train_options(cfg: Config, n_train: int) -> None:
-    t = cfg.train
-    if t.epochs < 1:
-        raise UsageError(f"--epochs must be at least 1, got {t.epochs}")
-    if t.batch_size < 1:
-        raise UsageError(f"--batch-size must be at least 1, got {t.batch_size}")
-    if t.batch_size > n_train:
-        raise UsageError(f"--batch-size {t.batch_size} is larger than the {n_train} training faces; use {n_train} or less")
-    if cfg.optim.lr <= 0 or not np.isfinite(cfg.optim.lr):
-        raise UsageError(f"--lr must be a positive number, got {cfg.optim.lr}")
-    if cfg.optim.name not in ("adamw", "sgd"):
-        raise UsageError(f"optim.name must be adamw or sgd, got '{cfg.optim.name}'")
-    if cfg.optim.schedule not in ("cosine", "onecycle", "step", "constant"):
-        raise UsageError(f"optim.schedule must be cosine, onecycle, step or constant, got '{cfg.optim.schedule}'")
-    if cfg.optim.scale_lr not in ("linear", "sqrt", "none"):
-        raise UsageError(f"optim.scale_lr must be linear, sqrt or none, got '{cfg.optim.scale_lr}'")
-    if not 0 < cfg.optim.pct_start < 1:
-        raise UsageError(f"optim.pct_start must be between 0 and 1, got {cfg.optim.pct_start}")
-    if t.lowres not in ("online", "prepared"):
-        raise UsageError(f"train.lowres must be online or prepared, got '{t.lowres}'")
-    if not 0 <= t.ema < 1:
-        raise UsageError(f"train.ema must be in [0, 1) (0 = off; 0.999 is typical), got {t.ema}")
-    a = cfg.augment
-    if min(dataclasses.astuple(a)) < 0 or a.scale >= 1 or a.erase > 1 or a.blur > 1 or a.contrast >= 1:
-        raise UsageError("augment: every value must be >= 0, scale and contrast < 1, erase and blur <= 1")
-    if t.logit_adjust < 0:
-        raise UsageError(f"train.logit_adjust must be >= 0 (0 = off, 1 = balanced softmax), got {t.logit_adjust}")
-    if not 0 <= t.label_smoothing < 1:
-        raise UsageError("train.label_smoothing must be in [0, 1)")
-    if t.shift < 0:
-        raise UsageError("train.shift must be >= 0")
+def check_fits_data(cfg: Config, n_train: int) -> None:
+    """What only the data can tell (every value alone was checked when the config was built, config.validate)."""
+    if cfg.train.batch_size > n_train:
+        raise UsageError(f"--batch-size {cfg.train.batch_size} is larger than the {n_train} training faces; use {n_train} or less")
 
 
 def train_step(task, batch: dict, opt, sched, runtime: Runtime, grad_clip: float, ema=None) -> dict:
@@ -145,11 +118,11 @@ class _Run:
         self.model = task.core
         self.opt = build_optimizer(self.model, cfg, runtime.world)
         a = cfg.augment
-        online = dataclasses.asdict(a) if _online(cfg, store, progress) else None
-        self.loader = PairedBatches(train_split, cfg.train.batch_size, scales, shuffle=True, augment=True,
-                                    flip=cfg.train.flip, shift=cfg.train.shift, seed=cfg.train.seed, rank=runtime.rank,
-                                    world=runtime.world, drop_last=True, with_hr=hasattr(task, "teacher") or not scales,
-                                    pin=runtime.device.type == "cuda", online=online)
+        stored = bool(scales) and _stored_lowres(cfg, store, progress)
+        self.loader = PairedBatches(train_split, cfg.train.batch_size, scales, shuffle=True, flip=cfg.train.flip,
+                                    seed=cfg.train.seed, rank=runtime.rank, world=runtime.world, drop_last=True,
+                                    pin=runtime.device.type == "cuda", online=dataclasses.asdict(cfg.augment),
+                                    stored_lowres=stored)
         self.sched = build_schedule(self.opt, cfg, len(self.loader))
         # the weight average that is validated and saved (train.ema > 0)
         self.ema = WeightEMA(self.model, cfg.train.ema) if cfg.train.ema > 0 else None
@@ -252,19 +225,21 @@ def _cpu(state: dict) -> dict:
     return {k: v.detach().cpu() for k, v in state.items()}
 
 
-def _online(cfg: Config, store: Store, progress: Callbacks) -> bool:
-    """Whether LR faces are made on the device (train.lowres online) or read from the store (prepared).
-    Online synthesis is plain area downsampling: a store prepared with another method, blur, noise or
-    JPEG keeps its own LR bytes for training too, so train and test inputs come from one degradation."""
-    if cfg.train.lowres != "online":
-        return False
+def _stored_lowres(cfg: Config, store: Store, progress: Callbacks) -> bool:
+    """Where the student's LR faces come from: made on the device from each augmented HR face (area
+    downsampling, train.lowres online), or the store's own LR bytes, augmented like their HR face
+    (train.lowres prepared). A store prepared with another method, blur, noise or JPEG keeps its own LR
+    bytes, so that train and test inputs come from one degradation. The augmentation is the same either
+    way, and the teacher (HR faces only) never depends on it."""
     deg = store.manifest.get("degradation", {})
     plain = deg.get("method", "area") == "area" and not any(deg.get(k) for k in ("blur_sigma", "noise_std", "jpeg_quality"))
+    if cfg.train.lowres == "prepared":
+        return True
     if not plain:
         how = ", ".join(f"{k} {v}" for k, v in deg.items() if k != "seed" and v and not (k == "method" and v == "area"))
-        progress.message(f"{store.path} was prepared with {how}: training on its stored LR faces "
-                         "(train.lowres prepared), since on-the-fly synthesis is plain area downsampling")
-    return plain
+        progress.message(f"{store.path} was prepared with {how}: the student reads its stored LR faces, augmented "
+                         "like their HR face (train.lowres prepared), since on-the-fly synthesis is plain area downsampling")
+    return not plain
 
 
 def _splits(store: Store, cfg: Config, progress: Callbacks):
@@ -312,7 +287,7 @@ def fit(command: str, task, store: Store, cfg: Config, runtime: Runtime, run_dir
         scales: list[int], progress: Callbacks, state: dict | None) -> RunResult:
     train_split, val_split = _splits(store, cfg, progress)
     _fit_batch(cfg, train_split.count, runtime.world, progress)
-    check_train_options(cfg, train_split.count // runtime.world)
+    check_fits_data(cfg, train_split.count // runtime.world)
     torch.manual_seed(cfg.train.seed + runtime.rank)  # per-rank dropout streams; the init was seeded identically
     task.to(runtime.device)
     run = _Run(command, task, store, train_split, val_split, cfg, runtime, run_dir, meta, scales, progress)
