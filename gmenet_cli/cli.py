@@ -522,6 +522,7 @@ def export_cmd(
 
     The graph takes (N, C, s, s) float32 faces in [0, 1] (dynamic N and s) and returns logits. An ONNX file
     carries the classes and sizes in its metadata: `gmenet predict --weights model.onnx` runs it without torch.
+    Example: gmenet export --weights runs/train/exp/weights/best.pt --half-weights
     """
     from gmenet_cli.export import export
 
@@ -545,7 +546,10 @@ def models(
     classes: int = typer.Option(8, "--classes", help="Number of classes."),
     as_json: bool = JsonOpt,
 ):
-    """List registered models with parameter counts and FLOPs (2 x multiply-adds, one face)."""
+    """List registered models with parameter counts and FLOPs (2 x multiply-adds, one face).
+
+    Example: gmenet models --lr-size 6 --json
+    """
     from gmenet_cli import render
     from gmenet_cli.models import count_flops, count_params, create_model, get_spec, list_models
     from gmenet_cli.models.registry import working_size

@@ -73,7 +73,7 @@ class TrainConfig:
     deterministic: bool = False
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     amp: bool = True  # bf16 autocast on CUDA
-    cpu_bf16: bool = False  # bf16 autocast on the CPU too, where it has AMX / AVX512-BF16 (~1.4x for teacher_s2 steps, ~1x for a distilling student; BENCHMARKS.md)
+    cpu_bf16: bool = False  # bf16 autocast on the CPU too, where it has AMX / AVX512-BF16 (speed: BENCHMARKS.md)
     channels_last: bool = True  # NHWC activations: faster convolutions on CUDA and on the CPU
     compile: bool = False  # torch.compile the trained model
     compile_backend: str = "inductor"  # torch.compile backend (aot_eager: no code generation, for checks)
@@ -113,7 +113,7 @@ class AugmentConfig:
 @dataclass
 class DistillConfig:
     enabled: bool = True
-    weight: float = 1.0  # lambda per attention map (A-SKD used 5; 1 with logit KD measured better, BENCHMARKS.md)
+    weight: float = 1.0  # lambda per attention map (A-SKD used 5; why 1 with logit KD: BENCHMARKS.md)
     maps: str = "both"  # both | channel | spatial
     kd_weight: float = 1.0  # logit KD (Hinton) from the same teacher; 0 = off
     kd_temperature: float = 4.0

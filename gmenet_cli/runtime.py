@@ -19,11 +19,12 @@ from gmenet_cli.errors import UsageError
 @dataclass
 class Runtime:
     device: torch.device
-    amp: bool  # bf16 autocast (CUDA; the CPU with train.cpu_bf16 where it has native bf16)
+    amp: bool  # mixed precision: autocast to amp_dtype (CUDA; the CPU with train.cpu_bf16 where it has native bf16)
     channels_last: bool
     rank: int = 0
     world: int = 1
     local_rank: int = 0
+    amp_dtype: torch.dtype = torch.bfloat16  # bf16 where the device computes it natively, else float16 + GradScaler
 
     @property
     def is_main(self) -> bool:
@@ -35,8 +36,29 @@ class Runtime:
 
     def autocast(self):
         if self.amp and self.device.type in ("cuda", "cpu"):
-            return torch.autocast(self.device.type, dtype=torch.bfloat16)
+            return torch.autocast(self.device.type, dtype=self.amp_dtype)
         return contextlib.nullcontext()
+
+    def grad_scaler(self):
+        """float16 autocast needs its losses scaled (its range underflows small gradients); bf16 does not."""
+        if self.amp and self.amp_dtype == torch.float16:
+            return torch.amp.GradScaler(self.device.type)
+        return None
+
+
+def cuda_amp_dtype(device: torch.device) -> torch.dtype:
+    """bf16 on GPUs that compute it natively (compute capability 8.0 and up: A100, H100, RTX 30xx and later);
+    float16 with a GradScaler on older ones (T4, V100), where torch would emulate bf16 slowly. As timm and
+    nanoGPT choose."""
+    major, _ = torch.cuda.get_device_capability(device)
+    return torch.bfloat16 if major >= 8 else torch.float16
+
+
+def epoch_seed(seed: int, epoch: int, rank: int) -> int:
+    """The torch seed of one rank's epoch (dropout): distinct per rank, set afresh at every epoch on the CPU
+    and every CUDA device, so a resumed run (any rank, any device) replays the interrupted one without
+    saving generator states."""
+    return int(np.random.SeedSequence([seed, epoch, rank]).generate_state(1)[0])
 
 
 def select_device(spec: str | None) -> torch.device:
@@ -83,9 +105,10 @@ def setup(device: str | None = "auto", amp: bool = True, channels_last: bool = T
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
         torch.backends.cudnn.benchmark = True
-    # channels_last helps on the CPU too (1.26x for teacher_s2 steps on 2 cores, BENCHMARKS.md).
+    # channels_last helps on the CPU too (BENCHMARKS.md, training speed).
     use_amp = amp and (dev.type == "cuda" or (dev.type == "cpu" and cpu_bf16 and cpu_has_bf16()))
-    return Runtime(dev, use_amp, channels_last, rank, world, local_rank)
+    dtype = cuda_amp_dtype(dev) if dev.type == "cuda" else torch.bfloat16
+    return Runtime(dev, use_amp, channels_last, rank, world, local_rank, dtype)
 
 
 def seed_everything(seed: int, deterministic: bool = False) -> None:

@@ -3,6 +3,8 @@ family (student at half size, pooled A-SKD maps), one-cycle and batch-scaled lea
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 import torch
@@ -16,7 +18,7 @@ from gmenet_cli.data.prepare import prepare
 from gmenet_cli.data.store import Store
 from gmenet_cli.losses import ASKDLoss, ClassificationLoss, check_pairing
 from gmenet_cli.models import create_model
-from gmenet_cli.tasks import DistillTask
+from gmenet_cli.tasks import ClassifierTask, DistillTask
 from gmenet_cli.training.ema import WeightEMA
 from gmenet_cli.training.optim import build_optimizer, build_schedule, peak_lr
 
@@ -241,3 +243,55 @@ def test_predict_flip_tta_averages_logits(tiny_runs):
     clf.tta = False
     plain = np.exp(clf.logits(x) / clf.temperature(12))
     assert np.allclose(clf.classify(crops), plain / plain.sum(1, keepdims=True), atol=1e-5)
+
+
+@pytest.mark.parametrize("capability, dtype", [((7, 5), torch.float16), ((7, 0), torch.float16), ((8, 0), torch.bfloat16),
+                                               ((9, 0), torch.bfloat16)])
+def test_cuda_precision_is_bf16_only_where_native(monkeypatch, capability, dtype):
+    """T4 (7.5) and V100 (7.0) have no bf16 units: float16 with a GradScaler there; A100/H100 bf16."""
+    from gmenet_cli.runtime import Runtime, cuda_amp_dtype
+
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: capability)
+    assert cuda_amp_dtype(torch.device("cuda", 0)) == dtype
+    runtime = Runtime(torch.device("cuda", 0), amp=True, channels_last=False, amp_dtype=dtype)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "GradScaler is enabled, but CUDA is not available" on this machine
+        assert (runtime.grad_scaler() is not None) == (dtype == torch.float16)
+    assert Runtime(torch.device("cuda", 0), amp=False, channels_last=False, amp_dtype=torch.float16).grad_scaler() is None
+
+
+def test_a_step_through_the_grad_scaler_equals_the_plain_step():
+    """The float16 path's bookkeeping (scale, unscale before clipping, step, update), run on the CPU in
+    float32: the same update as without a scaler."""
+    from gmenet_cli.runtime import Runtime
+    from gmenet_cli.training.loop import train_step
+
+    runtime = Runtime(torch.device("cpu"), amp=False, channels_last=False)
+    results = []
+    for scaler in (None, torch.amp.GradScaler("cpu", init_scale=2.0**10)):
+        torch.manual_seed(0)
+        model = create_model("plain_t2", in_chans=1, num_classes=8, input_size=24)
+        task = ClassifierTask(model, ClassificationLoss(), "hr")
+        cfg = Config()
+        opt = build_optimizer(model, cfg)
+        sched = build_schedule(opt, cfg, 4)
+        gen = torch.Generator().manual_seed(1)
+        batch = {"hr": torch.rand(4, 1, 24, 24, generator=gen), "target": torch.tensor([0, 1, 2, 3])}
+        train_step(task.train(), batch, opt, sched, runtime, grad_clip=0.5, scaler=scaler)
+        results.append([p.detach().clone() for p in model.parameters()])
+    assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(*results))
+
+
+def test_every_rank_and_epoch_reseeds_dropout(tiny_store, cli, workdir, monkeypatch):
+    """Per-rank, per-epoch torch seeds, set at every epoch start (CPU and CUDA): a resumed run under torchrun
+    replays each rank's own stream (one rank's saved CPU state used to be restored on every rank)."""
+    from gmenet_cli.runtime import epoch_seed
+
+    seeds = {epoch_seed(0, e, r) for e in range(3) for r in range(2)}
+    assert len(seeds) == 6 and epoch_seed(0, 1, 1) == epoch_seed(0, 1, 1)
+    seen = []
+    real = torch.manual_seed
+    monkeypatch.setattr(torch, "manual_seed", lambda s: (seen.append(int(s)), real(s))[1])
+    res = cli("distill-teacher", "--data", tiny_store, "--preset", "tiny", "--epochs", "2", "--seed", "5", "-q")
+    assert res.exit_code == 0, res.output
+    assert epoch_seed(5, 0, 0) in seen and epoch_seed(5, 1, 0) in seen

@@ -59,9 +59,14 @@ def test_teacher_then_student_then_reload_and_predict(tiny_runs, cli, workdir):
 
 
 def test_distillation_is_learning_on_synthetic_faces(tiny_runs):
-    """Guard against a silently broken loop: after 2 epochs the teacher beats chance (1/8) on train."""
+    """Guard against a silently broken loop: after 2 epochs the teacher beats chance (1/8) on train, and the
+    distilled student's attention maps move towards the teacher's (A-SKD falls) while its own accuracy rises
+    above chance."""
     rows = _rows(tiny_runs["teacher"].parent.parent)
     assert float(rows[-1]["train_acc"]) > 0.2
+    student = _rows(tiny_runs["student"].parent.parent)
+    assert float(student[-1]["train_askd"]) < float(student[0]["train_askd"])
+    assert max(float(r["train_acc"]) for r in student) > 1 / 8
 
 
 def test_interrupted_run_resumes_to_the_same_epoch_count(tiny_store, cli, workdir, monkeypatch):
@@ -229,6 +234,16 @@ def test_torchrun_two_cpu_processes(tmp_path, cli):
     assert one["count"] == n_val
     assert float(rows[0]["val_acc"]) == pytest.approx(one["accuracy"], abs=1e-9)
     assert float(rows[0]["val_mca"]) == pytest.approx(one["mean_class_accuracy"], abs=1e-9)
+    # the student under torchrun: DDP around the student, the frozen teacher on every rank, A-SKD + KD
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", "29518",
+           "-m", "gmenet_cli", "train", "--data", str(store), "--preset", "tiny", "--epochs", "1", "--teacher", str(last),
+           "--set", "train.batch_size=4", "--device", "cpu", "--name", "ddp_s", "-q"]
+    proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    rows = _rows(tmp_path / "runs/train/ddp_s")
+    assert int(rows[0]["train_images"]) == (n_train // 2 // 4) * 4 * 2 and float(rows[0]["train_askd"]) > 0
+    student = checkpoint.load(tmp_path / "runs/train/ddp_s/weights/last.pt")
+    assert student["kind"] == "student" and student["finished"] and proc.stderr.count("done") == 1
 
 
 def test_loader_shards_cover_the_split_for_validation(tiny_store):
@@ -304,3 +319,33 @@ def test_a_degraded_store_trains_the_same_teacher(tmp_path, cli, monkeypatch):
               "--teacher", tmp_path / "runs" / "distill-teacher" / "t_blurred" / "weights" / "best.pt")
     assert res.exit_code == 0, res.output
     assert "reads its stored LR faces, augmented like their HR face" in res.stderr
+
+
+def test_the_shipped_recipe_runs_end_to_end(tiny_store, cli, workdir):
+    """The ferplus preset exactly as it ships (SGD + Nesterov one-cycle, EMA, vote targets, on-the-fly
+    augmentation, A-SKD with pooled maps + logit KD), at the smallest sizes of its model family ("t2"),
+    through distill-teacher -> train -> evaluate -> export -> predict."""
+    common = ["--preset", "ferplus", "--epochs", "2", "--set", "train.batch_size=16", "-q"]
+    res = cli("distill-teacher", "--data", tiny_store, "--model", "teacher_t2", "--name", "t", *common)
+    assert res.exit_code == 0, res.output
+    teacher = workdir / "runs/distill-teacher/t/weights/best.pt"
+    res = cli("train", "--data", tiny_store, "--model", "gmenet_t2", "--teacher", teacher, "--name", "s", *common)
+    assert res.exit_code == 0, res.output
+    best = workdir / "runs/train/s/weights/best.pt"
+    ckpt = checkpoint.load(best)
+    cfg = ckpt["config"]
+    recipe = (cfg["optim"]["name"], cfg["optim"]["schedule"], cfg["train"]["ema"], cfg["train"]["soft_labels"])
+    assert recipe == ("sgd", "onecycle", 0.998, True)
+    assert ckpt["model"]["name"] == "gmenet_t2" and ckpt["teacher"]["model"] == "teacher_t2"
+    rows = _rows(workdir / "runs/train/s")
+    assert float(rows[-1]["train_askd"]) > 0 and float(rows[-1]["train_kd"]) > 0  # both distillation terms ran
+    assert set(ckpt["calibration"]["temperature"]) == {"12", "24"}
+    res = cli("evaluate", "--weights", best, "--json", "--out", workdir / "ev")
+    assert res.exit_code == 0, res.output
+    assert [r["face_px"] for r in json.loads(res.stdout)["models"][0]["results"]] == [24, 12]
+    assert cli("export", "--weights", best).exit_code == 0
+    photo = cv2.imread(str(Path(__file__).parents[1] / "examples" / "astronaut.png"))
+    cv2.imwrite(str(workdir / "face.png"), cv2.resize(photo[40:200, 150:310], (14, 14), interpolation=cv2.INTER_AREA))
+    res = cli("predict", workdir / "face.png", "--no-detect", "--json", "--weights", best.with_suffix(".onnx"))
+    (row,) = json_lines(res.stdout)
+    assert res.exit_code == 0 and row["input_px"] == 12 and row["label"] in ckpt["classes"]

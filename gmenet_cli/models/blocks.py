@@ -97,9 +97,9 @@ class AttentionBlock(nn.Module):
 
 class AttentionStage(nn.Module):
     """VGG-style stage with hybrid attention: conv3x3 (stride) -> BN -> ReLU -> conv3x3 -> BN -> ReLU ->
-    channel attention -> spatial attention. The plain CNN that beat the first gmenet models on 2 CPU cores
-    (issue 14: 2.3 M parameters, 82% on FERPlus at 48 px) is this stack without the attention; the
-    attention returns the maps A-SKD needs at almost no cost. `attention=False` gives that plain stage.
+    channel attention -> spatial attention (CBAM order, as A-SKD). Without the attention (`attention=False`)
+    it is the plain-CNN stage of the baseline in docs/method.md; the attention adds the maps A-SKD needs at
+    almost no cost.
 
     (B, Cin, H, W) -> (B, Cout, H/stride, W/stride), maps ((B, Cout, 1, 1), (B, 1, H/stride, W/stride)) or None."""
 

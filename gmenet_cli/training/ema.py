@@ -1,8 +1,9 @@
 """An exponential moving average of the weights (and BN statistics): validated and saved in place of the
 raw weights when `train.ema` > 0.
 
-Decay warms up as in timm's ModelEmaV3, min(decay, (1 + n) / (10 + n)) after n updates, so the average does
-not carry the first, random weights for long. The update is a handful of fused lerps on the device with a
+Decay warms up as TensorFlow's tf.train.ExponentialMovingAverage does with `num_updates`:
+min(decay, (1 + n) / (10 + n)) after n updates, so the average does not carry the first, random weights
+for long. The update is a handful of fused lerps on the device with a
 host-side counter: unlike torch.optim.swa_utils.AveragedModel, whose `if n_averaged == 0` reads a device
 tensor, it never makes the host wait for the GPU.
 """

@@ -28,7 +28,8 @@ from gmenet_cli.data.loader import PairedBatches
 from gmenet_cli.data.store import Store
 from gmenet_cli.errors import GmenetError, UsageError
 from gmenet_cli.evaluate import metrics_from_confusion, score_split
-from gmenet_cli.runtime import Runtime, all_reduce_sum, to_device
+from gmenet_cli.runtime import Runtime, all_reduce_sum, epoch_seed, to_device
+from gmenet_cli.tasks import ClassifierTask
 from gmenet_cli.training.ema import WeightEMA
 from gmenet_cli.training.history import read_rows, write_rows
 from gmenet_cli.training.optim import build_optimizer, build_schedule
@@ -57,19 +58,30 @@ def check_fits_data(cfg: Config, n_train: int) -> None:
         raise UsageError(f"--batch-size {cfg.train.batch_size} is larger than the {n_train} training faces; use {n_train} or less")
 
 
-def train_step(task, batch: dict, opt, sched, runtime: Runtime, grad_clip: float, ema=None) -> dict:
+def train_step(task: ClassifierTask, batch: dict, opt: torch.optim.Optimizer, sched, runtime: Runtime,
+               grad_clip: float, ema: WeightEMA | None = None, scaler: torch.amp.GradScaler | None = None) -> dict:
     """One optimisation step on a batch already on the device -> the task's outputs (detached scalars and
     logits), still on the device: nothing here waits for the GPU. Online batches (raw HR + augmentation
-    parameters) get their augmented HR and LR views here, on the device."""
+    parameters) get their augmented HR and LR views here, on the device. With a GradScaler (float16
+    autocast), the loss is scaled for backward and the gradients unscaled before clipping; a step whose
+    gradients overflowed is skipped by the scaler."""
     if "augment" in batch:
         batch = make_views(batch, student=task.view == "lowres")
     with runtime.autocast():
         res = task(batch)
     opt.zero_grad(set_to_none=True)
-    res["loss"].backward()
+    if scaler is None:
+        res["loss"].backward()
+    else:
+        scaler.scale(res["loss"]).backward()
+        scaler.unscale_(opt)
     if grad_clip > 0:
         torch.nn.utils.clip_grad_norm_(task.core.parameters(), grad_clip)
-    opt.step()
+    if scaler is None:
+        opt.step()
+    else:
+        scaler.step(opt)
+        scaler.update()
     sched.step()
     if ema is not None:
         ema.update(task.core)
@@ -124,6 +136,7 @@ class _Run:
                                     pin=runtime.device.type == "cuda", online=dataclasses.asdict(cfg.augment),
                                     stored_lowres=stored)
         self.sched = build_schedule(self.opt, cfg, len(self.loader))
+        self.scaler = runtime.grad_scaler()  # float16 autocast only (GPUs without native bf16)
         # the weight average that is validated and saved (train.ema > 0)
         self.ema = WeightEMA(self.model, cfg.train.ema) if cfg.train.ema > 0 else None
         self.start_epoch, self.best_metric, self.rows = 0, -1.0, []
@@ -142,7 +155,8 @@ class _Run:
             self.ema.load_state_dict(state["ema_state"])
         self.opt.load_state_dict(state["optimizer"])
         self.sched.load_state_dict(state["scheduler"])
-        torch.set_rng_state(state["rng"]["torch"])
+        if self.scaler is not None and state.get("scaler"):
+            self.scaler.load_state_dict(state["scaler"])
         self.start_epoch, self.best_metric = int(state["epoch"]), float(state.get("best_metric", -1.0))
         self.rows = read_rows(self.run_dir / "results.csv")[: self.start_epoch]
 
@@ -150,6 +164,7 @@ class _Run:
         """Train one epoch; -> the epoch's row of training scalars (summed over ranks)."""
         runtime, task = self.runtime, self.task
         self.loader.set_epoch(epoch)
+        torch.manual_seed(epoch_seed(self.cfg.train.seed, epoch, runtime.rank))  # dropout: CPU and every CUDA device
         self.progress.epoch_start(epoch, self.cfg.train.epochs, len(self.loader))
         t0 = time.perf_counter()
         sums: dict[str, torch.Tensor] = {}
@@ -158,7 +173,7 @@ class _Run:
         seen = 0
         for i, batch in enumerate(self.loader):
             batch = to_device(batch, runtime.device)
-            res = train_step(task, batch, self.opt, self.sched, runtime, self.cfg.optim.grad_clip, self.ema)
+            res = train_step(task, batch, self.opt, self.sched, runtime, self.cfg.optim.grad_clip, self.ema, self.scaler)
             n = len(batch["target"])
             seen += n
             bad = ~torch.isfinite(res["loss"].detach())
@@ -202,7 +217,7 @@ class _Run:
 
             snap = self.snapshot(epoch + 1, epoch + 1 == self.cfg.train.epochs, row)
             if improved:  # the model alone: no optimiser, schedule or second copy of the weights
-                best = {k: v for k, v in snap.items() if k not in ("train_state_dict", "ema_state")}
+                best = {k: v for k, v in snap.items() if k not in ("train_state_dict", "ema_state", "scaler")}
                 checkpoint.save(self.weights / "best.pt", {**best, "optimizer": None, "scheduler": None})
             checkpoint.save(self.weights / "last.pt", snap)
             write_rows(self.run_dir / "results.csv", self.rows)
@@ -214,7 +229,9 @@ class _Run:
         training state rides along for --resume (best.pt drops it)."""
         snap = {**self.base_meta, "state_dict": _cpu(self.evaluated.state_dict()), "epoch": epoch, "finished": finished,
                 "best_metric": self.best_metric, "metrics": metrics, "optimizer": self.opt.state_dict(),
-                "scheduler": self.sched.state_dict(), "rng": {"torch": torch.get_rng_state()}}
+                "scheduler": self.sched.state_dict()}
+        if self.scaler is not None:
+            snap["scaler"] = self.scaler.state_dict()
         if self.ema is not None:
             snap["train_state_dict"] = _cpu(self.model.state_dict())
             snap["ema_state"] = {"module": _cpu(self.ema.module.state_dict()), "updates": self.ema.updates}
@@ -288,7 +305,6 @@ def fit(command: str, task, store: Store, cfg: Config, runtime: Runtime, run_dir
     train_split, val_split = _splits(store, cfg, progress)
     _fit_batch(cfg, train_split.count, runtime.world, progress)
     check_fits_data(cfg, train_split.count // runtime.world)
-    torch.manual_seed(cfg.train.seed + runtime.rank)  # per-rank dropout streams; the init was seeded identically
     task.to(runtime.device)
     run = _Run(command, task, store, train_split, val_split, cfg, runtime, run_dir, meta, scales, progress)
     if state is not None:
