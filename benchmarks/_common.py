@@ -23,7 +23,8 @@ def machine() -> str:
 
 
 def header(title: str) -> str:
-    return f"## {title}\n\nDate: {dt.date.today().isoformat()}. Machine: {machine()}.\nCommand: `python {' '.join(sys.argv)}`\n"
+    command = " ".join(sys.argv)
+    return f"## {title}\n\nDate: {dt.date.today().isoformat()}. Machine: {machine()}.\nCommand: `python {command}`\n"
 
 
 def require_ferplus() -> None:

@@ -5,7 +5,8 @@ FLOPs (plain_<size>: no attention, no global branch), CE only: the obvious basel
 2 teacher on upsampled LR; 3 student, CE only, no global branch; 4 student + A-SKD, no global branch;
 5 full GME-Net (A-SKD + global, plus the preset's logit KD); 6 full GME-Net on x2/x4/x8; 7 student + logit
 KD from the teacher, no A-SKD, no global branch: with row 5 it tells what GME-Net's own parts (A-SKD + the
-global branch) add over plain KD. Student rows train at each of --scales, once per --seeds. Everything runs through the gmenet CLI in
+global branch) add over plain KD. Student rows train at each of --scales, once per --seeds. Everything runs
+through the gmenet CLI in
 --workdir, so each number can be reproduced with the command printed next to it. Rows whose run already
 finished in --workdir are reused, not retrained (their train time is then the sum of the epoch times in
 results.csv; otherwise it is the wall time of the train command). Params and GFLOPs are per face at the
@@ -59,8 +60,20 @@ def evaluate(workdir: Path, weights: Path, scales: str, name: str) -> dict:
     out = workdir / "runs" / "evaluate" / name
     report = reusable(out / "metrics.json", weights, [int(v) for v in scales.split(",")])
     if report is None:
-        gm(workdir, "evaluate", "--weights", str(weights), "--split", "val", "--scales", scales, "--out", str(out),
-           "--batch-size", "512")
+        gm(
+            workdir,
+            "evaluate",
+            "--weights",
+            str(weights),
+            "--split",
+            "val",
+            "--scales",
+            scales,
+            "--out",
+            str(out),
+            "--batch-size",
+            "512",
+        )
         report = json.loads((out / "metrics.json").read_text())["models"][0]
     report["gflops"] = gflops(weights)
     return report
@@ -97,8 +110,13 @@ def main() -> None:
     ap.add_argument("--seeds", default="0", help="training seeds, e.g. 0,1 (each student row once per seed)")
     ap.add_argument("--teacher", help="reuse an existing teacher checkpoint (row 1) instead of training one")
     ap.add_argument("--rows", default="0,3,5,7", help="student rows to train (comma list of 0,3,4,5,6,7)")
-    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                    help="config override passed to every student run (recipe work), e.g. distill.weight=1")
+    ap.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="config override passed to every student run (recipe work), e.g. distill.weight=1",
+    )
     ap.add_argument("--tag", default="", help="suffix for run names, so recipe variants share one workdir")
     args = ap.parse_args()
     require_ferplus()
@@ -127,11 +145,13 @@ def main() -> None:
     if not any(kv.startswith("distill.kd_weight=") for kv in args.set):
         kd_only += ["--set", "distill.kd_weight=1"]
     model = ["--model", f"gmenet_{args.size}"]
-    student_rows = (("0 plain CNN, CE only", ["--model", f"plain_{args.size}", "--no-distill"]),
-                    ("3 student CE only, no global", [*model, "--no-distill", "--no-global"]),
-                    ("4 student + A-SKD, no global", [*model, "--no-global"]),
-                    ("5 GME-Net (A-SKD + global)", model),
-                    ("7 student + logit KD only, no A-SKD, no global", [*model, "--no-global", *kd_only]))
+    student_rows = (
+        ("0 plain CNN, CE only", ["--model", f"plain_{args.size}", "--no-distill"]),
+        ("3 student CE only, no global", [*model, "--no-distill", "--no-global"]),
+        ("4 student + A-SKD, no global", [*model, "--no-global"]),
+        ("5 GME-Net (A-SKD + global)", model),
+        ("7 student + logit KD only, no A-SKD, no global", [*model, "--no-global", *kd_only]),
+    )
     for s in scales:
         for seed in seeds:
             for row, extra in student_rows:
@@ -139,18 +159,23 @@ def main() -> None:
                     continue
                 name = f"row{row[0]}-x{s}{tag}" + (f"-seed{seed}" if seed else "")
                 flags = extra if "--no-distill" in extra else extra + ["--teacher", str(teacher)]
-                times[name] = train(wd, "train", name, args.epochs, *student, *flags, "--scales", str(s),
-                                    "--seed", str(seed))
+                times[name] = train(
+                    wd, "train", name, args.epochs, *student, *flags, "--scales", str(s), "--seed", str(seed)
+                )
                 res = evaluate(wd, wd / f"runs/train/{name}/weights/best.pt", str(s), name)
                 table.append((row + (f" (seed {seed})" if len(seeds) > 1 else ""), res, res["results"], times[name]))
     if 6 in rows:
         name = f"row6{tag}"
-        times[name] = train(wd, "train", name, args.epochs, *student, *model, "--teacher", str(teacher), "--scales", "2,4,8")
+        times[name] = train(
+            wd, "train", name, args.epochs, *student, *model, "--teacher", str(teacher), "--scales", "2,4,8"
+        )
         res = evaluate(wd, wd / f"runs/train/{name}/weights/best.pt", "2,4,8", name)
         table.append(("6 GME-Net on x2/x4/x8 together", res, res["results"], times[name]))
     extra = f", overrides {' '.join(args.set)}" if args.set else ""
     title = f"FERPlus ablation ({args.epochs} epochs, size {args.size}{extra})"
-    plot_path = wd / f"resolution_sweep_{args.size}_x{args.scales.replace(',', '-')}_rows{args.rows.replace(',', '')}{tag}.png"
+    plot_path = (
+        wd / f"resolution_sweep_{args.size}_x{args.scales.replace(',', '-')}_rows{args.rows.replace(',', '')}{tag}.png"
+    )
     plot(table, plot_path, title)
     print(header(title))
     print(f"Plot: {plot_path}\n")
@@ -159,8 +184,11 @@ def main() -> None:
     for row, rep, results, secs in table:
         for r in results:
             t = f"{secs / 60:.1f}" if secs else ""
-            print(f"| {row} | {r['view']} | {r['face_px']} | {r['accuracy'] * 100:.2f} | {r['mean_class_accuracy'] * 100:.2f} "
-                  f"| {rep['params']:,} | {rep['gflops']:.3f} | {t} |")
+            print(
+                f"| {row} | {r['view']} | {r['face_px']} | {r['accuracy'] * 100:.2f} | "
+                f"{r['mean_class_accuracy'] * 100:.2f} "
+                f"| {rep['params']:,} | {rep['gflops']:.3f} | {t} |"
+            )
     summary(table)
 
 
@@ -178,14 +206,22 @@ def summary(table: list) -> None:
     print("\n| scale | row | seeds | accuracy (mean) | mean class acc (mean) |")
     print("|---|---|---|---|---|")
     for (row, view), vals in sorted(means.items(), key=lambda kv: (kv[0][1], kv[0][0])):
-        print(f"| {view} | {row} | {len(vals)} | {statistics.mean(v[0] for v in vals):.2f} | "
-              f"{statistics.mean(v[1] for v in vals):.2f} |")
+        print(
+            f"| {view} | {row} | {len(vals)} | {statistics.mean(v[0] for v in vals):.2f} | "
+            f"{statistics.mean(v[1] for v in vals):.2f} |"
+        )
     for view in sorted({v for _, v in means}):
         get = {row: statistics.mean(a for a, _ in vals) for (row, v), vals in means.items() if v == view}
-        parts = [f"{a} - {b}: {get[a] - get[b]:+.2f}" for a, b in (("5", "0"), ("5", "3"), ("5", "7"), ("7", "3"))
-                 if a in get and b in get]
+        parts = [
+            f"{a} - {b}: {get[a] - get[b]:+.2f}"
+            for a, b in (("5", "0"), ("5", "3"), ("5", "7"), ("7", "3"))
+            if a in get and b in get
+        ]
         if parts:  # a run of one row has no differences to print
-            print(f"\n{view}: " + "; ".join(parts) + " (accuracy points; 5 - 7 = what A-SKD + the global branch add over KD alone)")
+            print(
+                f"\n{view}: " + "; ".join(parts) + " (accuracy points; 5 - 7 = what A-SKD + the global branch add "
+                "over KD alone)"
+            )
 
 
 def plot(table: list, path: Path, title: str) -> None:

@@ -95,7 +95,8 @@ def score(truth: list[int], pred: list[int], classes: list[str], scored: list[in
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("folder", type=Path)
-    ap.add_argument("--weights", action="append", help="model(s), as gmenet predict --weights; default: the shipped models")
+    ap.add_argument("--weights", action="append", help="model(s), as gmenet predict --weights; default: the shipped "
+                                                       "models")
     ap.add_argument("--sizes", default="full,24,12,6", help="comma list: full and/or face sizes in px")
     ap.add_argument("--min-count", type=int, default=100, help="classes with fewer faces are not scored")
     ap.add_argument("--detect", action="store_true", help="find the face with the default detector (as bare predict)")

@@ -29,7 +29,6 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-
 from _common import SHARED, header
 
 DLIB = SHARED / "images" / "scenes" / "dlib"

@@ -12,7 +12,6 @@ import argparse
 
 import numpy as np
 import torch
-
 from _common import header
 
 

@@ -20,7 +20,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-
 from _common import ASTRONAUT, REPO, header
 
 WEIGHTS = REPO / "gmenet_cli" / "weights"
@@ -86,8 +85,12 @@ def graphs(threads: int, seconds: float) -> None:
 
     dyn = Path(tempfile.mkdtemp()) / "dynamic.onnx"
     export(str(WEIGHTS / "default.pt"), "onnx", str(dyn), None)
-    clfs = {"dynamic-size export (Resize in the graph)": OnnxClassifier(str(dyn), threads),
-            "shipped default.onnx (graph at the working size + numpy upsampling)": OnnxClassifier(str(WEIGHTS / "default.onnx"), threads)}
+    clfs = {
+        "dynamic-size export (Resize in the graph)": OnnxClassifier(str(dyn), threads),
+        "shipped default.onnx (graph at the working size + numpy upsampling)": OnnxClassifier(
+            str(WEIGHTS / "default.onnx"), threads
+        ),
+    }
     fps = {k: [] for k in clfs}
     for _ in range(3):
         for k, clf in clfs.items():
@@ -107,8 +110,11 @@ def graphs(threads: int, seconds: float) -> None:
     print("\n| graph (12 px faces, batch 256) | faces/s (median of 3) |\n|---|---|")
     for k in clfs:
         print(f"| {k} | {statistics.median(fps[k]):,.0f} |")
-    print("\nop-time share in the dynamic-size graph: "
-          + ", ".join(f"{op} {t / total * 100:.1f}%" for op, t in ops.most_common(4)) + ".")
+    print(
+        "\nop-time share in the dynamic-size graph: "
+        + ", ".join(f"{op} {t / total * 100:.1f}%" for op, t in ops.most_common(4))
+        + "."
+    )
 
 
 def main() -> None:
@@ -117,7 +123,9 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=5, help="start-up rounds (interleaved; best and median kept)")
     ap.add_argument("--seconds", type=float, default=3.0, help="time per classification measurement")
     ap.add_argument("--rounds", type=int, default=3, help="classification rounds per backend (interleaved; median)")
-    ap.add_argument("--graphs", action="store_true", help="also compare the dynamic-size ONNX export (needs the onnx extra)")
+    ap.add_argument(
+        "--graphs", action="store_true", help="also compare the dynamic-size ONNX export (needs the onnx extra)"
+    )
     args = ap.parse_args()
     backends = ("onnxruntime", "torch")
     py = [sys.executable, "-c"]
@@ -137,21 +145,31 @@ def main() -> None:
                     clfs[b].tta = tta
                     fps[b, batch, tta].append(classify_only(clfs[b], batch, args.seconds))
     print(header(f"predict speed, shipped model ({args.threads} threads)"))
-    print(f"Baselines (fresh process, best / median of {args.runs}): `python -c pass` "
-          f"{min(start['python']):.2f} / {statistics.median(start['python']):.2f} s; `python -c 'import torch'` "
-          f"{min(start['import torch']):.2f} / {statistics.median(start['import torch']):.2f} s.\n")
-    print("| backend | start-up to first result, best / median (s) | end to end on astronaut.png (images/s) "
-          "| classification with TTA, batch 64 / 256 (faces/s) | without TTA, batch 64 / 256 (faces/s) |")
+    print(
+        f"Baselines (fresh process, best / median of {args.runs}): `python -c pass` "
+        f"{min(start['python']):.2f} / {statistics.median(start['python']):.2f} s; `python -c 'import torch'` "
+        f"{min(start['import torch']):.2f} / {statistics.median(start['import torch']):.2f} s.\n"
+    )
+    print(
+        "| backend | start-up to first result, best / median (s) | end to end on astronaut.png (images/s) "
+        "| classification with TTA, batch 64 / 256 (faces/s) | without TTA, batch 64 / 256 (faces/s) |"
+    )
     print("|---|---|---|---|---|")
     for b in backends:
         name = "onnxruntime (default.onnx, the default)" if b == "onnxruntime" else "torch (default.pt)"
         med = {k: statistics.median(v) for k, v in fps.items()}
-        print(f"| {name} | {min(start[b]):.2f} / {statistics.median(start[b]):.2f} | {e2e[b]:.1f} "
-              f"| {med[b, 64, True]:,.0f} / {med[b, 256, True]:,.0f} | {med[b, 64, False]:,.0f} / {med[b, 256, False]:,.0f} |")
+        print(
+            f"| {name} | {min(start[b]):.2f} / {statistics.median(start[b]):.2f} | {e2e[b]:.1f} "
+            f"| {med[b, 64, True]:,.0f} / {med[b, 256, True]:,.0f} | {med[b, 64, False]:,.0f} / "
+            f"{med[b, 256, False]:,.0f} |"
+        )
     o, t = "onnxruntime", "torch"
-    print(f"\nRatios onnxruntime / torch: start-up {statistics.median(start[o]) / statistics.median(start[t]):.2f}x "
-          f"(median), classification {statistics.median(fps[o, 256, True]) / statistics.median(fps[t, 256, True]):.2f}x "
-          f"(batch 256, TTA), end to end {e2e[o] / e2e[t]:.2f}x.")
+    print(
+        f"\nRatios onnxruntime / torch: start-up {statistics.median(start[o]) / statistics.median(start[t]):.2f}x "
+        "(median), classification "
+        f"{statistics.median(fps[o, 256, True]) / statistics.median(fps[t, 256, True]):.2f}x "
+        f"(batch 256, TTA), end to end {e2e[o] / e2e[t]:.2f}x."
+    )
     if args.graphs:
         graphs(args.threads, args.seconds)
 

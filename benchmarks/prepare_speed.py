@@ -22,12 +22,14 @@ def run(workers: int, out: Path) -> dict:
         "from gmenet_cli.data.prepare import prepare\n"
         "base_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
         "t = time.perf_counter()\n"
-        f"_, m = prepare('ferplus', {str(FERPLUS)!r}, {str(out)!r}, PrepareConfig(scales=[2, 4, 8]), workers={workers})\n"
+        f"_, m = prepare('ferplus', {str(FERPLUS)!r}, {str(out)!r}, PrepareConfig(scales=[2, 4, 8]), "
+        f"workers={workers})\n"
         "s = time.perf_counter() - t\n"
         "n = sum(v['count'] for v in m['splits'].values())\n"
         "self_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
         "kids_kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss\n"
-        "print(json.dumps({'faces': n, 'seconds': s, 'rss_mb': self_kb / 1024, 'base_mb': base_kb / 1024, 'worker_rss_mb': kids_kb / 1024}))\n"
+        "print(json.dumps({'faces': n, 'seconds': s, 'rss_mb': self_kb / 1024, 'base_mb': base_kb / 1024, "
+        "'worker_rss_mb': kids_kb / 1024}))\n"
     )
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     return json.loads(res.stdout.strip().splitlines()[-1])
@@ -48,7 +50,8 @@ def main() -> None:
     print(f"Dataset on disk: {data_mb:.0f} MB.\n")
     raw_mb = rows[0][1]["faces"] * (48 * 48 + 24 * 24 + 12 * 12 + 6 * 6) / 2**20
     print(f"Prepared arrays: {raw_mb:.0f} MB uncompressed.\n")
-    print("| workers | faces | seconds | faces/s | peak RSS main (MB) | of which after imports (MB) | peak RSS per worker (MB) |")
+    print("| workers | faces | seconds | faces/s | peak RSS main (MB) | of which after imports (MB) | peak RSS per "
+          "worker (MB) |")
     print("|---|---|---|---|---|---|---|")
     for w, r in rows:
         print(f"| {w} | {r['faces']} | {r['seconds']:.1f} | {r['faces'] / r['seconds']:,.0f} | {r['rss_mb']:.0f} | "

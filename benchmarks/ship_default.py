@@ -123,26 +123,52 @@ def main() -> None:
     from gmenet_cli.models.registry import count_flops
 
     preset = build_config(preset="ferplus").to_dict()
-    differs = [f"--set {sec}.{k}={v}" for sec in ("train", "optim", "distill", "augment")
-               for k, v in cfg[sec].items() if k not in ("device", "threads", "teacher_epochs") and preset[sec].get(k) != v
-               and not (sec == "train" and k == "scales" and sorted(v) == sorted(ckpt["input"]["scales"]))]
+    differs = [
+        f"--set {sec}.{k}={v}"
+        for sec in ("train", "optim", "distill", "augment")
+        for k, v in cfg[sec].items()
+        if k not in ("device", "threads", "teacher_epochs")
+        and preset[sec].get(k) != v
+        and not (sec == "train" and k == "scales" and sorted(v) == sorted(ckpt["input"]["scales"]))
+    ]
     card = CARD.format(
-        name=ckpt["model"]["name"], params=sum(p.numel() for p in model.parameters()),
+        name=ckpt["model"]["name"],
+        params=sum(p.numel() for p in model.parameters()),
         gflops=count_flops(model, int(ckpt["input"]["channels"]), int(model.input_size)) / 1e9,
-        channels=ckpt["input"]["channels"], sizes=sorted(int(v) for v in ckpt["input"]["lr_sizes"].values()),
-        scales=ckpt["input"]["scales"], hr=ckpt["input"]["hr_size"], working=model.input_size,
+        channels=ckpt["input"]["channels"],
+        sizes=sorted(int(v) for v in ckpt["input"]["lr_sizes"].values()),
+        scales=ckpt["input"]["scales"],
+        hr=ckpt["input"]["hr_size"],
+        working=model.input_size,
         classes=", ".join(ckpt["classes"]),
         command="gmenet train --preset ferplus" + "".join(f" {d}" for d in differs),
-        schedule=cfg["optim"]["schedule"], ema=cfg["train"]["ema"], shift=cfg["augment"]["shift"],
-        zoom=cfg["augment"]["scale"], rotate=cfg["augment"]["rotate"],
-        kd=(f", logit KD weight {cfg['distill']['kd_weight']} (temperature {cfg['distill']['kd_temperature']})"
-            if cfg["distill"]["kd_weight"] > 0 else ""),
+        schedule=cfg["optim"]["schedule"],
+        ema=cfg["train"]["ema"],
+        shift=cfg["augment"]["shift"],
+        zoom=cfg["augment"]["scale"],
+        rotate=cfg["augment"]["rotate"],
+        kd=(
+            f", logit KD weight {cfg['distill']['kd_weight']} (temperature {cfg['distill']['kd_temperature']})"
+            if cfg["distill"]["kd_weight"] > 0
+            else ""
+        ),
         teacher=(ckpt.get("teacher") or {}).get("model", "none"),
-        teacher_acc=f"Valid accuracy {ckpt['teacher']['val_metric'] * 100:.2f}% on HR" if ckpt.get("teacher", {}).get("val_metric") else "",
-        askd=cfg["distill"]["weight"], epochs=cfg["train"]["epochs"], optim=cfg["optim"]["name"], lr=cfg["optim"]["lr"],
-        batch=cfg["train"]["batch_size"], date=dt.date.today().isoformat(), machine=args.machine,
-        split=report["split"], table="\n".join(rows), parity=max(info["max_abs_diff"], 1e-6),
-        pt_mb=pt_mb, onnx_mb=onnx_mb, agree=agree,
+        teacher_acc=f"Valid accuracy {ckpt['teacher']['val_metric'] * 100:.2f}% on HR"
+        if ckpt.get("teacher", {}).get("val_metric")
+        else "",
+        askd=cfg["distill"]["weight"],
+        epochs=cfg["train"]["epochs"],
+        optim=cfg["optim"]["name"],
+        lr=cfg["optim"]["lr"],
+        batch=cfg["train"]["batch_size"],
+        date=dt.date.today().isoformat(),
+        machine=args.machine,
+        split=report["split"],
+        table="\n".join(rows),
+        parity=max(info["max_abs_diff"], 1e-6),
+        pt_mb=pt_mb,
+        onnx_mb=onnx_mb,
+        agree=agree,
     )
     write_card(out.parent / "MODEL_CARD.md", card, read_card(out.parent / "MODEL_CARD.md")[1])
     print(f"wrote {out} and .onnx ({size_mb:.1f} MB together) and {out.parent / 'MODEL_CARD.md'}")
@@ -157,8 +183,12 @@ def read_card(path: Path) -> tuple[str, dict[str, str]]:
 
 def write_card(path: Path, main: str, sections: dict[str, str]) -> None:
     """The default model's part, then each one-size model's section (default-<N>px, by N)."""
-    path.write_text(main.rstrip("\n") + "\n" + "".join(sections[k].rstrip("\n") + "\n" for k in sorted(sections, key=lambda k: int(k[8:-2]))),
-                    encoding="utf-8")
+    path.write_text(
+        main.rstrip("\n")
+        + "\n"
+        + "".join(sections[k].rstrip("\n") + "\n" for k in sorted(sections, key=lambda k: int(k[8:-2]))),
+        encoding="utf-8",
+    )
 
 
 def agreement(model, onnx_path: Path, store_path: Path, split: str, scales: list[int]) -> str:
@@ -178,7 +208,7 @@ def agreement(model, onnx_path: Path, store_path: Path, split: str, scales: list
     same = total = 0
     for scale, lowres in sorted((s, v) for s, v in faces.lowres.items() if s in scales):
         for i in range(0, faces.count, 512):
-            x = np.array(lowres[i:i + 512])  # a writable copy of the memory-mapped rows
+            x = np.array(lowres[i : i + 512])  # a writable copy of the memory-mapped rows
             with torch.no_grad():
                 ref = model(torch.from_numpy(x).float() / 255.0).argmax(1).numpy()
             same += int((onnx.logits(x).argmax(1) == ref).sum())

@@ -26,7 +26,6 @@ import tempfile
 import time
 
 import torch
-
 from _common import FERPLUS, header, require_ferplus
 
 AUG = {"shift": 4.0, "scale": 0.1, "rotate": 10.0, "erase": 0.0}
@@ -121,7 +120,9 @@ def step_table(store, args, runtime) -> list:
     for _ in range(args.rounds):
         for (c, task, opt, _, _), it in zip(built, iters):
             batches = list(itertools.islice(it, args.steps))  # fetched first: the loader is timed on its own below
-            times[c["name"]].append(timed(task, opt, batches, runtime, c.get("bf16", False)) / (args.steps * args.batch_size))
+            times[c["name"]].append(
+                timed(task, opt, batches, runtime, c.get("bf16", False)) / (args.steps * args.batch_size)
+            )
     for it in iters:  # stop the loaders' producer threads before the interpreter exits
         it.close()
     rows = []
@@ -137,7 +138,9 @@ def loader_table(store, args, device) -> list:
     from gmenet_cli.runtime import to_device
 
     split = store.split("train")
-    for _ in PairedBatches(split, 1024, store.scales, with_hr=True):  # page the whole store in once: no disk in the timings
+    for _ in PairedBatches(
+        split, 1024, store.scales, with_hr=True
+    ):  # page the whole store in once: no disk in the timings
         pass
     rows = []
     for name, online, scales, views in (
@@ -146,8 +149,17 @@ def loader_table(store, args, device) -> list:
         ("student, online, warp and LR synthesis also on this CPU", True, store.scales, True),
         ("student, stored LR faces (+ parameters)", False, store.scales, False),
     ):
-        loader = PairedBatches(split, args.batch_size, scales, seed=0, drop_last=True, with_hr=True,
-                               online=AUG, stored_lowres=not online, pin=device.type == "cuda")
+        loader = PairedBatches(
+            split,
+            args.batch_size,
+            scales,
+            seed=0,
+            drop_last=True,
+            with_hr=True,
+            online=AUG,
+            stored_lowres=not online,
+            pin=device.type == "cuda",
+        )
         n, t = 0, time.perf_counter()
         for batch in itertools.islice(loader, args.loader_batches):
             if views:

@@ -81,7 +81,8 @@ def load(path: str | Path, map_location="cpu", mmap: bool = False) -> dict:
         raise CheckpointError(f"{path} is not a gmenet checkpoint (a plain state_dict or another tool's file?)")
     version = data.get("format_version")
     if version != FORMAT_VERSION:
-        raise CheckpointError(f"{path} has checkpoint format {version}; this gmenet ({__version__}) reads format {FORMAT_VERSION}")
+        raise CheckpointError(f"{path} has checkpoint format {version}; this gmenet ({__version__}) reads format "
+                              f"{FORMAT_VERSION}")
     for key in ("model", "state_dict", "classes", "input"):
         if key not in data:
             raise CheckpointError(f"{path} is missing '{key}'; it was not written by gmenet distill-teacher/train")
@@ -121,5 +122,7 @@ def build_model(ckpt: dict, path: str | Path = "checkpoint"):
     try:
         model.load_state_dict(ckpt["state_dict"])
     except RuntimeError as e:
-        raise CheckpointError(f"{path}: weights do not fit model '{spec['name']}': {str(e).splitlines()[0][:160]}") from None
+        raise CheckpointError(
+            f"{path}: weights do not fit model '{spec['name']}': {str(e).splitlines()[0][:160]}"
+        ) from None
     return model.eval()

@@ -17,6 +17,7 @@ from gmenet_cli import __version__
 from gmenet_cli.console import data_out, err, handle_errors
 from gmenet_cli.data.layouts import layout_help
 
+
 def _plain_usage_name(self) -> str:
     """Usage lines in the classic form (`gmenet predict [OPTIONS] INPUTS...`), not Typer 0.2x's `{inputs}...`."""
     name = self.display_name_raw if self.required else f"[{self.display_name_raw}]"
@@ -42,11 +43,27 @@ app = typer.Typer(
 )
 
 # Shared option definitions (one place, so every command spells them the same way).
-ConfigOpt = typer.Option(None, "--config", "-c", help="YAML config file (sections: prepare, model, optim, train, augment, distill).")
-SetOpt = typer.Option(None, "--set", metavar="KEY=VALUE", help="Override one config key, e.g. --set train.epochs=3 (repeatable).")
-PresetOpt = typer.Option(None, "--preset", help="Start from a built-in preset: ferplus (the shipped model's recipe), quick (the same, 2 teacher + 3 student epochs: a first real result), fer2013, raf, tiny (tests, tiny models).")
-DeviceOpt = typer.Option(None, "--device", help="auto (CUDA if present, else CPU), cpu, cuda or cuda:N.")
-JsonOpt = typer.Option(False, "--json", metavar="", help="Print machine-readable JSON on stdout (human text stays on stderr).")
+ConfigOpt = typer.Option(
+    None, "--config", "-c", rich_help_panel="Config",
+    help="YAML config file (sections: prepare, model, optim, train, augment, distill).",
+)
+SetOpt = typer.Option(
+    None, "--set", metavar="KEY=VALUE", rich_help_panel="Config",
+    help="Override one config key, e.g. --set train.epochs=3 (repeatable).",
+)
+PresetOpt = typer.Option(
+    None, "--preset", rich_help_panel="Config",
+    help="Start from a built-in preset: ferplus (the shipped model's recipe), quick (the same, 2 teacher + 3 student "
+    "epochs: a first real result), fer2013, raf, tiny (tests, tiny models).",
+)
+DeviceOpt = typer.Option(
+    None, "--device", rich_help_panel="Run",
+    help="auto (CUDA if present, else CPU), cpu, cuda or cuda:N.",
+)
+JsonOpt = typer.Option(
+    False, "--json", metavar="", rich_help_panel="Output",
+    help="Print machine-readable JSON on stdout (human text stays on stderr).",
+)
 
 
 def _version(value: bool):
@@ -57,7 +74,10 @@ def _version(value: bool):
 
 @app.callback()
 def root(
-    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, metavar="", help="Show the version and exit."),
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, metavar="",
+        help="Show the version and exit.",
+    ),
 ):
     """Recognise facial expressions on low-resolution faces (GME-Net)."""
 
@@ -86,23 +106,76 @@ def _scales(values: Optional[List[str]]) -> Optional[list[int]]:
 @app.command(epilog=layout_help())
 @handle_errors
 def prepare(
-    src: Optional[str] = typer.Option(None, "--src", help="Dataset layout: ferplus, fer2013, raf, expw, affectnet, folder (any case)."),
-    root_dir: Optional[Path] = typer.Option(None, "--root", help="The dataset folder, as downloaded (default: the first of ./datasets/<src>, $GMENET_DATASETS/<src>, the settings file's datasets_dir/<src> that holds it)."),
-    scale: Optional[List[str]] = typer.Option(None, "--scale", "--scales", "-s", metavar="4|2,4,8", help="LR factor(s): 4, or 2,4,8 (HR size / scale = LR size)."),
-    hr_size: Optional[int] = typer.Option(None, "--hr-size", help="HR face size in pixels (default: the source's, 48 or 112)."),
-    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Output store folder (default prepared/<src>-x<scales>)."),
-    method: Optional[str] = typer.Option(None, "--method", help="Downsampling: area (default), bicubic, bilinear, nearest."),
-    blur: Optional[float] = typer.Option(None, "--blur", help="Gaussian blur sigma in HR pixels before downsampling (0 = off)."),
-    noise: Optional[float] = typer.Option(None, "--noise", help="Gaussian noise std on LR faces, 0..255 units (0 = off)."),
-    jpeg: Optional[int] = typer.Option(None, "--jpeg", help="JPEG quality for an LR round-trip (0 = off)."),
-    classes: Optional[int] = typer.Option(None, "--classes", help="7 or 8 (FERPlus/AffectNet; 7 drops contempt)."),
-    label_mode: Optional[str] = typer.Option(None, "--label-mode", help="FERPlus hard labels: majority (default, the most votes) or authors (the FERPlus paper's rule: drops faces without a clear majority). Vote distributions are always kept."),
-    channels: Optional[int] = typer.Option(None, "--channels", help="1 (gray) or 3 (colour); default: the source's."),
-    seed: Optional[int] = typer.Option(None, "--seed", help="Seed for LR degradations and seeded splits."),
-    group_regex: Optional[str] = typer.Option(None, "--group-regex", help="folder source: keep files sharing this regex match in one split."),
-    strict: bool = typer.Option(False, "--strict", metavar="", help="Stop at the first unreadable image instead of skipping it."),
-    workers: int = typer.Option(0, "--workers", min=0, metavar="N", help="Decoding processes (0 = up to 4). Output bytes do not depend on it."),
-    list_sources: bool = typer.Option(False, "--list-sources", metavar="", help="List every source, where it looks for it and whether it is there; then exit."),
+    src: Optional[str] = typer.Option(
+        None, "--src", rich_help_panel="Dataset",
+        help="Dataset layout: ferplus, fer2013, raf, expw, affectnet, folder (any case).",
+    ),
+    root_dir: Optional[Path] = typer.Option(
+        None, "--root", rich_help_panel="Dataset",
+        help="The dataset folder, as downloaded (default: the first of ./datasets/<src>, $GMENET_DATASETS/<src>, the "
+        "settings file's datasets_dir/<src> that holds it).",
+    ),
+    scale: Optional[List[str]] = typer.Option(
+        None, "--scale", "--scales", "-s", metavar="4|2,4,8", rich_help_panel="Data and model",
+        help="LR factor(s): 4, or 2,4,8 (HR size / scale = LR size).",
+    ),
+    hr_size: Optional[int] = typer.Option(
+        None, "--hr-size", rich_help_panel="Faces",
+        help="HR face size in pixels (default: the source's, 48 or 112).",
+    ),
+    out: Optional[Path] = typer.Option(
+        None, "--out", "-o", rich_help_panel="Output",
+        help="Output store folder (default prepared/<src>-x<scales>).",
+    ),
+    method: Optional[str] = typer.Option(
+        None, "--method", rich_help_panel="Degradation",
+        help="Downsampling: area (default), bicubic, bilinear, nearest.",
+    ),
+    blur: Optional[float] = typer.Option(
+        None, "--blur", rich_help_panel="Degradation",
+        help="Gaussian blur sigma in HR pixels before downsampling (0 = off).",
+    ),
+    noise: Optional[float] = typer.Option(
+        None, "--noise", rich_help_panel="Degradation",
+        help="Gaussian noise std on LR faces, 0..255 units (0 = off).",
+    ),
+    jpeg: Optional[int] = typer.Option(
+        None, "--jpeg", rich_help_panel="Degradation",
+        help="JPEG quality for an LR round-trip (0 = off).",
+    ),
+    classes: Optional[int] = typer.Option(
+        None, "--classes", rich_help_panel="Dataset",
+        help="7 or 8 (FERPlus/AffectNet; 7 drops contempt).",
+    ),
+    label_mode: Optional[str] = typer.Option(
+        None, "--label-mode", rich_help_panel="Dataset",
+        help="FERPlus hard labels: majority (default, the most votes) or authors (the FERPlus paper's rule: drops "
+        "faces without a clear majority). Vote distributions are always kept.",
+    ),
+    channels: Optional[int] = typer.Option(
+        None, "--channels", rich_help_panel="Faces",
+        help="1 (gray) or 3 (colour); default: the source's.",
+    ),
+    seed: Optional[int] = typer.Option(
+        None, "--seed", rich_help_panel="Schedule",
+        help="Seed for LR degradations and seeded splits.",
+    ),
+    group_regex: Optional[str] = typer.Option(
+        None, "--group-regex", rich_help_panel="Dataset",
+        help="folder source: keep files sharing this regex match in one split.",
+    ),
+    strict: bool = typer.Option(
+        False, "--strict", metavar="", rich_help_panel="Dataset",
+        help="Stop at the first unreadable image instead of skipping it.",
+    ),
+    workers: int = typer.Option(
+        0, "--workers", min=0, metavar="N", rich_help_panel="Run",
+        help="Decoding processes (0 = up to 4). Output bytes do not depend on it.",
+    ),
+    list_sources: bool = typer.Option(
+        False, "--list-sources", metavar="", rich_help_panel="Dataset",
+        help="List every source, where it looks for it and whether it is there; then exit.",
+    ),
     config: Optional[Path] = ConfigOpt,
     sets: Optional[List[str]] = SetOpt,
     as_json: bool = JsonOpt,
@@ -239,23 +312,52 @@ def _init(init: Optional[Path], resume: bool) -> Optional[str]:
     return str(init) if init else None
 
 
-EpochsOpt = typer.Option(None, "--epochs", help="Training epochs.")
-BatchOpt = typer.Option(None, "--batch-size", "-b", help="Batch size (per process under torchrun).")
-LrOpt = typer.Option(None, "--lr", help="Peak learning rate at a batch of 128 (optim.base_batch); other batch sizes scale it (optim.scale_lr).")
-NameOpt = typer.Option(None, "--name", help="Run name under runs/<command>/ (default exp, exp2, ...). Rerunning an unfinished name resumes it.")
-ResumeOpt = typer.Option(False, "--resume", metavar="", help="Continue the named (or most recent unfinished) run from its last.pt.")
-DataOpt = typer.Option(None, "--data", "-d", help="Prepared store (default: the most recent under prepared/).")
-SeedOpt = typer.Option(None, "--seed", help="Random seed (default 0).")
-DetOpt = typer.Option(None, "--deterministic/--no-deterministic", metavar="", help="Bit-for-bit reruns on CPU (slower).")
-InitOpt = typer.Option(None, "--init", metavar="CKPT", help="Start from the weights of this checkpoint (same architecture, classes and face size: an earlier run's best.pt, or 'default' for the shipped student) with a fresh schedule: fine-tuning.")
-QuietOpt = typer.Option(False, "--quiet", "-q", metavar="", help="No progress bar; one line per epoch.")
+EpochsOpt = typer.Option(None, "--epochs", help="Training epochs.", rich_help_panel="Schedule")
+BatchOpt = typer.Option(
+    None, "--batch-size", "-b", rich_help_panel="Schedule",
+    help="Batch size (per process under torchrun).",
+)
+LrOpt = typer.Option(
+    None, "--lr", rich_help_panel="Schedule",
+    help="Peak learning rate at a batch of 128 (optim.base_batch); other batch sizes scale it (optim.scale_lr).",
+)
+NameOpt = typer.Option(
+    None, "--name", rich_help_panel="Run",
+    help="Run name under runs/<command>/ (default exp, exp2, ...). Rerunning an unfinished name resumes it.",
+)
+ResumeOpt = typer.Option(
+    False, "--resume", metavar="", rich_help_panel="Run",
+    help="Continue the named (or most recent unfinished) run from its last.pt.",
+)
+DataOpt = typer.Option(
+    None, "--data", "-d", rich_help_panel="Data and model",
+    help="Prepared store (default: the most recent under prepared/).",
+)
+SeedOpt = typer.Option(None, "--seed", help="Random seed (default 0).", rich_help_panel="Schedule")
+DetOpt = typer.Option(
+    None, "--deterministic/--no-deterministic", metavar="", rich_help_panel="Schedule",
+    help="Bit-for-bit reruns on CPU (slower).",
+)
+InitOpt = typer.Option(
+    None, "--init", metavar="CKPT", rich_help_panel="Data and model",
+    help="Start from the weights of this checkpoint (same architecture, classes and face size: an earlier run's "
+    "best.pt, or 'default' for the shipped student) with a fresh schedule: fine-tuning.",
+)
+QuietOpt = typer.Option(
+    False, "--quiet", "-q", metavar="", rich_help_panel="Run",
+    help="No progress bar; one line per epoch.",
+)
 
 
 @app.command("distill-teacher")
 @handle_errors
 def distill_teacher(
     data: Optional[Path] = DataOpt,
-    model: Optional[str] = typer.Option(None, "--model", "-m", help="Teacher architecture: teacher_s2 (default), teacher_m2, teacher_t2, or the first generation teacher_s, teacher_m, teacher_t (gmenet models lists them)."),
+    model: Optional[str] = typer.Option(
+        None, "--model", "-m", rich_help_panel="Data and model",
+        help="Teacher architecture: teacher_s2 (default), teacher_m2, teacher_t2, or the first generation teacher_s, "
+        "teacher_m, teacher_t (gmenet models lists them).",
+    ),
     epochs: Optional[int] = EpochsOpt,
     batch_size: Optional[int] = BatchOpt,
     lr: Optional[float] = LrOpt,
@@ -285,19 +387,56 @@ def distill_teacher(
         "train.device": device, "train.seed": seed, "train.deterministic": deterministic})
     runtime = setup(cfg.train.device, cfg.train.amp, cfg.train.channels_last, cfg.train.threads, distributed=True,
                     cpu_bf16=cfg.train.cpu_bf16)
-    result = train_teacher(cfg, runtime, str(data) if data else None, name, resume, (RichTraining(quiet) if runtime.is_main else Callbacks()))
-    _finish_training(result, runtime, _next_train(result, cfg, preset, config, sets, device, seed, batch_size is not None))
+    progress = RichTraining(quiet) if runtime.is_main else Callbacks()
+    result = train_teacher(cfg, runtime, str(data) if data else None, name, resume, progress)
+    _finish_training(
+        result, runtime, _next_train(result, cfg, preset, config, sets, device, seed, batch_size is not None)
+    )
 
 
 @app.command()
 @handle_errors
 def train(
     data: Optional[Path] = DataOpt,
-    teacher: Optional[Path] = typer.Option(None, "--teacher", "-t", help="Teacher checkpoint (default: the best.pt of the most recent distill-teacher run whose architecture pairs with the student)."),
-    model: Optional[str] = typer.Option(None, "--model", "-m", help="Student architecture: gmenet_s2 (default), gmenet_m2, gmenet_t2, plain_s2 (the plain-CNN baseline), or gmenet_s, gmenet_m, gmenet_t; it pairs with the teacher of its size (gmenet_s2 with teacher_s2)."),
-    scale: Optional[List[str]] = typer.Option(None, "--scale", "--scales", "-s", metavar="4|2,4,8", help="LR scale(s) to train on, e.g. 4 or 2,4,8 (default: all in the store); one drawn per sample."),
-    no_distill: bool = typer.Option(False, "--no-distill", metavar="", help="Cross-entropy only (the baseline): no teacher, same recipe."),
-    no_global: bool = typer.Option(False, "--no-global", metavar="", help="Ablation: drop the global branch (model.kwargs.global_branch=false)."),
+    teacher: Optional[Path] = typer.Option(
+        None,
+        "--teacher",
+        "-t",
+        rich_help_panel="Data and model",
+        help="Teacher checkpoint (default: the best.pt of the most recent distill-teacher run whose architecture pairs"
+        " with the student).",
+    ),
+    model: Optional[str] = typer.Option(
+        None,
+        "--model",
+        "-m",
+        rich_help_panel="Data and model",
+        help="Student architecture: gmenet_s2 (default), gmenet_m2, gmenet_t2, plain_s2 (the plain-CNN baseline), or "
+        "gmenet_s, gmenet_m, gmenet_t; it pairs with the teacher of its size (gmenet_s2 with teacher_s2).",
+    ),
+    scale: Optional[List[str]] = typer.Option(
+        None,
+        "--scale",
+        "--scales",
+        "-s",
+        metavar="4|2,4,8",
+        rich_help_panel="Data and model",
+        help="LR scale(s) to train on, e.g. 4 or 2,4,8 (default: all in the store); one drawn per sample.",
+    ),
+    no_distill: bool = typer.Option(
+        False,
+        "--no-distill",
+        metavar="",
+        rich_help_panel="Data and model",
+        help="Cross-entropy only (the baseline): no teacher, same recipe.",
+    ),
+    no_global: bool = typer.Option(
+        False,
+        "--no-global",
+        metavar="",
+        rich_help_panel="Data and model",
+        help="Ablation: drop the global branch (model.kwargs.global_branch=false).",
+    ),
     epochs: Optional[int] = EpochsOpt,
     batch_size: Optional[int] = BatchOpt,
     lr: Optional[float] = LrOpt,
@@ -321,42 +460,120 @@ def train(
     from gmenet_cli.runtime import setup
     from gmenet_cli.training import Callbacks, train_student
 
-    flags = {"model.name": model, "train.epochs": epochs, "train.batch_size": batch_size, "optim.lr": lr,
-             "train.device": device, "train.seed": seed, "train.deterministic": deterministic,
-             "train.init": _init(init, resume), "train.scales": _scales(scale), "distill.enabled": False if no_distill else None}
+    flags = {
+        "model.name": model,
+        "train.epochs": epochs,
+        "train.batch_size": batch_size,
+        "optim.lr": lr,
+        "train.device": device,
+        "train.seed": seed,
+        "train.deterministic": deterministic,
+        "train.init": _init(init, resume),
+        "train.scales": _scales(scale),
+        "distill.enabled": False if no_distill else None,
+    }
     cfg = _train_common(preset, config, sets, flags)
     if no_global:
         cfg.model.kwargs["global_branch"] = False
     if no_distill and teacher:
         raise typer.BadParameter("--teacher and --no-distill contradict each other", param_hint="--teacher")
-    runtime = setup(cfg.train.device, cfg.train.amp, cfg.train.channels_last, cfg.train.threads, distributed=True,
-                    cpu_bf16=cfg.train.cpu_bf16)
-    result = train_student(cfg, runtime, str(data) if data else None, str(teacher) if teacher else None, name, resume,
-                           (RichTraining(quiet) if runtime.is_main else Callbacks()))
+    runtime = setup(
+        cfg.train.device,
+        cfg.train.amp,
+        cfg.train.channels_last,
+        cfg.train.threads,
+        distributed=True,
+        cpu_bf16=cfg.train.cpu_bf16,
+    )
+    result = train_student(
+        cfg,
+        runtime,
+        str(data) if data else None,
+        str(teacher) if teacher else None,
+        name,
+        resume,
+        (RichTraining(quiet) if runtime.is_main else Callbacks()),
+    )
     import shlex
 
-    _finish_training(result, runtime, " ".join([f"gmenet evaluate --weights {shlex.quote(str(result.best))}"]
-                                                + ([f"--device {device}"] if device else [])))
+    _finish_training(
+        result,
+        runtime,
+        " ".join(
+            [f"gmenet evaluate --weights {shlex.quote(str(result.best))}"] + ([f"--device {device}"] if device else [])
+        ),
+    )
 
 
 @app.command()
 @handle_errors
 def evaluate(
-    weights: Optional[Path] = typer.Option(None, "--weights", "-w", help="Checkpoint to evaluate (default: the most recent train run's best.pt, else distill-teacher's)."),
-    data: Optional[Path] = typer.Option(None, "--data", "-d", help="Prepared store (default: the one the model was trained on)."),
-    split: Optional[str] = typer.Option(None, "--split", help="test or val (default: test if the store has it, else val)."),
-    scale: Optional[List[str]] = typer.Option(None, "--scales", "--scale", "-s", metavar="1,2,4,8", help="Face scales to sweep, e.g. 1,2,4,8 (1 = HR faces). Default: every scale in the store (teachers also HR)."),
-    compare: Optional[List[Path]] = typer.Option(None, "--compare", metavar="CKPT", help="More checkpoints to evaluate side by side (e.g. the teacher); repeatable."),
-    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Folder for metrics.json and plots (default runs/evaluate/exp<N>)."),
-    batch_size: int = typer.Option(256, "--batch-size", "-b", min=1, metavar="N", help="Evaluation batch size."),
-    tta: bool = typer.Option(True, "--tta/--no-tta", metavar="", help="Average each face's logits with its mirror image's (flip test-time augmentation)."),
+    weights: Optional[Path] = typer.Option(
+        None,
+        "--weights",
+        "-w",
+        rich_help_panel="Model",
+        help="Checkpoint to evaluate (default: the most recent train run's best.pt, else distill-teacher's).",
+    ),
+    data: Optional[Path] = typer.Option(
+        None,
+        "--data",
+        "-d",
+        rich_help_panel="Data and model",
+        help="Prepared store (default: the one the model was trained on).",
+    ),
+    split: Optional[str] = typer.Option(
+        None,
+        "--split",
+        rich_help_panel="Data and model",
+        help="test or val (default: test if the store has it, else val).",
+    ),
+    scale: Optional[List[str]] = typer.Option(
+        None,
+        "--scales",
+        "--scale",
+        "-s",
+        metavar="1,2,4,8",
+        rich_help_panel="Data and model",
+        help="Face scales to sweep, e.g. 1,2,4,8 (1 = HR faces). Default: every scale in the store (teachers also HR).",
+    ),
+    compare: Optional[List[Path]] = typer.Option(
+        None,
+        "--compare",
+        metavar="CKPT",
+        rich_help_panel="Model",
+        help="More checkpoints to evaluate side by side (e.g. the teacher); repeatable.",
+    ),
+    out: Optional[Path] = typer.Option(
+        None,
+        "--out",
+        "-o",
+        rich_help_panel="Output",
+        help="Folder for metrics.json and plots (default runs/evaluate/exp<N>).",
+    ),
+    batch_size: int = typer.Option(
+        256,
+        "--batch-size",
+        "-b",
+        min=1,
+        metavar="N",
+        rich_help_panel="Schedule",
+        help="Evaluation batch size.",
+    ),
+    tta: bool = typer.Option(
+        True,
+        "--tta/--no-tta",
+        metavar="",
+        rich_help_panel="Model",
+        help="Average each face's logits with its mirror image's (flip test-time augmentation).",
+    ),
     device: Optional[str] = DeviceOpt,
     as_json: bool = JsonOpt,
 ):
     """Report accuracy, mean per-class accuracy, macro-F1, per-class precision/recall and the confusion matrix.
 
     For several scales this is a resolution sweep (accuracy against face size), for every model given.
-    Example: gmenet evaluate --weights runs/train/exp/weights/best.pt --scales 2,4,8 --compare runs/distill-teacher/exp/weights/best.pt
+    Example: gmenet evaluate --weights runs/train/exp/weights/best.pt --compare runs/distill-teacher/exp/weights/best.pt
     """
     from gmenet_cli import render
     from gmenet_cli.evaluate import evaluate as run_evaluate
@@ -372,8 +589,16 @@ def evaluate(
 
             raise UsageError("no trained model found under runs/; pass --weights CKPT (or run gmenet train first)")
         err.print(f"evaluating the most recent model: {weights}")
-    report = run_evaluate([str(weights)] + [str(c) for c in compare or []], str(data) if data else None, split,
-                          _scales(scale), dev, batch_size, message=err.print, tta=tta)
+    report = run_evaluate(
+        [str(weights)] + [str(c) for c in compare or []],
+        str(data) if data else None,
+        split,
+        _scales(scale),
+        dev,
+        batch_size,
+        message=err.print,
+        tta=tta,
+    )
     out_dir = out or resolve_run_dir("evaluate", None, False)[0]
     written = write_outputs(report, out_dir)
     if as_json:
@@ -386,10 +611,36 @@ def evaluate(
 @app.command()
 @handle_errors
 def calibrate(
-    weights: Optional[Path] = typer.Option(None, "--weights", "-w", help="Checkpoint to calibrate, rewritten in place (default: the most recent train run's best.pt, else distill-teacher's)."),
-    data: Optional[Path] = typer.Option(None, "--data", "-d", help="Prepared store (default: the one the model was trained on)."),
-    split: str = typer.Option("val", "--split", help="The split to fit on: the validation split (never the one you report on)."),
-    batch_size: int = typer.Option(256, "--batch-size", "-b", min=1, metavar="N", help="Evaluation batch size."),
+    weights: Optional[Path] = typer.Option(
+        None,
+        "--weights",
+        "-w",
+        rich_help_panel="Model",
+        help="Checkpoint to calibrate, rewritten in place (default: the most recent train run's best.pt, else "
+        "distill-teacher's).",
+    ),
+    data: Optional[Path] = typer.Option(
+        None,
+        "--data",
+        "-d",
+        rich_help_panel="Data and model",
+        help="Prepared store (default: the one the model was trained on).",
+    ),
+    split: str = typer.Option(
+        "val",
+        "--split",
+        rich_help_panel="Data and model",
+        help="The split to fit on: the validation split (never the one you report on).",
+    ),
+    batch_size: int = typer.Option(
+        256,
+        "--batch-size",
+        "-b",
+        min=1,
+        metavar="N",
+        rich_help_panel="Schedule",
+        help="Evaluation batch size.",
+    ),
     device: Optional[str] = DeviceOpt,
 ):
     """Fit a temperature per trained face size, so that predict's confidences are probabilities.
@@ -429,24 +680,138 @@ def calibrate(
 @app.command()
 @handle_errors
 def predict(
-    inputs: List[str] = typer.Argument(..., metavar="INPUTS", help="Images, videos, folders (recursive), globs, - to read paths from stdin, a webcam index (0) or a stream URL (rtsp://...)."),
-    weights: Optional[List[Path]] = typer.Option(None, "--weights", "-w", help="Checkpoint (.pt) or gmenet ONNX export (.onnx, runs on onnxruntime); default: the models shipped with gmenet. Repeat it to combine models trained at different face sizes: each face goes to the model trained at its input size (a one-size model before an all-sizes one)."),
-    detector: str = typer.Option("yunet", "--detector", help="yunet (shipped, finds faces down to --min-face), haar (OpenCV's cascade, faces from about 24 px), none."),
-    detector_model: Optional[Path] = typer.Option(None, "--detector-model", help="Another YuNet ONNX file than the shipped one."),
-    min_face: float = typer.Option(10, "--min-face", min=2, metavar="PX", help="yunet: the smallest face to look for, in px (smaller = slower: the image is upscaled to find it)."),
-    no_detect: bool = typer.Option(False, "--no-detect", metavar="", help="Each input is already a cropped face (same as --detector none)."),
-    boxes: Optional[Path] = typer.Option(None, "--boxes", help="CSV of face boxes: file,x,y,w,h (replaces detection)."),
-    min_score: Optional[float] = typer.Option(None, "--min-score", help="Drop detections scoring below this (default: yunet 0.6 confidence; haar 2.0 level weight)."),
-    margin: float = typer.Option(0.1, "--margin", min=0.0, max=1.0, metavar="FRACTION", help="Context added around each detected box, as a fraction of its size."),
-    every: int = typer.Option(10, "--every", min=1, metavar="N", help="Videos, webcams, streams: classify every N-th frame."),
-    smooth: int = typer.Option(5, "--smooth", min=1, metavar="N", help="Videos: each tracked face's smoothed label averages its last N classified frames."),
-    batch_size: int = typer.Option(64, "--batch-size", "-b", min=1, metavar="N", help="Faces per classification batch."),
-    tta: bool = typer.Option(True, "--tta/--no-tta", metavar="", help="Average each face's logits with its mirror image's (about half the speed, a little more accurate)."),
-    min_confidence: float = typer.Option(0.0, "--min-confidence", min=0.0, max=1.0, metavar="P", help="Label faces whose confidence is below P 'uncertain' (their probabilities and best guess stay)."),
-    as_json: bool = typer.Option(False, "--json", metavar="", help="JSON lines on stdout: one object per face, one summary per input with faces, and one per faceless (note) or unreadable (error) input."),
-    as_csv: bool = typer.Option(False, "--csv", metavar="", help="CSV on stdout: one row per face or faceless/unreadable input (last column: note)."),
-    save: Optional[Path] = typer.Option(None, "--save", help="Write annotated copies into this folder (images as .jpg, each video as one .mp4)."),
-    device: Optional[str] = typer.Option(None, "--device", help="For .pt checkpoints: auto (CUDA if present), cpu, cuda or cuda:N. The default models and .onnx files run on the CPU through onnxruntime; --device cuda switches the default to its .pt files."),
+    inputs: List[str] = typer.Argument(
+        ...,
+        metavar="INPUTS",
+        help="Images, videos, folders (recursive), globs, - to read paths from stdin, a webcam index (0) or a stream "
+        "URL (rtsp://...).",
+    ),
+    weights: Optional[List[Path]] = typer.Option(
+        None,
+        "--weights",
+        "-w",
+        rich_help_panel="Model",
+        help="Checkpoint (.pt) or gmenet ONNX export (.onnx, runs on onnxruntime); default: the models shipped with "
+        "gmenet. Repeat it to combine models trained at different face sizes: each face goes to the model trained"
+        " at its input size (a one-size model before an all-sizes one).",
+    ),
+    detector: str = typer.Option(
+        "yunet",
+        "--detector",
+        rich_help_panel="Detection",
+        help="yunet (shipped, finds faces down to --min-face), haar (OpenCV's cascade, faces from about 24 px), none.",
+    ),
+    detector_model: Optional[Path] = typer.Option(
+        None,
+        "--detector-model",
+        rich_help_panel="Detection",
+        help="Another YuNet ONNX file than the shipped one.",
+    ),
+    min_face: float = typer.Option(
+        10,
+        "--min-face",
+        min=2,
+        metavar="PX",
+        rich_help_panel="Detection",
+        help="yunet: the smallest face to look for, in px (smaller = slower: the image is upscaled to find it).",
+    ),
+    no_detect: bool = typer.Option(
+        False,
+        "--no-detect",
+        metavar="",
+        rich_help_panel="Detection",
+        help="Each input is already a cropped face (same as --detector none).",
+    ),
+    boxes: Optional[Path] = typer.Option(
+        None,
+        "--boxes",
+        rich_help_panel="Detection",
+        help="CSV of face boxes: file,x,y,w,h (replaces detection).",
+    ),
+    min_score: Optional[float] = typer.Option(
+        None,
+        "--min-score",
+        rich_help_panel="Detection",
+        help="Drop detections scoring below this (default: yunet 0.6 confidence; haar 2.0 level weight).",
+    ),
+    margin: float = typer.Option(
+        0.1,
+        "--margin",
+        min=0.0,
+        max=1.0,
+        metavar="FRACTION",
+        rich_help_panel="Detection",
+        help="Context added around each detected box, as a fraction of its size.",
+    ),
+    every: int = typer.Option(
+        10,
+        "--every",
+        min=1,
+        metavar="N",
+        rich_help_panel="Video",
+        help="Videos, webcams, streams: classify every N-th frame.",
+    ),
+    smooth: int = typer.Option(
+        5,
+        "--smooth",
+        min=1,
+        metavar="N",
+        rich_help_panel="Video",
+        help="Videos: each tracked face's smoothed label averages its last N classified frames.",
+    ),
+    batch_size: int = typer.Option(
+        64,
+        "--batch-size",
+        "-b",
+        min=1,
+        metavar="N",
+        rich_help_panel="Schedule",
+        help="Faces per classification batch.",
+    ),
+    tta: bool = typer.Option(
+        True,
+        "--tta/--no-tta",
+        metavar="",
+        rich_help_panel="Model",
+        help="Average each face's logits with its mirror image's (about half the speed, a little more accurate).",
+    ),
+    min_confidence: float = typer.Option(
+        0.0,
+        "--min-confidence",
+        min=0.0,
+        max=1.0,
+        metavar="P",
+        rich_help_panel="Output",
+        help="Label faces whose confidence is below P 'uncertain' (their probabilities and best guess stay).",
+    ),
+    as_json: bool = typer.Option(
+        False,
+        "--json",
+        metavar="",
+        rich_help_panel="Output",
+        help="JSON lines on stdout: one object per face, one summary per input with faces, and one per faceless (note)"
+        " or unreadable (error) input.",
+    ),
+    as_csv: bool = typer.Option(
+        False,
+        "--csv",
+        metavar="",
+        rich_help_panel="Output",
+        help="CSV on stdout: one row per face or faceless/unreadable input (last column: note).",
+    ),
+    save: Optional[Path] = typer.Option(
+        None,
+        "--save",
+        rich_help_panel="Output",
+        help="Write annotated copies into this folder (images as .jpg, each video as one .mp4).",
+    ),
+    device: Optional[str] = typer.Option(
+        None,
+        "--device",
+        rich_help_panel="Run",
+        help="For .pt checkpoints: auto (CUDA if present), cpu, cuda or cuda:N. The default models and .onnx files run"
+        " on the CPU through onnxruntime; --device cuda switches the default to its .pt files.",
+    ),
 ):
     """Detect faces, classify their expression, print one result per face.
 
@@ -469,9 +834,15 @@ def predict(
         raise UsageError("no input images found" + (" (stdin was empty)" if "-" in inputs else ""))
     clf = load_classifier([str(w) for w in weights or []], device, tta)
     for m in getattr(clf, "unused", []):
-        err.print(f"warning: --weights {m.path} is not used: the models before it cover its face sizes ({', '.join(map(str, m.sizes))} px)")
-    det = None if (no_detect or boxes) else make_detector(detector, str(detector_model) if detector_model else None,
-                                                          min_score, min_face)
+        err.print(
+            f"warning: --weights {m.path} is not used: the models before it cover its face sizes "
+            f"({', '.join(map(str, m.sizes))} px)"
+        )
+    det = (
+        None
+        if (no_detect or boxes)
+        else make_detector(detector, str(detector_model) if detector_model else None, min_score, min_face)
+    )
     box_map = read_box_csv(str(boxes)) if boxes else None
     saver = _saver(save)
     output = PredictOutput("json" if as_json else "csv" if as_csv else "table", clf.classes)
@@ -511,11 +882,34 @@ def _finish_predict(output, saver) -> None:
 @app.command("export")
 @handle_errors
 def export_cmd(
-    weights: Path = typer.Option(..., "--weights", "-w", help="Checkpoint to export."),
-    fmt: str = typer.Option("onnx", "--format", "-f", help="onnx (needs the onnx extra) or torchscript."),
-    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Output file (default next to the weights: best.pt -> best.onnx or best.torchscript.pt)."),
-    input_size: Optional[int] = typer.Option(None, "--input-size", help="Fix the face size in px the graph takes (default: any size, checked at every trained LR size; HR for a teacher)."),
-    half_weights: bool = typer.Option(False, "--half-weights", help="ONNX only: store the weights as float16 (half the file); faces are still computed in float32."),
+    weights: Path = typer.Option(..., "--weights", "-w", help="Checkpoint to export.", rich_help_panel="Model"),
+    fmt: str = typer.Option(
+        "onnx",
+        "--format",
+        "-f",
+        rich_help_panel="Output",
+        help="onnx (needs the onnx extra) or torchscript.",
+    ),
+    out: Optional[Path] = typer.Option(
+        None,
+        "--out",
+        "-o",
+        rich_help_panel="Output",
+        help="Output file (default next to the weights: best.pt -> best.onnx or best.torchscript.pt).",
+    ),
+    input_size: Optional[int] = typer.Option(
+        None,
+        "--input-size",
+        rich_help_panel="Output",
+        help="Fix the face size in px the graph takes (default: any size, checked at every trained LR size; HR for a "
+        "teacher).",
+    ),
+    half_weights: bool = typer.Option(
+        False,
+        "--half-weights",
+        rich_help_panel="Output",
+        help="ONNX only: store the weights as float16 (half the file); faces are still computed in float32.",
+    ),
     as_json: bool = JsonOpt,
 ):
     """Export a checkpoint to ONNX or TorchScript, checking parity with the eager model.
@@ -530,9 +924,11 @@ def export_cmd(
     if as_json:
         data_out(json.dumps(info))
     sizes = ",".join(str(s) for s in info["checked_sizes"])
-    err.print(f"wrote {info['path']} ({fmt}, {info['bytes'] / 1e6:.1f} MB, {info['weights_dtype']} weights, "
-              f"input {info['input']}, checked at {sizes} px); "
-              f"parity: max |exported - eager| = {info['max_abs_diff']:.2e}")
+    err.print(
+        f"wrote {info['path']} ({fmt}, {info['bytes'] / 1e6:.1f} MB, {info['weights_dtype']} weights, "
+        f"input {info['input']}, checked at {sizes} px); "
+        f"parity: max |exported - eager| = {info['max_abs_diff']:.2e}"
+    )
     if fmt == "onnx":
         err.print(f"Next: gmenet predict photo.jpg --weights {info['path']}")
 
@@ -540,10 +936,20 @@ def export_cmd(
 @app.command()
 @handle_errors
 def models(
-    input_size: int = typer.Option(48, "--input-size", help="Working (HR) size for the FLOP count."),
-    lr_size: int = typer.Option(12, "--lr-size", help="LR face size fed to students for the FLOP count."),
-    channels: int = typer.Option(1, "--channels", help="Input channels (1 gray, 3 colour)."),
-    classes: int = typer.Option(8, "--classes", help="Number of classes."),
+    input_size: int = typer.Option(
+        48,
+        "--input-size",
+        rich_help_panel="Output",
+        help="Working (HR) size for the FLOP count.",
+    ),
+    lr_size: int = typer.Option(
+        12,
+        "--lr-size",
+        rich_help_panel="Faces",
+        help="LR face size fed to students for the FLOP count.",
+    ),
+    channels: int = typer.Option(1, "--channels", help="Input channels (1 gray, 3 colour).", rich_help_panel="Faces"),
+    classes: int = typer.Option(8, "--classes", help="Number of classes.", rich_help_panel="Dataset"),
     as_json: bool = JsonOpt,
 ):
     """List registered models with parameter counts and FLOPs (2 x multiply-adds, one face).
@@ -559,8 +965,16 @@ def models(
         spec = get_spec(name)
         m = create_model(name, in_chans=channels, num_classes=classes, input_size=working_size(name, input_size))
         size = input_size if spec.kind == "teacher" else lr_size
-        rows.append({"name": name, "kind": spec.kind, "params": count_params(m),
-                     "gflops": count_flops(m, channels, size) / 1e9, "input_px": size, "about": spec.about})
+        rows.append(
+            {
+                "name": name,
+                "kind": spec.kind,
+                "params": count_params(m),
+                "gflops": count_flops(m, channels, size) / 1e9,
+                "input_px": size,
+                "about": spec.about,
+            }
+        )
     if as_json:
         for r in rows:
             data_out(json.dumps(r))

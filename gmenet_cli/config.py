@@ -33,7 +33,7 @@ class PrepareConfig:
     jpeg_quality: int = 0  # JPEG round-trip of the LR face; 0 = off
     seed: int = 0
     classes: int = 0  # 0 = the source's default (8 for FERPlus, 7 otherwise); 7 drops contempt
-    label_mode: str = "majority"  # FERPlus hard labels: majority (argmax) | authors (FERPlus paper's rule); votes = majority
+    label_mode: str = "majority"
     channels: int = 0  # 0 = keep the source's (1 for FER2013/FERPlus, 3 for colour sources)
     val_ratio: float = 0.1  # used only where the source has no official split
     test_ratio: float = 0.1
@@ -59,7 +59,8 @@ class OptimConfig:
     warmup_epochs: float = 1.0  # cosine/step/constant: linear warm-up from 1% of the peak
     pct_start: float = 0.3  # onecycle: fraction of the steps spent rising to the peak (torch's OneCycleLR)
     base_batch: int = 128  # `lr` is the peak for this global batch; other batch sizes scale it (see scale_lr)
-    scale_lr: str = "auto"  # auto (linear for sgd, sqrt for adamw) | linear | sqrt | none: how lr follows batch_size x processes / base_batch
+    # how lr follows batch_size x processes / base_batch: auto (linear for sgd, sqrt for adamw) | linear | sqrt | none
+    scale_lr: str = "auto"
     step_epochs: list[int] = field(default_factory=list)  # step schedule: epochs at which lr *= 0.1
     grad_clip: float = 5.0  # 0 = off
 
@@ -79,17 +80,18 @@ class TrainConfig:
     compile_backend: str = "inductor"  # torch.compile backend (aot_eager: no code generation, for checks)
     label_smoothing: float = 0.0
     soft_labels: bool = False  # train on FERPlus vote distributions (every FERPlus store has them)
-    logit_adjust: float = 0.0  # tau of the logit-adjusted loss (Menon et al. 2021): rare classes get a margin; 0 = off, 1 = balanced softmax
+    # tau of the logit-adjusted loss (Menon et al. 2021): rare classes get a margin; 0 = off, 1 = balanced softmax
+    logit_adjust: float = 0.0
     ema: float = 0.998  # decay of an exponential moving average of the weights (0 = off); validated and saved
     tta: bool = True  # validation averages the logits of each face and its mirror image (as evaluate does)
     lowres: str = "online"  # online: LR faces degraded on the device from each augmented HR face, every epoch;
-    #                         prepared: the store's LR bytes, augmented like their HR face (stores made with blur/noise/JPEG)
+    #                         prepared: the store's LR bytes, augmented like their HR face (blur/noise/JPEG stores)
     flip: bool = True  # horizontal flip (applied identically to HR and LR)
     scales: list[int] = field(default_factory=list)  # student LR scales; [] = every scale in the store
     val_split: str = "val"
     holdout: float = 0.1  # stores without val_split: this seeded fraction of train chooses best.pt
     threads: int = 0  # torch CPU threads; 0 = torch's default
-    init: str = ""  # start from the weights of this .pt (same architecture, classes, input), fresh schedule: fine-tuning
+    init: str = ""
 
 
 @dataclass
@@ -150,29 +152,57 @@ CHOICES = {
 INF = float("inf")
 # key: (low, high, low included, high included); list values are checked element by element
 RANGES = {
-    "prepare.scales": (2, 32, True, True), "prepare.jpeg_quality": (0, 100, True, True),
-    "prepare.blur_sigma": (0, INF, True, False), "prepare.noise_std": (0, INF, True, False),
-    "prepare.margin": (0, INF, True, False), "prepare.val_ratio": (0, 1, True, False),
+    "prepare.scales": (2, 32, True, True),
+    "prepare.jpeg_quality": (0, 100, True, True),
+    "prepare.blur_sigma": (0, INF, True, False),
+    "prepare.noise_std": (0, INF, True, False),
+    "prepare.margin": (0, INF, True, False),
+    "prepare.val_ratio": (0, 1, True, False),
     "prepare.test_ratio": (0, 1, True, False),
-    "optim.lr": (0, INF, False, False), "optim.weight_decay": (0, INF, True, False),
-    "optim.momentum": (0, 1, True, False), "optim.warmup_epochs": (0, INF, True, False),
-    "optim.pct_start": (0, 1, False, False), "optim.base_batch": (1, INF, True, False),
-    "optim.step_epochs": (1, INF, True, False), "optim.grad_clip": (0, INF, True, False),
-    "train.epochs": (1, INF, True, False), "train.teacher_epochs": (0, INF, True, False),
-    "train.batch_size": (1, INF, True, False), "train.label_smoothing": (0, 1, True, False),
-    "train.logit_adjust": (0, INF, True, False), "train.ema": (0, 1, True, False),
-    "train.holdout": (0, 1, True, False), "train.threads": (0, INF, True, False),
-    "augment.shift": (0, INF, True, False), "augment.scale": (0, 1, True, False),
-    "augment.rotate": (0, 180, True, True), "augment.erase": (0, 1, True, True),
-    "augment.brightness": (0, 1, True, True), "augment.contrast": (0, 1, True, False),
-    "augment.gamma": (0, INF, True, False), "augment.blur": (0, 1, True, True), "augment.noise": (0, 255, True, True),
-    "distill.weight": (0, INF, True, False), "distill.kd_weight": (0, INF, True, False),
+    "optim.lr": (0, INF, False, False),
+    "optim.weight_decay": (0, INF, True, False),
+    "optim.momentum": (0, 1, True, False),
+    "optim.warmup_epochs": (0, INF, True, False),
+    "optim.pct_start": (0, 1, False, False),
+    "optim.base_batch": (1, INF, True, False),
+    "optim.step_epochs": (1, INF, True, False),
+    "optim.grad_clip": (0, INF, True, False),
+    "train.epochs": (1, INF, True, False),
+    "train.teacher_epochs": (0, INF, True, False),
+    "train.batch_size": (1, INF, True, False),
+    "train.label_smoothing": (0, 1, True, False),
+    "train.logit_adjust": (0, INF, True, False),
+    "train.ema": (0, 1, True, False),
+    "train.holdout": (0, 1, True, False),
+    "train.threads": (0, INF, True, False),
+    "augment.shift": (0, INF, True, False),
+    "augment.scale": (0, 1, True, False),
+    "augment.rotate": (0, 180, True, True),
+    "augment.erase": (0, 1, True, True),
+    "augment.brightness": (0, 1, True, True),
+    "augment.contrast": (0, 1, True, False),
+    "augment.gamma": (0, INF, True, False),
+    "augment.blur": (0, 1, True, True),
+    "augment.noise": (0, 255, True, True),
+    "distill.weight": (0, INF, True, False),
+    "distill.kd_weight": (0, INF, True, False),
     "distill.kd_temperature": (0, INF, False, False),
 }
-FLAGS = {"train.epochs": "--epochs", "train.batch_size": "--batch-size", "optim.lr": "--lr", "prepare.scales": "--scale",
-         "prepare.method": "--method", "prepare.jpeg_quality": "--jpeg", "prepare.blur_sigma": "--blur",
-         "prepare.noise_std": "--noise", "prepare.label_mode": "--label-mode", "prepare.channels": "--channels",
-         "prepare.classes": "--classes", "train.device": "--device", "prepare.hr_size": "--hr-size"}
+FLAGS = {
+    "train.epochs": "--epochs",
+    "train.batch_size": "--batch-size",
+    "optim.lr": "--lr",
+    "prepare.scales": "--scale",
+    "prepare.method": "--method",
+    "prepare.jpeg_quality": "--jpeg",
+    "prepare.blur_sigma": "--blur",
+    "prepare.noise_std": "--noise",
+    "prepare.label_mode": "--label-mode",
+    "prepare.channels": "--channels",
+    "prepare.classes": "--classes",
+    "train.device": "--device",
+    "prepare.hr_size": "--hr-size",
+}
 DEVICE_PATTERN = r"auto|cpu|cuda(:\d+)?"
 
 
@@ -216,7 +246,9 @@ def validate(cfg: Config) -> Config:
     if not cfg.prepare.scales:
         raise UsageError("give at least one --scale (e.g. --scale 4 or --scale 2,4,8)")
     if cfg.prepare.hr_size and not 8 <= cfg.prepare.hr_size <= 512:
-        raise UsageError(f"{_named('prepare.hr_size')} must be 0 (the source's size) or in [8, 512], got {cfg.prepare.hr_size}")
+        raise UsageError(
+            f"{_named('prepare.hr_size')} must be 0 (the source's size) or in [8, 512], got {cfg.prepare.hr_size}"
+        )
     if cfg.prepare.val_ratio + cfg.prepare.test_ratio >= 1:
         raise UsageError("prepare.val_ratio + prepare.test_ratio must be less than 1")
     parse_device(cfg.train.device)

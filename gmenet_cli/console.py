@@ -12,10 +12,10 @@ import sys
 import traceback
 
 import typer
+from rich.console import Console
 
 # Typer's own usage errors (Typer >= 0.2x vendors Click; older releases use the click package).
 _CLICK_ERRORS = tuple(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")
-from rich.console import Console
 
 err = Console(stderr=True, highlight=False, soft_wrap=True)  # long lines (commands, paths) stay copy-pasteable
 

@@ -41,7 +41,12 @@ def metrics_from_confusion(conf: np.ndarray, classes: list[str]) -> dict:
         "macro_f1": float(f1[labelled].mean()) if labelled.any() else 0.0,
         "count": int(total),
         "per_class": {
-            c: {"precision": float(precision[i]), "recall": float(recall[i]), "f1": float(f1[i]), "support": int(support[i])}
+            c: {
+                "precision": float(precision[i]),
+                "recall": float(recall[i]),
+                "f1": float(f1[i]),
+                "support": int(support[i]),
+            }
             for i, c in enumerate(classes)
         },
         "confusion": conf.astype(int).tolist(),
@@ -61,14 +66,23 @@ def tta_logits(model, faces):
 
 
 @torch.inference_mode()
-def split_logits(model, split, scale: int | None, device, batch_size: int = 256, rank: int = 0, world: int = 1,
-                 tta: bool = False):
+def split_logits(
+    model, split, scale: int | None, device, batch_size: int = 256, rank: int = 0, world: int = 1, tta: bool = False
+):
     """The one evaluation loop (validation during training, `gmenet evaluate`, calibration): yield
     (logits (B, K) float32, targets (B,)) on `device` for this rank's share of a split at one view, HR faces
     (scale None) or the stored LR faces at `scale`; with `tta`, each face's logits are averaged with its
     mirror image's. Always in float32, as predict runs: best.pt is chosen on the numbers evaluate reports."""
-    loader = PairedBatches(split, batch_size, [scale] if scale else [], shuffle=False,
-                           with_hr=scale is None, rank=rank, world=world, even=False)
+    loader = PairedBatches(
+        split,
+        batch_size,
+        [scale] if scale else [],
+        shuffle=False,
+        with_hr=scale is None,
+        rank=rank,
+        world=world,
+        even=False,
+    )
     for batch in loader:
         batch = to_device(batch, device)
         faces = batch["hr"] if scale is None else batch["lowres"]
@@ -76,8 +90,9 @@ def split_logits(model, split, scale: int | None, device, batch_size: int = 256,
 
 
 @torch.inference_mode()
-def score_split(model, split, scale: int | None, device, batch_size: int = 256, rank: int = 0, world: int = 1,
-                tta: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+def score_split(
+    model, split, scale: int | None, device, batch_size: int = 256, rank: int = 0, world: int = 1, tta: bool = False
+) -> tuple[torch.Tensor, torch.Tensor]:
     """-> (confusion counts (K, K) int64, summed cross-entropy) as tensors on `device`: accumulated there, so
     no batch waits for a host sync. Under DDP each rank passes its rank/world and the caller sums."""
     k = model.num_classes
@@ -89,10 +104,13 @@ def score_split(model, split, scale: int | None, device, batch_size: int = 256, 
     return conf.reshape(k, k), loss_sum
 
 
-def logits_and_labels(model, split, scale: int | None, device, batch_size: int = 256,
-                      tta: bool = False) -> tuple[np.ndarray, np.ndarray]:
+def logits_and_labels(
+    model, split, scale: int | None, device, batch_size: int = 256, tta: bool = False
+) -> tuple[np.ndarray, np.ndarray]:
     """A whole split's logits (N, K) and majority labels (N,) at one view, as numpy."""
-    parts = [(z.cpu().numpy(), t.cpu().numpy()) for z, t in split_logits(model, split, scale, device, batch_size, tta=tta)]
+    parts = [
+        (z.cpu().numpy(), t.cpu().numpy()) for z, t in split_logits(model, split, scale, device, batch_size, tta=tta)
+    ]
     return np.concatenate([z for z, _ in parts]), np.concatenate([t for _, t in parts])
 
 
@@ -114,9 +132,14 @@ def calibrate_checkpoint(path: str | Path, split, device, batch_size: int = 256,
     ckpt = checkpoint.load(path)
     model = checkpoint.build_model(ckpt, path).to(device)
     spec = ckpt["input"]
-    views = {int(spec["hr_size"]): None} if spec.get("view") == "hr" else {
-        int(spec["hr_size"]) // int(s): int(s) for s in spec.get("scales", [])}
-    cal = calibrate({px: logits_and_labels(model, split, scale, device, batch_size, tta) for px, scale in views.items()})
+    views = (
+        {int(spec["hr_size"]): None}
+        if spec.get("view") == "hr"
+        else {int(spec["hr_size"]) // int(s): int(s) for s in spec.get("scales", [])}
+    )
+    cal = calibrate(
+        {px: logits_and_labels(model, split, scale, device, batch_size, tta) for px, scale in views.items()}
+    )
     cal.update({"split": split.name, "tta": tta})
     checkpoint.save(path, {**ckpt, "calibration": cal})
     return cal
@@ -129,8 +152,16 @@ def _check_compatible(ckpt: dict, store: Store, path: str) -> None:
         raise DataError(f"{path} expects {ckpt['input']['channels']}-channel faces, {store.path} has {store.channels}")
 
 
-def evaluate(weights: list[str], data: str | None, split: str | None, scales: list[int] | None,
-             device, batch_size: int = 256, message=lambda s: None, tta: bool = True) -> dict:
+def evaluate(
+    weights: list[str],
+    data: str | None,
+    split: str | None,
+    scales: list[int] | None,
+    device,
+    batch_size: int = 256,
+    message=lambda s: None,
+    tta: bool = True,
+) -> dict:
     """Evaluate each checkpoint in `weights` on the same split and views. Scale 1 = the HR faces."""
     ckpts = [(w, checkpoint.load(w)) for w in weights]
     if data is None:
@@ -151,9 +182,17 @@ def evaluate(weights: list[str], data: str | None, split: str | None, scales: li
             scales = [1] + scales
     bad = [s for s in scales if s != 1 and s not in store.scales]
     if bad:
-        raise UsageError(f"scale x{bad[0]} is not in {store.path} (it has {', '.join(f'x{s}' for s in store.scales)}; 1 = HR)")
-    report = {"data": str(store.path), "split": split, "classes": store.classes, "count": part.count, "tta": tta,
-              "models": []}
+        raise UsageError(
+            f"scale x{bad[0]} is not in {store.path} (it has {', '.join(f'x{s}' for s in store.scales)}; 1 = HR)"
+        )
+    report = {
+        "data": str(store.path),
+        "split": split,
+        "classes": store.classes,
+        "count": part.count,
+        "tta": tta,
+        "models": [],
+    }
     from gmenet_cli.calibrate import ece, reliability, softmax, temperature_for
 
     for path, ckpt in ckpts:
@@ -166,18 +205,34 @@ def evaluate(weights: list[str], data: str | None, split: str | None, scales: li
             # confidences as predict gives them: with the checkpoint's temperature for this size (1 if none)
             t = temperature_for(ckpt.get("calibration"), face_px)
             rel = reliability(softmax(logits, t), labels)
-            results.append({"view": "hr" if s == 1 else f"x{s}", "scale": s, "face_px": face_px, **m,
-                            "temperature": t, "ece": rel["ece"], "ece_uncalibrated": ece(softmax(logits), labels),
-                            "reliability": rel})
+            results.append(
+                {
+                    "view": "hr" if s == 1 else f"x{s}",
+                    "scale": s,
+                    "face_px": face_px,
+                    **m,
+                    "temperature": t,
+                    "ece": rel["ece"],
+                    "ece_uncalibrated": ece(softmax(logits), labels),
+                    "reliability": rel,
+                }
+            )
         trained = [1] if ckpt.get("kind") == "teacher" else list(ckpt["input"].get("scales", []))
         # the view a per-class table and confusion matrix describe: the model's own (its first trained scale
         # in the sweep; HR for a teacher), not simply the first one asked for
         primary = next((i for i, r in enumerate(results) if r["scale"] in trained), 0)
-        report["models"].append({
-            "weights": str(path), "model": ckpt["model"]["name"], "kind": ckpt.get("kind"), "primary_view": primary,
-            "trained_scales": ckpt["input"].get("scales", []), "distill": ckpt.get("distill"),
-            "params": sum(p.numel() for p in model.parameters()), "results": results,
-        })
+        report["models"].append(
+            {
+                "weights": str(path),
+                "model": ckpt["model"]["name"],
+                "kind": ckpt.get("kind"),
+                "primary_view": primary,
+                "trained_scales": ckpt["input"].get("scales", []),
+                "distill": ckpt.get("distill"),
+                "params": sum(p.numel() for p in model.parameters()),
+                "results": results,
+            }
+        )
     return report
 
 
@@ -196,12 +251,21 @@ def write_outputs(report: dict, out: Path) -> list[Path]:
     title = f"{first['model']} on {report['split']} ({view['view']}, {view['face_px']}px): acc {view['accuracy']:.3f}"
     if plots.confusion_matrix(out / "confusion_matrix.png", view["confusion"], report["classes"], title):
         written.append(out / "confusion_matrix.png")
-    if plots.reliability_diagram(out / "reliability.png", [(f"{r['face_px']}px", r["reliability"]) for r in first["results"]],
-                                 f"{first['model']} on {report['split']}: reliability (15 bins)"):
+    if plots.reliability_diagram(
+        out / "reliability.png",
+        [(f"{r['face_px']}px", r["reliability"]) for r in first["results"]],
+        f"{first['model']} on {report['split']}: reliability (15 bins)",
+    ):
         written.append(out / "reliability.png")
     if any(len(m["results"]) > 1 for m in report["models"]):
-        curves = [(f"{m['model']} ({Path(m['weights']).parent.parent.name})", [r["face_px"] for r in m["results"]],
-                   [r["accuracy"] for r in m["results"]]) for m in report["models"]]
+        curves = [
+            (
+                f"{m['model']} ({Path(m['weights']).parent.parent.name})",
+                [r["face_px"] for r in m["results"]],
+                [r["accuracy"] for r in m["results"]],
+            )
+            for m in report["models"]
+        ]
         if plots.resolution_sweep(out / "resolution_sweep.png", curves, f"resolution sweep on {report['split']}"):
             written.append(out / "resolution_sweep.png")
     return written

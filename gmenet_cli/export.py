@@ -82,7 +82,9 @@ def export(weights: str, fmt: str, out: str | None, input_size: int | None, atol
         raise UsageError(f"--input-size must be 1..1024, got {input_size}")
     # One graph for every trained size: the model's own preprocessing resizes any face up to its working size.
     sizes = [input_size] if input_size else trained_sizes(ckpt)
-    dynamic_size = input_size is None and max(sizes) <= max(int(ckpt["input"]["hr_size"]), model.input_size) and len(sizes) > 1
+    dynamic_size = (
+        input_size is None and max(sizes) <= max(int(ckpt["input"]["hr_size"]), model.input_size) and len(sizes) > 1
+    )
     c = int(ckpt["input"]["channels"])
     suffix = ".onnx" if fmt == "onnx" else ".torchscript.pt"
     path = Path(out) if out else Path(weights).with_name(Path(weights).stem + suffix)  # best.pt -> best.onnx
@@ -105,10 +107,19 @@ def export(weights: str, fmt: str, out: str | None, input_size: int | None, atol
     finally:
         tmp.unlink(missing_ok=True)
     side = "s" if dynamic_size else sizes[0]
-    return {"path": str(path), "format": fmt, "input": [None, c, side, side], "sizes": sizes,
-            "weights_dtype": "float16" if half_weights else "float32", "bytes": path.stat().st_size,
-            "checked_sizes": sorted({x.shape[-1] for x in samples}), "classes": ckpt["classes"],
-            "max_abs_diff": diff, "input_range": "float32 in [0, 1]", "output": "logits"}
+    return {
+        "path": str(path),
+        "format": fmt,
+        "input": [None, c, side, side],
+        "sizes": sizes,
+        "weights_dtype": "float16" if half_weights else "float32",
+        "bytes": path.stat().st_size,
+        "checked_sizes": sorted({x.shape[-1] for x in samples}),
+        "classes": ckpt["classes"],
+        "max_abs_diff": diff,
+        "input_range": "float32 in [0, 1]",
+        "output": "logits",
+    }
 
 
 def _write_onnx(model, ckpt: dict, tmp: Path, example, sizes: list[int], dynamic_size: bool, half_weights: bool):
@@ -122,13 +133,20 @@ def _write_onnx(model, ckpt: dict, tmp: Path, example, sizes: list[int], dynamic
     with warnings.catch_warnings(), _quiet_fds():
         warnings.simplefilter("ignore")
         try:
-            torch.onnx.export(model, (example,), str(tmp), dynamo=False, input_names=["faces"],
-                              output_names=["logits"], dynamic_axes={"faces": axes, "logits": {0: "batch"}},
-                              opset_version=17,
-                              # PRESERVE: BatchNorm stays a node (onnxruntime fuses it when it loads the
-                              # graph) instead of being folded into the conv weights here, so the file's
-                              # weights are the checkpoint's own (what --half-weights stores exactly)
-                              training=torch.onnx.TrainingMode.PRESERVE)
+            torch.onnx.export(
+                model,
+                (example,),
+                str(tmp),
+                dynamo=False,
+                input_names=["faces"],
+                output_names=["logits"],
+                dynamic_axes={"faces": axes, "logits": {0: "batch"}},
+                opset_version=17,
+                # PRESERVE: BatchNorm stays a node (onnxruntime fuses it when it loads the
+                # graph) instead of being folded into the conv weights here, so the file's
+                # weights are the checkpoint's own (what --half-weights stores exactly)
+                training=torch.onnx.TrainingMode.PRESERVE,
+            )
         except Exception as e:  # exporter errors are long graph dumps: keep the first line
             first = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
             raise UsageError(f"ONNX export failed: {first}") from None
@@ -184,8 +202,11 @@ def _write_torchscript(model, tmp: Path, example):
 def _working_size_samples(ckpt: dict, c: int, working: int) -> list:
     """A graph fixed at the working size (how the default model ships): predict resizes smaller faces in
     numpy first, so that path is checked too, at every trained size below the working size."""
-    return [torch.rand(5, c, s, s, generator=torch.Generator().manual_seed(100 + s))
-            for s in trained_sizes(ckpt) if s < working]
+    return [
+        torch.rand(5, c, s, s, generator=torch.Generator().manual_seed(100 + s))
+        for s in trained_sizes(ckpt)
+        if s < working
+    ]
 
 
 def _parity(model, run, samples: list, fixed_at_working_size: bool) -> float:

@@ -31,9 +31,15 @@ def check_pairing(student_maps, teacher_maps) -> None:
         raise UsageError(f"student has {len(student_maps)} attention blocks, teacher has {len(teacher_maps)}: "
                          + PAIRING_HINT)
     for i, ((sc, ss), (tc, ts)) in enumerate(zip(student_maps, teacher_maps)):
-        if sc.shape != tc.shape or ss.shape[:2] != ts.shape[:2] or any(a > b for a, b in zip(ss.shape[2:], ts.shape[2:])):
-            raise UsageError(f"attention maps of block {i} differ: student {tuple(sc.shape)}/{tuple(ss.shape)} vs "
-                             f"teacher {tuple(tc.shape)}/{tuple(ts.shape)}; " + PAIRING_HINT)
+        if (
+            sc.shape != tc.shape
+            or ss.shape[:2] != ts.shape[:2]
+            or any(a > b for a, b in zip(ss.shape[2:], ts.shape[2:]))
+        ):
+            raise UsageError(
+                f"attention maps of block {i} differ: student {tuple(sc.shape)}/{tuple(ss.shape)} vs "
+                f"teacher {tuple(tc.shape)}/{tuple(ts.shape)}; " + PAIRING_HINT
+            )
 
 
 def pool_to(teacher_map: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
@@ -88,7 +94,9 @@ class ClassificationLoss(nn.Module):
             logits = logits + self.shift
         if self.soft:
             if "votes" not in batch:
-                raise UsageError("train.soft_labels needs vote distributions; this store has none (only FERPlus has crowd votes)")
+                raise UsageError(
+                    "train.soft_labels needs vote distributions; this store has none (only FERPlus has crowd votes)"
+                )
             # F.cross_entropy takes probability targets and applies label smoothing to them the same way
             return F.cross_entropy(logits, batch["votes"], label_smoothing=self.label_smoothing)
         return F.cross_entropy(logits, batch["target"], label_smoothing=self.label_smoothing)
@@ -110,4 +118,8 @@ def class_prior(split, num_classes: int, soft: bool, floor: float = 1e-4) -> lis
 def logit_kd(student: torch.Tensor, teacher: torch.Tensor, temperature: float) -> torch.Tensor:
     """Hinton KD: T^2 * KL(softmax(t/T) || softmax(s/T))."""
     t = temperature
-    return F.kl_div(F.log_softmax(student.float() / t, 1), F.softmax(teacher.float() / t, 1), reduction="batchmean") * t * t
+    return (
+        F.kl_div(F.log_softmax(student.float() / t, 1), F.softmax(teacher.float() / t, 1), reduction="batchmean")
+        * t
+        * t
+    )

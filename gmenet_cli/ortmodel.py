@@ -69,7 +69,9 @@ class OnnxModel:
     def __init__(self, path: str | Path, threads: int = 0):
         path = Path(path)
         if not path.is_file():
-            raise CheckpointError(f"model not found: {path}" if not path.exists() else f"{path} is not a file", exit_code=2)
+            raise CheckpointError(
+                f"model not found: {path}" if not path.exists() else f"{path} is not a file", exit_code=2
+            )
         try:
             import onnxruntime as ort
         except ImportError:
@@ -84,8 +86,9 @@ class OnnxModel:
             raise CheckpointError(f"{path} is not a loadable ONNX model: {first}") from None
         meta = self.session.get_modelmeta().custom_metadata_map
         if meta.get("gmenet_format") != FORMAT:
-            raise CheckpointError(f"{path} is an ONNX model without gmenet metadata; write it with "
-                                  "gmenet export --format onnx")
+            raise CheckpointError(
+                f"{path} is an ONNX model without gmenet metadata; write it with gmenet export --format onnx"
+            )
         try:
             self.classes = list(json.loads(meta["classes"]))
             self.channels = int(meta["channels"])

@@ -45,15 +45,23 @@ def training_curves(path: Path, rows: list[dict]) -> bool:
             return False
         _, (a, b) = drawn
         for key in [k for k in rows[-1] if k.startswith("train_") and k not in ("train_acc", "train_images")]:
-            a.plot(epochs, [r.get(key, float("nan")) for r in rows], marker="o", markersize=3, label=_loss_label(key[6:]))
+            a.plot(
+                epochs, [r.get(key, float("nan")) for r in rows], marker="o", markersize=3, label=_loss_label(key[6:])
+            )
         a.set_xlabel("epoch")
         a.set_title("training losses")
         a.legend(fontsize=8)
         for key in [k for k in rows[-1] if k in ("train_acc", "val_acc") or k.startswith("val_acc_x")]:
             mean = key == "val_acc" and any(k.startswith("val_acc_x") for k in rows[-1])
-            b.plot(epochs, [r.get(key, float("nan")) for r in rows], marker="o", markersize=3,
-                   linestyle="--" if mean else "-", linewidth=2.5 if mean else 1.5,
-                   label="val_acc (mean over scales)" if mean else key)
+            b.plot(
+                epochs,
+                [r.get(key, float("nan")) for r in rows],
+                marker="o",
+                markersize=3,
+                linestyle="--" if mean else "-",
+                linewidth=2.5 if mean else 1.5,
+                label="val_acc (mean over scales)" if mean else key,
+            )
         b.set_xlabel("epoch")
         b.set_title("accuracy")
         b.legend(fontsize=8)
@@ -64,9 +72,14 @@ def training_curves(path: Path, rows: list[dict]) -> bool:
 
 def _loss_label(part: str) -> str:
     """What each loss part is: the total and the weighted terms add up; A-SKD's map parts are unweighted."""
-    return {"loss": "loss (total)", "ce": "ce (classification)", "askd": "askd (weighted: lambda x maps)",
-            "askd_channel": "askd_channel (unweighted)", "askd_spatial": "askd_spatial (unweighted)",
-            "kd": "kd (logit KD, before its weight)"}.get(part, part)
+    return {
+        "loss": "loss (total)",
+        "ce": "ce (classification)",
+        "askd": "askd (weighted: lambda x maps)",
+        "askd_channel": "askd_channel (unweighted)",
+        "askd_spatial": "askd_spatial (unweighted)",
+        "kd": "kd (logit KD, before its weight)",
+    }.get(part, part)
 
 
 def confusion_matrix(path: Path, conf, classes: list[str], title: str) -> bool:
@@ -83,8 +96,15 @@ def confusion_matrix(path: Path, conf, classes: list[str], title: str) -> bool:
         ax.set_yticks(range(k), classes)
         for i in range(k):
             for j in range(k):
-                ax.text(j, i, f"{norm[i, j]:.2f}", ha="center", va="center", fontsize=7,
-                        color="white" if norm[i, j] > 0.5 else "black")
+                ax.text(
+                    j,
+                    i,
+                    f"{norm[i, j]:.2f}",
+                    ha="center",
+                    va="center",
+                    fontsize=7,
+                    color="white" if norm[i, j] > 0.5 else "black",
+                )
         ax.set_xlabel("predicted")
         ax.set_ylabel("true")
         ax.set_title(title, fontsize=9)
@@ -123,8 +143,15 @@ def reliability_diagram(path: Path, views: list[tuple[str, dict]], title: str) -
             bins = len(rel["count"])
             edges = np.linspace(0, 1, bins + 1)
             filled = np.asarray(rel["count"]) > 0
-            ax.bar(edges[:-1][filled], np.asarray(rel["accuracy"])[filled], width=1 / bins, align="edge",
-                   edgecolor="black", linewidth=0.5, label="accuracy")
+            ax.bar(
+                edges[:-1][filled],
+                np.asarray(rel["accuracy"])[filled],
+                width=1 / bins,
+                align="edge",
+                edgecolor="black",
+                linewidth=0.5,
+                label="accuracy",
+            )
             ax.plot([0, 1], [0, 1], "--", color="grey", linewidth=1)
             ax.set_xlim(0, 1)
             ax.set_ylim(0, 1)

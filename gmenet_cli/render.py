@@ -12,7 +12,6 @@ from rich.table import Table
 
 from gmenet_cli.console import data_out, err, table_console
 
-
 # ---------------------------------------------------------------------------------------------- prepare
 
 def store_summary(path: Path, manifest: dict, seconds: float) -> None:
@@ -32,7 +31,8 @@ def store_summary(path: Path, manifest: dict, seconds: float) -> None:
     err.print(f"HR {manifest['hr_size']}px, {manifest['channels']} channel(s); LR {lowres}; "
               f"{total} faces in {seconds:.1f}s ({total / max(seconds, 1e-9):,.0f} faces/s)")
     if manifest["skipped"]["count"]:
-        err.print(f"[yellow]skipped {manifest['skipped']['count']} unreadable image(s): see {path / 'skipped.tsv'}[/yellow]")
+        err.print(f"[yellow]skipped {manifest['skipped']['count']} unreadable image(s): see "
+                  f"{path / 'skipped.tsv'}[/yellow]")
     for reason, n in manifest.get("dropped", {}).items():
         err.print(f"dropped {n} row(s): {reason}")
     from gmenet_cli.config import presets
@@ -43,16 +43,21 @@ def store_summary(path: Path, manifest: dict, seconds: float) -> None:
 
 
 def datasets_table(rows: list[dict]) -> None:
-    table = Table(title="dataset sources (gmenet prepare --src NAME looks in these places, in order)", title_justify="left")
+    table = Table(
+        title="dataset sources (gmenet prepare --src NAME looks in these places, in order)", title_justify="left"
+    )
     for col in ("source", "looks in", "found"):
         table.add_column(col, overflow="fold")
     for r in rows:
         table.add_row(r["source"], "\n".join(r["looks_in"]), r["found"] or "-")
     table_console().print(table)
-    err.print("Put a dataset in one of these places (or pass --root); each must hold the layout in gmenet prepare --help.")
+    err.print(
+        "Put a dataset in one of these places (or pass --root); each must hold the layout in gmenet prepare --help."
+    )
 
 
 # ---------------------------------------------------------------------------------------------- training
+
 
 class RichTraining:
     """Renders training callbacks: an overall bar (epochs, ETA) over a per-epoch bar (loss, accuracy), one
@@ -63,9 +68,16 @@ class RichTraining:
     def __init__(self, quiet: bool = False):
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-        self.bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                            TextColumn("{task.fields[stats]}"), TimeRemainingColumn(), console=err, transient=True,
-                            disable=quiet or not err.is_terminal)
+        self.bar = Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[stats]}"),
+            TimeRemainingColumn(),
+            console=err,
+            transient=True,
+            disable=quiet or not err.is_terminal,
+        )
         self.task = self.total = None
         self.epochs = self.epoch = self.batches = self.first_epoch = 0
         self.t_epoch, self.estimated = 0.0, False
@@ -74,8 +86,11 @@ class RichTraining:
     def start(self, info: dict) -> None:
         where = f"{info['device']}" + (f" x{info['world']} processes" if info["world"] > 1 else "")
         resumed = f", resuming at epoch {info['start_epoch'] + 1}" if info["start_epoch"] else ""
-        err.print(f"{info['model']} ({info['params']:,} parameters) on {where}: {info['train']} training faces from "
-                  f"{info['store']}, {info['epochs']} epoch{'s' if info['epochs'] != 1 else ''}{resumed}, batch {info['batch_size']} -> {info['run_dir']}")
+        err.print(
+            f"{info['model']} ({info['params']:,} parameters) on {where}: {info['train']} training faces from "
+            f"{info['store']}, {info['epochs']} epoch{'s' if info['epochs'] != 1 else ''}{resumed}, batch "
+            f"{info['batch_size']} -> {info['run_dir']}"
+        )
         self.epochs = info["epochs"]
 
     def epoch_start(self, epoch: int, epochs: int, batches: int) -> None:
@@ -116,9 +131,11 @@ class RichTraining:
         left = per_batch * ((self.epochs - self.epoch) * self.batches - done)
         end = datetime.datetime.now() + datetime.timedelta(seconds=left)
         n = self.epochs - self.epoch
-        err.print(f"about {_duration(left)} to go for {n} epoch{'s' if n != 1 else ''} "
-                  f"({_duration(per_batch * self.batches)} per epoch, validation not included), ending around "
-                  f"{end:%H:%M}")
+        err.print(
+            f"about {_duration(left)} to go for {n} epoch{'s' if n != 1 else ''} "
+            f"({_duration(per_batch * self.batches)} per epoch, validation not included), ending around "
+            f"{end:%H:%M}"
+        )
 
     def epoch_end(self, row: dict) -> None:
         if self.task is not None:
@@ -128,8 +145,11 @@ class RichTraining:
             self.bar.stop()
         val = "".join(f" {k} {row[k]:.4f}" for k in row if k.startswith("val_acc"))
         mark = " *best*" if row.get("best") else ""
-        err.print(f"epoch {row['epoch']}/{self.epochs}: loss {row['train_loss']:.4f} train_acc {row['train_acc']:.4f}{val} "
-                  f"({row['epoch_time_s']:.0f}s, {row['images_per_s']:.0f} img/s){mark}")
+        err.print(
+            f"epoch {row['epoch']}/{self.epochs}: loss {row['train_loss']:.4f} train_acc "
+            f"{row['train_acc']:.4f}{val} "
+            f"({row['epoch_time_s']:.0f}s, {row['images_per_s']:.0f} img/s){mark}"
+        )
 
     def message(self, text: str) -> None:
         err.print(text)
@@ -152,17 +172,29 @@ def training_done(result, next_command: str) -> None:
 
 # ---------------------------------------------------------------------------------------------- evaluate
 
+
 def evaluation_report(report: dict) -> None:
-    table = Table(title=f"{report['split']} split of {report['data']} ({report['count']} faces"
-                        f"{', flip TTA' if report.get('tta') else ''})", title_justify="left")
+    table = Table(
+        title=f"{report['split']} split of {report['data']} ({report['count']} faces"
+        f"{', flip TTA' if report.get('tta') else ''})",
+        title_justify="left",
+    )
     for col in ("model", "view", "face px", "accuracy", "mean class acc", "macro F1", "ECE"):
         numeric = col not in ("model", "view")
-        table.add_column(col, justify="right" if numeric else "left", overflow="fold", no_wrap=numeric and col != "mean class acc")
+        table.add_column(
+            col, justify="right" if numeric else "left", overflow="fold", no_wrap=numeric and col != "mean class acc"
+        )
     for m in report["models"]:
         for r in m["results"]:
-            table.add_row(f"{m['model']} ({Path(m['weights']).parent.parent.name})", r["view"], str(r["face_px"]),
-                          f"{r['accuracy']:.4f}", f"{r['mean_class_accuracy']:.4f}", f"{r['macro_f1']:.4f}",
-                          f"{r['ece']:.3f}" + ("" if r["temperature"] == 1 else f" (T {r['temperature']:.2f})"))
+            table.add_row(
+                f"{m['model']} ({Path(m['weights']).parent.parent.name})",
+                r["view"],
+                str(r["face_px"]),
+                f"{r['accuracy']:.4f}",
+                f"{r['mean_class_accuracy']:.4f}",
+                f"{r['macro_f1']:.4f}",
+                f"{r['ece']:.3f}" + ("" if r["temperature"] == 1 else f" (T {r['temperature']:.2f})"),
+            )
     err.print(table)
     model = report["models"][0]
     first = model["results"][model.get("primary_view", 0)]
@@ -179,12 +211,15 @@ def evaluation_report(report: dict) -> None:
         recall.add_column(c, justify="right", no_wrap=True)
     for m in report["models"]:
         for r in m["results"]:
-            recall.add_row(f"{Path(m['weights']).parent.parent.name} {r['view']} {r['face_px']}px",
-                           *(f"{r['per_class'][c]['recall']:.3f}" for c in report["classes"]))
+            recall.add_row(
+                f"{Path(m['weights']).parent.parent.name} {r['view']} {r['face_px']}px",
+                *(f"{r['per_class'][c]['recall']:.3f}" for c in report["classes"]),
+            )
     err.print(recall)
 
 
 # ---------------------------------------------------------------------------------------------- predict
+
 
 class PredictOutput:
     """One result dict at a time -> JSON lines, CSV rows (both streamed to stdout) or a table at the end.
@@ -203,8 +238,27 @@ class PredictOutput:
         self.writer = None
         if mode == "csv":
             self.writer = csv.writer(sys.stdout, lineterminator="\n")
-            self.writer.writerow(["file", "frame", "face", "x", "y", "w", "h", "label", "confidence", "face_px", "input_px",
-                                  "detector_score", "guess", *classes, "track", "smoothed_label", "note"])
+            self.writer.writerow(
+                [
+                    "file",
+                    "frame",
+                    "face",
+                    "x",
+                    "y",
+                    "w",
+                    "h",
+                    "label",
+                    "confidence",
+                    "face_px",
+                    "input_px",
+                    "detector_score",
+                    "guess",
+                    *classes,
+                    "track",
+                    "smoothed_label",
+                    "note",
+                ]
+            )
 
     def _summarise(self, r: dict | None) -> None:
         """Close the previous input's summary when another input's records begin (or at the end): a JSON
@@ -238,9 +292,24 @@ class PredictOutput:
 
     def _csv_row(self, r: dict) -> None:
         if "label" in r:
-            self.writer.writerow([r["file"], r.get("frame", ""), r["face"], *r["box"], r["label"], r["confidence"],
-                                  r["face_px"], r["input_px"], r["detector_score"], r.get("guess", ""),
-                                  *(r["probs"][c] for c in self.classes), r.get("track", ""), r.get("smoothed_label", ""), ""])
+            self.writer.writerow(
+                [
+                    r["file"],
+                    r.get("frame", ""),
+                    r["face"],
+                    *r["box"],
+                    r["label"],
+                    r["confidence"],
+                    r["face_px"],
+                    r["input_px"],
+                    r["detector_score"],
+                    r.get("guess", ""),
+                    *(r["probs"][c] for c in self.classes),
+                    r.get("track", ""),
+                    r.get("smoothed_label", ""),
+                    "",
+                ]
+            )
         else:
             note = r.get("error") or r.get("note") or "no face found"
             self.writer.writerow([r["file"], r.get("frame", ""), *([""] * (13 + len(self.classes))), note])
@@ -252,16 +321,28 @@ class PredictOutput:
             return
         table = Table()
         tracked = any("track" in r for r in self.rows)
-        for col in ("file", "face", "label", "confidence", "face px", "box") + (("track", "smoothed") if tracked else ()):
+        for col in ("file", "face", "label", "confidence", "face px", "box") + (
+            ("track", "smoothed") if tracked else ()
+        ):
             # file names wrap instead of being cut to "examples/astronaut…" on a narrow terminal
-            table.add_column(col, justify="right" if col in ("confidence", "face px") else "left",
-                             overflow="fold" if col in ("file", "box") else "ellipsis", no_wrap=col in ("label", "confidence"))
+            table.add_column(
+                col,
+                justify="right" if col in ("confidence", "face px") else "left",
+                overflow="fold" if col in ("file", "box") else "ellipsis",
+                no_wrap=col in ("label", "confidence"),
+            )
         for r in self.rows:
             name = r["file"] + (f"#{r['frame']}" if "frame" in r else "")
             label = r["label"] + (f" ({r['guess']}?)" if "guess" in r else "")
-            table.add_row(name, str(r["face"]), label, f"{r['confidence']:.3f}", f"{r['face_px']:.0f}",
-                          ",".join(f"{v:.0f}" for v in r["box"]),
-                          *((str(r.get("track", "")), r.get("smoothed_label", "")) if tracked else ()))
+            table.add_row(
+                name,
+                str(r["face"]),
+                label,
+                f"{r['confidence']:.3f}",
+                f"{r['face_px']:.0f}",
+                ",".join(f"{v:.0f}" for v in r["box"]),
+                *((str(r.get("track", "")), r.get("smoothed_label", "")) if tracked else ()),
+            )
         out = table_console()
         out.print(table)
         for s in self.summaries:
@@ -270,8 +351,11 @@ class PredictOutput:
 
 # ---------------------------------------------------------------------------------------------- models
 
+
 def models_table(rows: list[dict], input_size: int, channels: int, classes: int) -> None:
-    table = Table(title=f"models at {input_size}px working size ({channels} ch, {classes} classes)", title_justify="left")
+    table = Table(
+        title=f"models at {input_size}px working size ({channels} ch, {classes} classes)", title_justify="left"
+    )
     for col in ("name", "kind", "params", "GFLOPs", "input px", "about"):
         table.add_column(col, justify="right" if col in ("params", "GFLOPs", "input px") else "left")
     for r in rows:

@@ -66,7 +66,19 @@ def tiny_store(tmp_path_factory) -> Path:
     """FERPlus layout, 8 classes x 8 faces per split, prepared at x2 and x4."""
     base = tmp_path_factory.mktemp("tiny_store")
     root = synth.make_ferplus(base / "ferplus", per_class=8)
-    res = Cli()("prepare", "--src", "ferplus", "--root", root, "--scale", "2,4", "--out", base / "store", "--label-mode", "votes")
+    res = Cli()(
+        "prepare",
+        "--src",
+        "ferplus",
+        "--root",
+        root,
+        "--scale",
+        "2,4",
+        "--out",
+        base / "store",
+        "--label-mode",
+        "votes",
+    )
     assert res.exit_code == 0, res.output
     return base / "store"
 
@@ -82,7 +94,20 @@ def tiny_runs(tmp_path_factory, tiny_store) -> dict:
         res = cli("distill-teacher", "--data", tiny_store, "--preset", "tiny", "--epochs", "2", "--name", "t", "-q")
         assert res.exit_code == 0, res.output
         teacher = base / "runs" / "distill-teacher" / "t" / "weights" / "best.pt"
-        res = cli("train", "--data", tiny_store, "--teacher", teacher, "--preset", "tiny", "--epochs", "2", "--name", "s", "-q")
+        res = cli(
+            "train",
+            "--data",
+            tiny_store,
+            "--teacher",
+            teacher,
+            "--preset",
+            "tiny",
+            "--epochs",
+            "2",
+            "--name",
+            "s",
+            "-q",
+        )
         assert res.exit_code == 0, res.output
         student = base / "runs" / "train" / "s" / "weights" / "best.pt"
     finally:

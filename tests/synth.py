@@ -83,7 +83,9 @@ def make_raf(root: Path, per_class: int = 3) -> Path:
         for label in range(1, 8):
             for _ in range(per_class):
                 name = f"{split}_{n:05d}.jpg"
-                cv2.imwrite(str(root / "Image" / "aligned" / f"{split}_{n:05d}_aligned.jpg"), face(label - 1, 100, n, True))
+                cv2.imwrite(
+                    str(root / "Image" / "aligned" / f"{split}_{n:05d}_aligned.jpg"), face(label - 1, 100, n, True)
+                )
                 lines.append(f"{name} {label}")
                 n += 1
     (root / "EmoLabel" / "list_patition_label.txt").write_text("\n".join(lines) + "\n")
@@ -119,8 +121,17 @@ def make_expw(root: Path, photos: int = 12) -> Path:
 
 def make_affectnet(root: Path, per_class: int = 2) -> Path:
     images = root / "Manually_Annotated_Images"
-    header = ["subDirectory_filePath", "face_x", "face_y", "face_width", "face_height", "facial_landmarks",
-              "expression", "valence", "arousal"]
+    header = [
+        "subDirectory_filePath",
+        "face_x",
+        "face_y",
+        "face_width",
+        "face_height",
+        "facial_landmarks",
+        "expression",
+        "valence",
+        "arousal",
+    ]
     for fname in ("training.csv", "validation.csv"):
         rows = []
         for expr in range(11):
@@ -138,8 +149,9 @@ def make_affectnet(root: Path, per_class: int = 2) -> Path:
     return root
 
 
-def make_folder(root: Path, per_class: int = 5, with_splits: bool = False,
-                names=("angry", "happy", "neutral", "sad")) -> Path:
+def make_folder(
+    root: Path, per_class: int = 5, with_splits: bool = False, names=("angry", "happy", "neutral", "sad")
+) -> Path:
     for i, name in enumerate(names):
         for k in range(per_class):
             split = ("train" if k < per_class - 1 else "val") if with_splits else None

@@ -9,11 +9,10 @@ import cv2
 import numpy as np
 import pytest
 import torch
+from conftest import ASTRONAUT, json_lines
 
 from gmenet_cli import checkpoint
 from gmenet_cli.calibrate import ece, fit_temperature, nll, reliability, softmax, temperature_for
-
-from conftest import ASTRONAUT, json_lines
 
 
 def test_fit_temperature_recovers_a_known_temperature_and_lowers_the_error():

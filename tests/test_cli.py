@@ -94,7 +94,8 @@ def test_models_table(cli):
 
 @pytest.mark.parametrize("command", ["train", "distill-teacher"])
 @pytest.mark.parametrize("setting, message", [
-    ("optim.schedule=cosin", "optim.schedule must be one of onecycle, cosine, step, constant; got 'cosin'. Did you mean 'cosine'?"),
+    ("optim.schedule=cosin", "optim.schedule must be one of onecycle, cosine, step, constant; got 'cosin'. Did you "
+                             "mean 'cosine'?"),
     ("augment.blur=2", "augment.blur must be in [0, 1], got 2.0"),
     ("distill.maps=all", "distill.maps must be one of both, channel, spatial"),
     ("train.device=gpu", "--device must be auto, cpu, cuda or cuda:N, got 'gpu'"),

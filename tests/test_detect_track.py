@@ -8,7 +8,6 @@ import importlib.util
 import cv2
 import numpy as np
 import pytest
-
 from conftest import ASTRONAUT, REPO, json_lines
 
 

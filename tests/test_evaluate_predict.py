@@ -10,12 +10,11 @@ import cv2
 import numpy as np
 import pytest
 import torch
+from conftest import ASTRONAUT, YUNET, json_lines
 
 from gmenet_cli import checkpoint
 from gmenet_cli.data.store import Store
 from gmenet_cli.evaluate import confusion, metrics_from_confusion
-
-from conftest import ASTRONAUT, YUNET, json_lines
 
 
 def test_metrics_match_hand_computed_values():
@@ -89,7 +88,17 @@ def _downscale(src: Path, dst: Path, face_px: int) -> Path:
 def test_predict_finds_the_astronaut_face_at_full_and_tiny_sizes(tiny_runs, cli, workdir, detector):
     paths = [ASTRONAUT, _downscale(ASTRONAUT, workdir / "a24.png", 24), _downscale(ASTRONAUT, workdir / "a16.png", 16)]
     for path in paths:
-        res = cli("predict", path, "--weights", tiny_runs["student"], "--detector", detector, "--detector-model", YUNET, "--json")
+        res = cli(
+            "predict",
+            path,
+            "--weights",
+            tiny_runs["student"],
+            "--detector",
+            detector,
+            "--detector-model",
+            YUNET,
+            "--json",
+        )
         assert res.exit_code == 0, (path, res.output)
         faces = json_lines(res.stdout)
         assert len(faces) == 1, faces
@@ -122,7 +131,9 @@ def test_predict_stdin_mixed_directory_and_exit_codes(tiny_runs, cli, workdir):
     assert "notes.txt" in res.stderr
     assert "Traceback" not in res.output
     # stdin: one path per line, exit 0 when every input has a face
-    res = cli("predict", "-", "--weights", tiny_runs["student"], "--json", input=f"{d / 'good.png'}\n{d / 'small.jpg'}\n")
+    res = cli(
+        "predict", "-", "--weights", tiny_runs["student"], "--json", input=f"{d / 'good.png'}\n{d / 'small.jpg'}\n"
+    )
     assert res.exit_code == 0, res.output
     assert len(json_lines(res.stdout)) == 2 and all("label" in r for r in json_lines(res.stdout))
 
@@ -201,6 +212,7 @@ def test_export_half_weights_halves_the_onnx_file_and_computes_in_float32(tiny_r
     assert half.stat().st_size < 0.6 * full.stat().st_size
     graph = onnx.load(str(half)).graph
     import numpy
+
     big = [i for i in graph.initializer if numpy.prod(i.dims) >= 16]  # smaller ones are not worth a Cast
     assert big and {i.data_type for i in big} == {onnx.TensorProto.FLOAT16}
     assert graph.node[0].op_type == "Cast"  # weights go back to float32 before any compute
@@ -306,8 +318,9 @@ def test_shipped_one_size_models_take_the_faces_of_their_size(cli, workdir, monk
         cv2.imwrite(str(workdir / "f.png"), cv2.resize(face, (px + 2, px + 2), interpolation=cv2.INTER_AREA))
         (got,) = json_lines(cli("predict", workdir / "f.png", "--no-detect", "--json").stdout)
         (ref,) = json_lines(cli("predict", workdir / "f.png", "--no-detect", "--json", "--weights", onnx_file).stdout)
-        (main,) = json_lines(cli("predict", workdir / "f.png", "--no-detect", "--json",
-                                 "--weights", WEIGHTS_DIR / "default.onnx").stdout)
+        (main,) = json_lines(
+            cli("predict", workdir / "f.png", "--no-detect", "--json", "--weights", WEIGHTS_DIR / "default.onnx").stdout
+        )
         assert got["input_px"] == px and got["probs"] == ref["probs"] and got["probs"] != main["probs"]
 
     # without onnxruntime (and with --device cuda) the default is the .pt files, routed the same way
@@ -325,10 +338,12 @@ def test_default_predict_does_not_import_torch():
     import subprocess
     import sys
 
-    code = ("import sys; from gmenet_cli.cli import main; sys.argv = ['gmenet', 'predict', sys.argv[1], '--json']\n"
-            "try:\n    main()\nexcept SystemExit as e:\n    assert not e.code, e.code\n"
-            "bad = sorted(m for m in ('torch', 'torchvision', 'matplotlib') if m in sys.modules)\n"
-            "assert not bad, bad")
+    code = (
+        "import sys; from gmenet_cli.cli import main; sys.argv = ['gmenet', 'predict', sys.argv[1], '--json']\n"
+        "try:\n    main()\nexcept SystemExit as e:\n    assert not e.code, e.code\n"
+        "bad = sorted(m for m in ('torch', 'torchvision', 'matplotlib') if m in sys.modules)\n"
+        "assert not bad, bad"
+    )
     res = subprocess.run([sys.executable, "-c", code, str(ASTRONAUT)], capture_output=True, text=True, timeout=120)
     assert res.returncode == 0, res.stderr[-2000:]
     assert json.loads(res.stdout.splitlines()[0])["label"] == "happiness"
@@ -342,7 +357,9 @@ def test_predict_sends_each_face_size_to_the_model_trained_at_it(tiny_runs, cli,
     for px in (20, 30, 64):
         cv2.imwrite(str(workdir / f"face{px}.png"), cv2.resize(face, (px, px), interpolation=cv2.INTER_AREA))
     files = [workdir / f"face{px}.png" for px in (20, 30, 64)]
-    both = json_lines(cli("predict", *files, "--no-detect", "--json", "--weights", student, "--weights", teacher).stdout)
+    both = json_lines(
+        cli("predict", *files, "--no-detect", "--json", "--weights", student, "--weights", teacher).stdout
+    )
     alone_s = json_lines(cli("predict", *files, "--no-detect", "--json", "--weights", student).stdout)
     alone_t = json_lines(cli("predict", *files, "--no-detect", "--json", "--weights", teacher).stdout)
     assert [r["input_px"] for r in both] == [12, 24, 48]
@@ -382,7 +399,9 @@ def test_detected_faces_are_routed_by_the_crop_the_model_reads(tiny_runs, cli, w
     from gmenet_cli.predict import pipeline
 
     monkeypatch.setattr(pipeline, "detect_faces", lambda det, img: [(30.0, 30.0, 21.6, 21.6, 0.9)])
-    cv2.imwrite(str(workdir / "scene.png"), cv2.resize(cv2.imread(str(ASTRONAUT)), (100, 100), interpolation=cv2.INTER_AREA))
+    cv2.imwrite(
+        str(workdir / "scene.png"), cv2.resize(cv2.imread(str(ASTRONAUT)), (100, 100), interpolation=cv2.INTER_AREA)
+    )
     rows = {}
     for margin in ("0.1", "0"):
         res = cli("predict", workdir / "scene.png", "--json", "--weights", tiny_runs["student"], "--margin", margin)

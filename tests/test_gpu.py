@@ -13,6 +13,7 @@ from gmenet_cli import checkpoint
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 
 
+@pytest.mark.slow  # ~20 s on 2 cores: inductor compiles the models
 def test_training_through_torch_compile(tiny_store, cli, workdir):
     """The compiled path trains, validates and saves plain weights (no `_orig_mod.` prefixes)."""
     res = cli("train", "--data", tiny_store, "--no-distill", "--preset", "tiny", "--epochs", "1", "-q",

@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from gmenet_cli.losses import ASKDLoss, ClassificationLoss, map_similarity_loss
-from gmenet_cli.tasks import DistillTask
 from gmenet_cli.errors import UsageError
+from gmenet_cli.losses import ASKDLoss, ClassificationLoss, map_similarity_loss
 from gmenet_cli.models import count_flops, count_params, create_model, get_spec, list_models
+from gmenet_cli.tasks import DistillTask
 
 SMALL = dict(num_classes=5, input_size=32)
 

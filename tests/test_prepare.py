@@ -7,8 +7,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 import synth
+
 from gmenet_cli.config import PrepareConfig
 from gmenet_cli.data.prepare import prepare
 from gmenet_cli.data.store import Store
@@ -24,7 +24,16 @@ def test_ferplus_counts_labels_and_sizes(tmp_path, cli):
     res = cli("prepare", "--src", "ferplus", "--root", root, "--scale", "2,4,8", "--out", tmp_path / "s", "--json")
     assert res.exit_code == 0, res.output
     manifest = json.loads(res.stdout)
-    assert manifest["classes"] == ["neutral", "happiness", "surprise", "sadness", "anger", "disgust", "fear", "contempt"]
+    assert manifest["classes"] == [
+        "neutral",
+        "happiness",
+        "surprise",
+        "sadness",
+        "anger",
+        "disgust",
+        "fear",
+        "contempt",
+    ]
     assert manifest["splits"]["train"]["count"] == 24  # 8 classes x 3; the unknown and NF rows are dropped
     assert manifest["splits"]["val"]["count"] == 24
     assert manifest["dropped"] == {"unknown/NF majority": 4}
@@ -73,8 +82,12 @@ def test_raf_official_and_repacked(tmp_path):
 
 
 def test_expw_boxes_and_photo_split(tmp_path):
-    out, m = prepare("expw", synth.make_expw(tmp_path / "expw", photos=20), tmp_path / "s",
-                     PrepareConfig(scales=[8], val_ratio=0.2, test_ratio=0.2))
+    out, m = prepare(
+        "expw",
+        synth.make_expw(tmp_path / "expw", photos=20),
+        tmp_path / "s",
+        PrepareConfig(scales=[8], val_ratio=0.2, test_ratio=0.2),
+    )
     total = sum(s["count"] for s in m["splits"].values())
     assert total == 40
     store = Store(out)
@@ -97,11 +110,20 @@ def test_affectnet_drops_non_expressions(tmp_path):
 
 
 def test_folder_layouts_and_group_split(tmp_path):
-    _, m = prepare("folder", synth.make_folder(tmp_path / "f1", with_splits=True), tmp_path / "s1", PrepareConfig(scales=[4], hr_size=64))
+    _, m = prepare(
+        "folder",
+        synth.make_folder(tmp_path / "f1", with_splits=True),
+        tmp_path / "s1",
+        PrepareConfig(scales=[4], hr_size=64),
+    )
     assert m["splits"]["train"]["count"] == 16 and m["splits"]["val"]["count"] == 4
     assert m["classes"] == ["neutral", "happiness", "sadness", "anger"]  # synonyms mapped, canonical order
-    out, m2 = prepare("folder", synth.make_folder(tmp_path / "f2", per_class=12), tmp_path / "s2",
-                      PrepareConfig(scales=[4], hr_size=64, group_regex=r"subj\d+", val_ratio=0.3, test_ratio=0.3))
+    out, m2 = prepare(
+        "folder",
+        synth.make_folder(tmp_path / "f2", per_class=12),
+        tmp_path / "s2",
+        PrepareConfig(scales=[4], hr_size=64, group_regex=r"subj\d+", val_ratio=0.3, test_ratio=0.3),
+    )
     subjects = {}
     for split in m2["splits"]:
         for i in (out / split / "ids.txt").read_text().split():
@@ -116,8 +138,12 @@ def test_same_seed_same_bytes_whatever_the_workers(tmp_path):
     b, mb = prepare("ferplus", root, tmp_path / "b", cfg, workers=3)
     assert ma["content_hash"] == mb["content_hash"]
     assert (a / "train" / "lr_x4.u8").read_bytes() == (b / "train" / "lr_x4.u8").read_bytes()
-    c, mc = prepare("ferplus", root, tmp_path / "c", PrepareConfig(scales=[2, 4], noise_std=3.0, jpeg_quality=70,
-                                                                    blur_sigma=0.8, seed=8))
+    c, mc = prepare(
+        "ferplus",
+        root,
+        tmp_path / "c",
+        PrepareConfig(scales=[2, 4], noise_std=3.0, jpeg_quality=70, blur_sigma=0.8, seed=8),
+    )
     assert mc["content_hash"] != ma["content_hash"]  # the seed does matter when degradations are random
 
 
@@ -146,7 +172,10 @@ def test_corrupt_images_are_skipped_and_reported(tmp_path, cli):
         (["--src", "ferplus", "--root", ".", "--scale", "0"], "--scale (prepare.scales) must be in [2, 32], got 0"),
         (["--src", "ferplus", "--root", ".", "--scale", "x"], "--scale expects integers"),
         (["--src", "ferplus", "--root", ".", "--scale", "5"], "not divisible by scale 5"),
-        (["--src", "ferplus", "--root", ".", "--scale", "4", "--method", "lanczos"], "--method (prepare.method) must be one of area, bicubic"),
+        (
+            ["--src", "ferplus", "--root", ".", "--scale", "4", "--method", "lanczos"],
+            "--method (prepare.method) must be one of area, bicubic",
+        ),
         (["--src", "raf", "--root", ".", "--scale", "8"], "EmoLabel/list_patition_label.txt"),
     ],
 )
@@ -157,7 +186,9 @@ def test_bad_input_one_clear_line(tmp_path, cli, monkeypatch, args, message):
     assert res.exit_code != 0
     assert message in res.stderr
     assert "Traceback" not in res.output
-    assert not (tmp_path / "FER" / "prepared").exists() or not any((tmp_path / "FER" / "prepared").glob("*/manifest.json"))
+    assert not (tmp_path / "FER" / "prepared").exists() or not any(
+        (tmp_path / "FER" / "prepared").glob("*/manifest.json")
+    )
 
 
 def test_layout_mismatch_names_the_expected_file(tmp_path):
@@ -176,10 +207,10 @@ def test_bad_label_rows(tmp_path):
     root = synth.make_ferplus(tmp_path / "fp", per_class=1, splits=("FER2013Train",))
     csv = root / "FER2013Train" / "label.csv"
     good = csv.read_text()
-    csv.write_text(good + "x.png,\"(0, 0, 48, 48)\",1,2\n")
+    csv.write_text(good + 'x.png,"(0, 0, 48, 48)",1,2\n')
     with pytest.raises(DataError, match="expected 12 columns"):
         prepare("ferplus", root, tmp_path / "s", PrepareConfig(scales=[4]))
-    csv.write_text(good + "x.png,\"(0, 0, 48, 48)\",a,0,0,0,0,0,0,0,0,0\n")
+    csv.write_text(good + 'x.png,"(0, 0, 48, 48)",a,0,0,0,0,0,0,0,0,0\n')
     with pytest.raises(DataError, match="must be numbers"):
         prepare("ferplus", root, tmp_path / "s", PrepareConfig(scales=[4]))
     csv.write_bytes(good.encode() + b"\xff\xfe bad\n")
@@ -196,13 +227,15 @@ def test_paths_outside_the_root_are_refused(tmp_path):
     csv = root / "FER2013Train" / "label.csv"
     good = csv.read_text()
     for bad in ("../../etc/passwd", "/etc/passwd"):
-        csv.write_text(good + f"{bad},\"(0, 0, 48, 48)\",9,0,0,0,0,0,0,0,0,0\n")
+        csv.write_text(good + f'{bad},"(0, 0, 48, 48)",9,0,0,0,0,0,0,0,0,0\n')
         with pytest.raises(DataError, match="refused"):
             prepare("ferplus", root, tmp_path / "s", PrepareConfig(scales=[4]))
     outside = tmp_path / "secret.png"
-    outside.write_bytes((root / "FER2013Train" / sorted(p.name for p in (root / "FER2013Train").glob("*.png"))[0]).read_bytes())
+    outside.write_bytes(
+        (root / "FER2013Train" / sorted(p.name for p in (root / "FER2013Train").glob("*.png"))[0]).read_bytes()
+    )
     (root / "FER2013Train" / "link.png").symlink_to(outside)
-    csv.write_text(good + "link.png,\"(0, 0, 48, 48)\",9,0,0,0,0,0,0,0,0,0\n")
+    csv.write_text(good + 'link.png,"(0, 0, 48, 48)",9,0,0,0,0,0,0,0,0,0\n')
     out, m = prepare("ferplus", root, tmp_path / "s", PrepareConfig(scales=[4]))
     assert m["skipped"]["count"] == 1
     assert "outside the dataset root" in (out / "skipped.tsv").read_text()

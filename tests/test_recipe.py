@@ -7,8 +7,10 @@ import warnings
 
 import numpy as np
 import pytest
+import synth
 import torch
 import torch.nn.functional as F
+from conftest import interrupt_then_resume
 
 from gmenet_cli import checkpoint
 from gmenet_cli.config import Config, PrepareConfig
@@ -21,9 +23,6 @@ from gmenet_cli.models import create_model
 from gmenet_cli.tasks import ClassifierTask, DistillTask
 from gmenet_cli.training.ema import WeightEMA
 from gmenet_cli.training.optim import build_optimizer, build_schedule, peak_lr
-
-import synth
-from conftest import interrupt_then_resume
 
 
 def _online_batch(split, scales, seed=0, **aug):
@@ -245,8 +244,10 @@ def test_predict_flip_tta_averages_logits(tiny_runs):
     assert np.allclose(clf.classify(crops), plain / plain.sum(1, keepdims=True), atol=1e-5)
 
 
-@pytest.mark.parametrize("capability, dtype", [((7, 5), torch.float16), ((7, 0), torch.float16), ((8, 0), torch.bfloat16),
-                                               ((9, 0), torch.bfloat16)])
+@pytest.mark.parametrize(
+    "capability, dtype",
+    [((7, 5), torch.float16), ((7, 0), torch.float16), ((8, 0), torch.bfloat16), ((9, 0), torch.bfloat16)],
+)
 def test_cuda_precision_is_bf16_only_where_native(monkeypatch, capability, dtype):
     """T4 (7.5) and V100 (7.0) have no bf16 units: float16 with a GradScaler there; A100/H100 bf16."""
     from gmenet_cli.runtime import Runtime, cuda_amp_dtype
@@ -257,7 +258,9 @@ def test_cuda_precision_is_bf16_only_where_native(monkeypatch, capability, dtype
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # "GradScaler is enabled, but CUDA is not available" on this machine
         assert (runtime.grad_scaler() is not None) == (dtype == torch.float16)
-    assert Runtime(torch.device("cuda", 0), amp=False, channels_last=False, amp_dtype=torch.float16).grad_scaler() is None
+    assert (
+        Runtime(torch.device("cuda", 0), amp=False, channels_last=False, amp_dtype=torch.float16).grad_scaler() is None
+    )
 
 
 def test_a_step_through_the_grad_scaler_equals_the_plain_step():

@@ -13,12 +13,11 @@ from pathlib import Path
 import cv2
 import pytest
 import torch
+from conftest import interrupt_then_resume, json_lines
 
 from gmenet_cli import checkpoint
 from gmenet_cli.data.loader import PairedBatches
 from gmenet_cli.data.store import Store
-
-from conftest import interrupt_then_resume, json_lines
 
 
 def _rows(run: Path) -> list[dict]:
@@ -48,8 +47,8 @@ def test_teacher_then_student_then_reload_and_predict(tiny_runs, cli, workdir):
         assert col in rows[0]
     assert (run / "config.yaml").is_file() and (run / "results.png").is_file()
     # the student classifies a face crop through predict
-    from synth import face
     import cv2
+    from synth import face
 
     cv2.imwrite(str(workdir / "crop.png"), face(1, 24))
     res = cli("predict", workdir / "crop.png", "--weights", tiny_runs["student"], "--no-detect", "--json")
@@ -145,7 +144,8 @@ def test_bare_train_takes_latest_store_and_teacher(tiny_store, tiny_runs, cli, w
 
 def test_mismatched_teacher_and_bad_options(tiny_store, tiny_runs, cli, workdir, tmp_path):
     # a teacher of another size does not pair with the student's maps
-    res = cli("train", "--data", tiny_store, "--teacher", tiny_runs["teacher"], "--model", "gmenet_s", "--epochs", "1", "-q")
+    res = cli("train", "--data", tiny_store, "--teacher", tiny_runs["teacher"], "--model", "gmenet_s", "--epochs", "1",
+              "-q")
     assert res.exit_code == 2 and "same size letter" in res.stderr
     # a student checkpoint is not a teacher
     res = cli("train", "--data", tiny_store, "--teacher", tiny_runs["student"], "--preset", "tiny", "-q")
@@ -184,13 +184,16 @@ def test_stored_lowres_faces_get_the_augmentation_of_their_hr_face(tiny_store):
     from gmenet_cli.data.augment import make_views
 
     split = Store(tiny_store).split("train")
-    for geometric, tol in (({"shift": 0, "scale": 0, "rotate": 0}, 1.5 / 255), ({"shift": 4, "scale": 0.1, "rotate": 10}, 0.1)):
+    for geometric, tol in (
+        ({"shift": 0, "scale": 0, "rotate": 0}, 1.5 / 255),
+        ({"shift": 4, "scale": 0.1, "rotate": 10}, 0.1),
+    ):
         loader = PairedBatches(split, 16, [4], seed=1, stored_lowres=True, online={**geometric, "erase": 0})
         batch = next(iter(loader))
         raw = batch["hr"].clone()
-        (pos, stored), = batch["stored"].values()
+        ((pos, stored),) = batch["stored"].values()
         views = make_views(batch, student=True)
-        (pos2, low), = views["lowres"].values()
+        ((pos2, low),) = views["lowres"].values()
         assert torch.equal(pos, pos2)
         down = torch.nn.functional.avg_pool2d(views["hr"][pos], 4)
         inner = (slice(None), slice(None), slice(1, -1), slice(1, -1))  # away from the replicated border
@@ -200,6 +203,7 @@ def test_stored_lowres_faces_get_the_augmentation_of_their_hr_face(tiny_store):
             assert (plain - low)[inner].abs().mean() > (down - low)[inner].abs().mean()
 
 
+@pytest.mark.slow  # ~20 s: four torchrun processes
 @pytest.mark.skipif(sys.platform != "linux", reason="gloo CPU test on Linux")
 def test_torchrun_two_cpu_processes(tmp_path, cli):
     # An odd number of faces per split: training drops the remainder (equal shards keep DDP in step),
@@ -217,9 +221,31 @@ def test_torchrun_two_cpu_processes(tmp_path, cli):
     n_train, n_val = Store(store).split("train").count, Store(store).split("val").count
     assert n_train % 2 == 1 and n_val % 2 == 1
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", "29517",
-           "-m", "gmenet_cli", "distill-teacher", "--data", str(store), "--preset", "tiny", "--epochs", "1",
-           "--set", "train.batch_size=4", "--device", "cpu", "--name", "ddp", "-q"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc-per-node",
+        "2",
+        "--master-port",
+        "29517",
+        "-m",
+        "gmenet_cli",
+        "distill-teacher",
+        "--data",
+        str(store),
+        "--preset",
+        "tiny",
+        "--epochs",
+        "1",
+        "--set",
+        "train.batch_size=4",
+        "--device",
+        "cpu",
+        "--name",
+        "ddp",
+        "-q",
+    ]
     proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     last = tmp_path / "runs/distill-teacher/ddp/weights/last.pt"
@@ -235,9 +261,33 @@ def test_torchrun_two_cpu_processes(tmp_path, cli):
     assert float(rows[0]["val_acc"]) == pytest.approx(one["accuracy"], abs=1e-9)
     assert float(rows[0]["val_mca"]) == pytest.approx(one["mean_class_accuracy"], abs=1e-9)
     # the student under torchrun: DDP around the student, the frozen teacher on every rank, A-SKD + KD
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", "29518",
-           "-m", "gmenet_cli", "train", "--data", str(store), "--preset", "tiny", "--epochs", "1", "--teacher", str(last),
-           "--set", "train.batch_size=4", "--device", "cpu", "--name", "ddp_s", "-q"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc-per-node",
+        "2",
+        "--master-port",
+        "29518",
+        "-m",
+        "gmenet_cli",
+        "train",
+        "--data",
+        str(store),
+        "--preset",
+        "tiny",
+        "--epochs",
+        "1",
+        "--teacher",
+        str(last),
+        "--set",
+        "train.batch_size=4",
+        "--device",
+        "cpu",
+        "--name",
+        "ddp_s",
+        "-q",
+    ]
     proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     rows = _rows(tmp_path / "runs/train/ddp_s")
@@ -263,8 +313,21 @@ def test_loader_shards_cover_the_split_for_validation(tiny_store):
 
 def test_init_starts_from_a_checkpoint_and_refuses_a_mismatch(tiny_store, tiny_runs, cli, workdir):
     student, teacher = tiny_runs["student"], tiny_runs["teacher"]
-    common = ["--data", tiny_store, "--teacher", teacher, "--preset", "tiny", "--epochs", "1", "-q",
-              "--set", "optim.lr=1e-12", "--set", "optim.weight_decay=0"]
+    common = [
+        "--data",
+        tiny_store,
+        "--teacher",
+        teacher,
+        "--preset",
+        "tiny",
+        "--epochs",
+        "1",
+        "-q",
+        "--set",
+        "optim.lr=1e-12",
+        "--set",
+        "optim.weight_decay=0",
+    ]
     res = cli("train", *common, "--init", student, "--name", "ft")
     assert res.exit_code == 0, res.output
     assert "starting from the weights of" in res.stderr
@@ -280,12 +343,29 @@ def test_init_starts_from_a_checkpoint_and_refuses_a_mismatch(tiny_store, tiny_r
         assert torch.allclose(tuned["state_dict"][k], before["state_dict"][k], atol=1e-6), k
     assert not all(torch.allclose(fresh["state_dict"][k], before["state_dict"][k], atol=1e-6) for k in convs)
     # the same for the teacher
-    res = cli("distill-teacher", "--data", tiny_store, "--preset", "tiny", "--epochs", "1", "-q", "--init", teacher, "--name", "tft")
+    res = cli(
+        "distill-teacher",
+        "--data",
+        tiny_store,
+        "--preset",
+        "tiny",
+        "--epochs",
+        "1",
+        "-q",
+        "--init",
+        teacher,
+        "--name",
+        "tft",
+    )
     assert res.exit_code == 0 and checkpoint.load(workdir / "runs/distill-teacher/tft/weights/best.pt")["init"]
     nodistill = ["--data", tiny_store, "--preset", "tiny", "--epochs", "1", "-q", "--no-distill"]
     for args, code, msg in [
         (["train", *common, "--init", teacher], 1, "is a teacher checkpoint"),
-        (["distill-teacher", "--data", tiny_store, "--preset", "tiny", "-q", "--init", student], 1, "is a student checkpoint"),
+        (
+            ["distill-teacher", "--data", tiny_store, "--preset", "tiny", "-q", "--init", student],
+            1,
+            "is a student checkpoint",
+        ),
         (["train", *nodistill, "--init", student, "--model", "gmenet_s"], 1, "pass --model gmenet_t"),
         (["train", *nodistill, "--init", student, "--no-global"], 1, "global_branch: default there, False here"),
         (["train", *nodistill, "--init", "default"], 1, "holds a gmenet_s2, this run trains a gmenet_t"),
@@ -310,13 +390,38 @@ def test_a_degraded_store_trains_the_same_teacher(tmp_path, cli, monkeypatch):
         assert res.exit_code == 0, res.output
     weights = {}
     for name in ("plain", "blurred"):
-        res = cli("distill-teacher", "--data", tmp_path / name, "--preset", "tiny", "--epochs", "1", "--name", f"t_{name}",
-                  "--deterministic", "-q")
+        res = cli(
+            "distill-teacher",
+            "--data",
+            tmp_path / name,
+            "--preset",
+            "tiny",
+            "--epochs",
+            "1",
+            "--name",
+            f"t_{name}",
+            "--deterministic",
+            "-q",
+        )
         assert res.exit_code == 0, res.output
-        weights[name] = checkpoint.load(tmp_path / "runs" / "distill-teacher" / f"t_{name}" / "weights" / "last.pt")["state_dict"]
+        weights[name] = checkpoint.load(tmp_path / "runs" / "distill-teacher" / f"t_{name}" / "weights" / "last.pt")[
+            "state_dict"
+        ]
     assert all(torch.equal(weights["plain"][k], weights["blurred"][k]) for k in weights["plain"])
-    res = cli("train", "--data", tmp_path / "blurred", "--preset", "tiny", "--epochs", "1", "--name", "s", "-q",
-              "--teacher", tmp_path / "runs" / "distill-teacher" / "t_blurred" / "weights" / "best.pt")
+    res = cli(
+        "train",
+        "--data",
+        tmp_path / "blurred",
+        "--preset",
+        "tiny",
+        "--epochs",
+        "1",
+        "--name",
+        "s",
+        "-q",
+        "--teacher",
+        tmp_path / "runs" / "distill-teacher" / "t_blurred" / "weights" / "best.pt",
+    )
     assert res.exit_code == 0, res.output
     assert "reads its stored LR faces, augmented like their HR face" in res.stderr
 

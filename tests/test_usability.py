@@ -12,7 +12,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 import synth
 from conftest import ASTRONAUT, REPO, json_lines
 
@@ -49,13 +48,17 @@ def test_printed_next_commands_run_as_printed(tiny_store, cli, workdir):
 
 def test_teacher_of_another_size_only_pairs_a_matching_student(tiny_store, cli, workdir):
     # a t2 teacher is the newest run, but `train --preset tiny` trains gmenet_t: it needs teacher_t
-    res = cli("distill-teacher", "--data", tiny_store, "--preset", "tiny", "--model", "teacher_t2", "--epochs", "1", "-q")
+    res = cli(
+        "distill-teacher", "--data", tiny_store, "--preset", "tiny", "--model", "teacher_t2", "--epochs", "1", "-q"
+    )
     assert res.exit_code == 0, res.output
     assert "--model gmenet_t2" in res.stderr  # the printed next command pairs the student with it
     res = cli("train", "--data", tiny_store, "--preset", "tiny", "--epochs", "1", "-q")
     assert res.exit_code == 2 and "no teacher_t teacher" in res.stderr and "teacher_t2" in res.stderr
     assert cli("distill-teacher", "--data", tiny_store, "--preset", "tiny", "--epochs", "1", "-q").exit_code == 0
-    shutil.copystat(workdir / "runs/distill-teacher/exp/weights/best.pt", workdir / "runs/distill-teacher/exp2/weights/best.pt")
+    shutil.copystat(
+        workdir / "runs/distill-teacher/exp/weights/best.pt", workdir / "runs/distill-teacher/exp2/weights/best.pt"
+    )
     os.utime(workdir / "runs/distill-teacher/exp/weights/best.pt")  # the t2 teacher is the newest again
     res = cli("train", "--data", tiny_store, "--preset", "tiny", "--epochs", "1", "-q")
     assert res.exit_code == 0, res.output
@@ -64,24 +67,57 @@ def test_teacher_of_another_size_only_pairs_a_matching_student(tiny_store, cli, 
 
 def test_small_data_shrinks_the_batch_and_stores_without_val_hold_out_part_of_train(cli, workdir):
     root = synth.make_raf(workdir / "raf", per_class=3)  # RAF-DB's layout: train and test only, 21 faces each
-    assert cli("prepare", "--src", "raf", "--root", root, "--scale", "8", "--hr-size", "48", "--channels", "1",
-               "--out", workdir / "raf8").exit_code == 0
-    res = cli("train", "--data", workdir / "raf8", "--no-distill", "--preset", "tiny", "--model", "plain_t2",
-              "--batch-size", "128", "--epochs", "1", "-q")
+    assert (
+        cli(
+            "prepare",
+            "--src",
+            "raf",
+            "--root",
+            root,
+            "--scale",
+            "8",
+            "--hr-size",
+            "48",
+            "--channels",
+            "1",
+            "--out",
+            workdir / "raf8",
+        ).exit_code
+        == 0
+    )
+    res = cli(
+        "train",
+        "--data",
+        workdir / "raf8",
+        "--no-distill",
+        "--preset",
+        "tiny",
+        "--model",
+        "plain_t2",
+        "--batch-size",
+        "128",
+        "--epochs",
+        "1",
+        "-q",
+    )
     assert res.exit_code == 0, res.output
     assert "larger than the 19 training faces: using 19" in res.stderr
     assert "holding out 2 of the 21 training faces" in res.stderr and "test split stays" in res.stderr
 
 
-@pytest.mark.parametrize("name, kind", [("results.csv", "a .csv file"), ("model.onnx", "an ONNX model"),
-                                        ("face.png", "a .png file")])
+@pytest.mark.parametrize(
+    "name, kind", [("results.csv", "a .csv file"), ("model.onnx", "an ONNX model"), ("face.png", "a .png file")]
+)
 def test_wrong_kind_of_file_as_a_checkpoint(tiny_store, cli, workdir, name, kind):
     path = workdir / name
     shutil.copy(ASTRONAUT if name.endswith(".png") else REPO / "gmenet_cli/weights/default.onnx", path)
     if name.endswith(".csv"):
         path.write_text("epoch,loss\n1,0.5\n")
-    for cmd in (["evaluate", "--weights", path, "--data", tiny_store], ["export", "--weights", path],
-                ["train", "--teacher", path, "--data", tiny_store, "--preset", "tiny"]):
+    for cmd in (
+        ["evaluate", "--weights", path, "--data", tiny_store],
+        ["export", "--weights", path],
+        ["train", "--teacher", path, "--data", tiny_store, "--preset", "tiny"],
+    ):
         res = cli(*cmd)
         assert res.exit_code == 2, (cmd, res.output)
         assert f"is not a gmenet .pt checkpoint but {kind}" in res.stderr and "Traceback" not in res.output
@@ -128,8 +164,9 @@ def test_usage_line_names_and_option_aliases(cli, workdir):
     assert cli("prepare", "--src", "ferplu", "--root", root).stderr.count("Did you mean 'ferplus'") == 1
 
 
-def test_training_prints_an_estimate_and_an_interrupt_before_the_first_epoch_leaves_nothing(tiny_store, cli, workdir,
-                                                                                           monkeypatch):
+def test_training_prints_an_estimate_and_an_interrupt_before_the_first_epoch_leaves_nothing(
+    tiny_store, cli, workdir, monkeypatch
+):
     from gmenet_cli.training import loop
 
     res = cli("train", "--data", tiny_store, "--no-distill", "--preset", "tiny", "--epochs", "1", "-b", "4")
@@ -170,6 +207,7 @@ def test_a_prepare_worker_that_dies_stops_the_run(tmp_path, monkeypatch):
 
 
 # ---------------------------------------------------------------------------------------------- issue 17
+
 
 def test_dataset_root_look_up_order(cli, workdir, monkeypatch, tmp_path_factory):
     home = tmp_path_factory.mktemp("home")
@@ -244,8 +282,12 @@ def test_a_reader_that_goes_away_stops_predict_quietly(tmp_path):
     """`gmenet predict ... --json | head -1`: once the reader closes the pipe, no 'Broken pipe' error."""
     import subprocess
 
-    proc = subprocess.Popen([sys.executable, "-m", "gmenet_cli", "predict", str(ASTRONAUT), str(ASTRONAUT), "--json"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=tmp_path)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "gmenet_cli", "predict", str(ASTRONAUT), str(ASTRONAUT), "--json"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        cwd=tmp_path,
+    )
     proc.stdout.close()  # before the first line is written: every write meets a closed pipe
     stderr = proc.stderr.read().decode()
     assert proc.wait(timeout=120) == 141

@@ -44,7 +44,9 @@ def peek_size(data: bytes) -> tuple[int, int] | None:
         if data[:6] in (b"GIF87a", b"GIF89a"):
             return int.from_bytes(data[6:8], "little"), int.from_bytes(data[8:10], "little")
         if data[:2] == b"BM" and len(data) >= 26:
-            return abs(int.from_bytes(data[18:22], "little", signed=True)), abs(int.from_bytes(data[22:26], "little", signed=True))
+            return abs(int.from_bytes(data[18:22], "little", signed=True)), abs(
+                int.from_bytes(data[22:26], "little", signed=True)
+            )
         if data[:2] == b"\xff\xd8":
             i = 2
             while i + 9 < len(data):

@@ -91,8 +91,14 @@ class PairedBatches:
 
     def _stored(self, positions: dict, idx_sorted: np.ndarray, inv: np.ndarray) -> dict:
         """{scale: (positions, the stored LR faces of those samples)} for the non-empty groups."""
-        return {s: (torch.from_numpy(pos), torch.from_numpy(np.ascontiguousarray(self.split.lowres[s][idx_sorted[inv[pos]]])))
-                for s, pos in positions.items() if len(pos)}
+        return {
+            s: (
+                torch.from_numpy(pos),
+                torch.from_numpy(np.ascontiguousarray(self.split.lowres[s][idx_sorted[inv[pos]]])),
+            )
+            for s, pos in positions.items()
+            if len(pos)
+        }
 
     def _batches(self):
         order = self.indices()

@@ -22,7 +22,7 @@ import numpy as np
 
 from gmenet_cli import __version__
 from gmenet_cli.config import PrepareConfig
-from gmenet_cli.data.degrade import METHODS, Degradation, degrade, resize_face
+from gmenet_cli.data.degrade import Degradation, degrade, resize_face
 from gmenet_cli.data.imageio import ImageError, to_channels
 from gmenet_cli.data.sources import SOURCES
 from gmenet_cli.data.sources.base import SPLITS, Record
@@ -111,7 +111,8 @@ def prepare(src: str, root: str | Path, out: str | Path | None, cfg: PrepareConf
     hr_size = cfg.hr_size or data.native_size
     bad = [s for s in cfg.scales if hr_size % s]
     if bad:
-        raise UsageError(f"HR size {hr_size} is not divisible by scale {bad[0]}; choose --hr-size as a multiple of every scale")
+        raise UsageError(f"HR size {hr_size} is not divisible by scale {bad[0]}; choose --hr-size as a multiple of "
+                         "every scale")
     job = FaceJob(data.records, cfg.channels or data.channels, hr_size, sorted(set(cfg.scales)),
                   Degradation(cfg.method, cfg.blur_sigma, cfg.noise_std, cfg.jpeg_quality, cfg.seed))
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -123,7 +124,8 @@ def prepare(src: str, root: str | Path, out: str | Path | None, cfg: PrepareConf
         splits_info, skipped = _write_splits(tmp, job, strict, workers or min(4, os.cpu_count() or 1), progress,
                                              data.classes)
         if not splits_info:
-            raise DataError(f"none of the {len(data.records)} images under {root} could be read (see the reasons with --strict)")
+            raise DataError(f"none of the {len(data.records)} images under {root} could be read (see the reasons with "
+                            "--strict)")
         _write_skipped(tmp / "skipped.tsv", skipped)
         manifest = _manifest(src, root, cfg, data, job, splits_info, len(skipped))
         # manifest.json is written last: its presence is what marks the store complete.

@@ -117,7 +117,8 @@ class Store:
         if not self.path.exists():
             raise DataError(f"prepared store not found: {self.path} (run gmenet prepare first)", exit_code=2)
         if not mf.is_file():
-            raise DataError(f"{self.path} is not a complete prepared store (no manifest.json); run gmenet prepare again")
+            raise DataError(f"{self.path} is not a complete prepared store (no manifest.json); run gmenet prepare "
+                            "again")
         try:
             self.manifest = json.loads(mf.read_text(encoding="utf-8"))
         except (ValueError, UnicodeDecodeError):
@@ -126,7 +127,8 @@ class Store:
             raise DataError(f"{self.path} is not a gmenet prepared store")
         version = self.manifest.get("format_version")
         if version != FORMAT_VERSION:
-            raise DataError(f"{self.path} has store format {version}, this gmenet reads format {FORMAT_VERSION}; run gmenet prepare again")
+            raise DataError(f"{self.path} has store format {version}, this gmenet reads format {FORMAT_VERSION}; run "
+                            "gmenet prepare again")
         try:
             self.classes: list[str] = list(self.manifest["classes"])
             self.channels = int(self.manifest["channels"])

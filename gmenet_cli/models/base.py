@@ -16,7 +16,6 @@ from torch import nn
 
 from gmenet_cli.models.blocks import AttentionBlock, AttentionStage, conv_bn
 
-
 # One face size per tensor, or a batch that mixes sizes: {scale: (positions (b,), faces (b, C, h, w))}.
 Faces = Union[torch.Tensor, Mapping[int, tuple]]
 

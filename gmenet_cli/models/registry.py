@@ -100,7 +100,8 @@ def create_model(name: str, **kwargs):
     params.discard("base")
     unknown = sorted(set(kwargs) - params)
     if unknown:
-        raise UsageError(f"model '{name}' has no option {', '.join(unknown)}. Valid options: {', '.join(sorted(params))}")
+        raise UsageError(f"model '{name}' has no option {', '.join(unknown)}. Valid options: "
+                         f"{', '.join(sorted(params))}")
     merged = {**spec.defaults, **kwargs}
     try:
         return cls(**merged)

@@ -41,7 +41,9 @@ def annotate(image: np.ndarray, results: list[dict]) -> np.ndarray:
         labels.append(label)
         x, y, w, h = (int(round(v)) for v in r["box"])
         cv2.rectangle(out, (x, y), (x + w, y + h), colour(label), max(1, min(thick, w // 8 or 1)))
-        text = f"{label[:3]} {conf:.2f}".replace(" 0.", " .").replace(" 1.00", " 1.0") + (f" #{r['track']}" if "track" in r else "")
+        text = f"{label[:3]} {conf:.2f}".replace(" 0.", " .").replace(" 1.00", " 1.0") + (
+            f" #{r['track']}" if "track" in r else ""
+        )
         _label(out, text, x, y, y + h, scale, thick, colour(label))
     return _with_legend(out, [c for c in COLOURS if c in labels] + sorted(set(labels) - set(COLOURS)), scale, thick)
 
@@ -80,8 +82,9 @@ def _safe_stem(item_file: str) -> str:
     return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in Path(item_file).stem)[:100] or "image"
 
 
-def save_annotated(save_dir: Path, item_file: str, frame: int | None, image: np.ndarray, results: list[dict],
-                   used: set) -> Path:
+def save_annotated(
+    save_dir: Path, item_file: str, frame: int | None, image: np.ndarray, results: list[dict], used: set
+) -> Path:
     """Write an annotated copy under `save_dir` only (names from the input's base name, made unique)."""
     stem = _safe_stem(item_file) + (f"_f{frame:06d}" if frame is not None else "")
     name, n = f"{stem}.jpg", 1

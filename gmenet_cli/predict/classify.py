@@ -11,8 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
-from gmenet_cli.data.imageio import to_channels
 from gmenet_cli.config import parse_device
+from gmenet_cli.data.imageio import to_channels
 from gmenet_cli.errors import UsageError
 
 WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
@@ -126,7 +126,8 @@ class RoutedClassifier(Classifier):
                 raise UsageError(f"--weights {m.path} knows classes {m.classes}, {first.path} knows {first.classes}: "
                                  "models used together must share one class list")
             if m.channels != first.channels:
-                raise UsageError(f"--weights {m.path} reads {m.channels}-channel faces, {first.path} {first.channels}-channel: "
+                raise UsageError(f"--weights {m.path} reads {m.channels}-channel faces, {first.path} "
+                                 f"{first.channels}-channel: "
                                  "models used together must read the same faces")
         self.members = members
         self.path = ", ".join(m.path for m in members)
@@ -154,7 +155,8 @@ def default_files(suffix: str) -> list[Path]:
     """The shipped default models with this suffix: default<suffix> (every face size) first, then any
     specialists for one size (default-12px<suffix>, ...)."""
     name = re.compile(rf"default-(\d+)px{re.escape(suffix)}")
-    found = sorted((int(m.group(1)), p) for p in WEIGHTS_DIR.glob(f"default-*px{suffix}") if (m := name.fullmatch(p.name)))
+    found = sorted((int(m.group(1)), p) for p in WEIGHTS_DIR.glob(f"default-*px{suffix}")
+                   if (m := name.fullmatch(p.name)))
     main = WEIGHTS_DIR / f"default{suffix}"
     return ([main] if main.is_file() else []) + [p for _, p in found]
 
@@ -178,8 +180,10 @@ def _load_default(device: str | None) -> list[Classifier]:
         return [OnnxClassifier(str(p)) for p in onnx]
     pts = default_files(".pt")
     if not pts:
-        raise UsageError("no default model ships with this install; pass --weights runs/train/<name>/weights/best.pt "
-                         "(train one: gmenet prepare, gmenet distill-teacher, gmenet train)")
+        raise UsageError(
+            "no default model ships with this install; pass --weights runs/train/<name>/weights/best.pt "
+            "(train one: gmenet prepare, gmenet distill-teacher, gmenet train)"
+        )
     return [_load_classifier(str(p), device) for p in pts]
 
 
@@ -189,7 +193,9 @@ def _load_classifier(weights: str, device: str | None = None) -> Classifier:
     device = parse_device(device)
     if Path(weights).suffix.lower() == ".onnx":
         if device.startswith("cuda"):
-            raise UsageError(f"{weights}: .onnx models run on the CPU (onnxruntime); pass the .pt checkpoint for --device {device}")
+            raise UsageError(
+                f"{weights}: .onnx models run on the CPU (onnxruntime); pass the .pt checkpoint for --device {device}"
+            )
         return OnnxClassifier(weights)
     from gmenet_cli.runtime import select_device
 

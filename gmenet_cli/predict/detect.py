@@ -116,8 +116,15 @@ class YuNetDetector(FaceDetector):
         for f in self.scales(img.shape):
             # this level's band, with some slack: a face of min_face px gets a box a little smaller than that
             lo = 0.75 * max(self.min_face, self.NET_MIN / f)
-            level = img if f == 1 else cv2.resize(img, (max(1, round(img.shape[1] * f)), max(1, round(img.shape[0] * f))),
-                                                  interpolation=cv2.INTER_LINEAR if f > 1 else cv2.INTER_AREA)
+            level = (
+                img
+                if f == 1
+                else cv2.resize(
+                    img,
+                    (max(1, round(img.shape[1] * f)), max(1, round(img.shape[0] * f))),
+                    interpolation=cv2.INTER_LINEAR if f > 1 else cv2.INTER_AREA,
+                )
+            )
             for x, y, w, h, s in self._tiles(level):
                 if s >= self.min_score and max(w, h) / f >= lo:
                     found.append((x / f, y / f, w / f, h / f, s))
@@ -162,8 +169,9 @@ def _intersection(a: Box, b: Box) -> float:
     return ix * iy
 
 
-def make_detector(name: str, model_path: str | None, min_score: float | None = None,
-                  min_face: float = 10.0) -> FaceDetector | None:
+def make_detector(
+    name: str, model_path: str | None, min_score: float | None = None, min_face: float = 10.0
+) -> FaceDetector | None:
     name = name.strip().lower()
     if name == "none":
         return None

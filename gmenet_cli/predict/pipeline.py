@@ -15,7 +15,6 @@ from gmenet_cli.predict.detect import FaceDetector, detect_faces
 from gmenet_cli.predict.inputs import Item, iter_items
 from gmenet_cli.predict.track import Tracker
 
-
 UNCERTAIN = "uncertain"  # the label of a face whose confidence is below --min-confidence
 
 
@@ -35,7 +34,9 @@ def run(files: list[str], clf: Classifier, detector: FaceDetector | None, margin
         for item, faces in pending:
             results = list(_results(item, faces, clf, min_confidence))
             if item.frame is not None and faces:
-                trackers.setdefault(item.file, Tracker(clf.classes, smooth, min_confidence=min_confidence)).update(results)
+                trackers.setdefault(item.file, Tracker(clf.classes, smooth, min_confidence=min_confidence)).update(
+                    results
+                )
             yield item, results
         pending.clear()
 
@@ -65,16 +66,25 @@ def _faces(item: Item, clf: Classifier, detector: FaceDetector | None, margin: f
     else:
         found = detect_faces(detector, img)
         if not found:
-            item.note = (f"no face found (faces under about {detector.smallest_face(img.shape):.0f}px are below "
-                         "what the detector looks for; see --min-face)")
+            item.note = (
+                f"no face found (faces under about {detector.smallest_face(img.shape):.0f}px are below "
+                "what the detector looks for; see --min-face)"
+            )
     faces = []
     for b in found:
         try:
             crop, size = clf.prepare_crop(img, b, 0.0 if detector is None and boxes_csv is None else margin)
         except ImageError:
             continue
-        faces.append({"box": [round(v, 1) for v in b[:4]], "score": round(float(b[4]), 4), "crop": crop,
-                      "size": size, "face_px": round(max(b[2], b[3]), 1)})
+        faces.append(
+            {
+                "box": [round(v, 1) for v in b[:4]],
+                "score": round(float(b[4]), 4),
+                "crop": crop,
+                "size": size,
+                "face_px": round(max(b[2], b[3]), 1),
+            }
+        )
     return faces
 
 
@@ -105,7 +115,15 @@ def _results(item: Item, faces: list, clf: Classifier, min_confidence: float = 0
         p = face["probs"]
         k = int(np.argmax(p))
         sure = float(p[k]) >= min_confidence
-        yield {**base, "face": j, "box": face["box"], "label": clf.classes[k] if sure else UNCERTAIN,
-               **({} if sure else {"guess": clf.classes[k]}), "confidence": round(float(p[k]), 4),
-               "probs": {c: round(float(v), 4) for c, v in zip(clf.classes, p)}, "face_px": face["face_px"],
-               "input_px": face["size"], "detector_score": face["score"]}
+        yield {
+            **base,
+            "face": j,
+            "box": face["box"],
+            "label": clf.classes[k] if sure else UNCERTAIN,
+            **({} if sure else {"guess": clf.classes[k]}),
+            "confidence": round(float(p[k]), 4),
+            "probs": {c: round(float(v), 4) for c, v in zip(clf.classes, p)},
+            "face_px": face["face_px"],
+            "input_px": face["size"],
+            "detector_score": face["score"],
+        }

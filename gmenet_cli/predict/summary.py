@@ -56,4 +56,5 @@ class InputSummary:
         if "tracks" not in s:
             return f"{self.file}: {s['faces']} face{'s' * (s['faces'] != 1)}: {labels}"
         tracks = ", ".join(f"#{t} {v['label']} ({v['frames']} of {s['frames']} frames)" for t, v in s["tracks"].items())
-        return f"{self.file}: {s['faces']} tracked face{'s' * (s['faces'] != 1)} over {s['frames']} frames: {labels}; {tracks}"
+        faces = f"{s['faces']} tracked face{'s' * (s['faces'] != 1)}"
+        return f"{self.file}: {faces} over {s['frames']} frames: {labels}; {tracks}"

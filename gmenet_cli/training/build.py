@@ -98,7 +98,8 @@ def train_student(cfg: Config, runtime: Runtime, data: str | None = None, teache
     scales = sorted(set(cfg.train.scales or store.scales))
     missing = [s for s in scales if s not in store.scales]
     if missing:
-        raise UsageError(f"scale x{missing[0]} is not in {store.path} (it has {', '.join(f'x{s}' for s in store.scales)}); "
+        raise UsageError(f"scale x{missing[0]} is not in {store.path} (it has "
+                         f"{', '.join(f'x{s}' for s in store.scales)}); "
                          f"run gmenet prepare with --scale {','.join(str(s) for s in scales)}")
     model, model_meta = _build(cfg.model.name, "student", cfg, store)
     init = _init_weights(model, model_meta, "student", cfg, store, start, progress)
@@ -111,11 +112,20 @@ def train_student(cfg: Config, runtime: Runtime, data: str | None = None, teache
     teacher_path = start.teacher or _latest_teacher(cfg.model.name, progress)
     teacher_ckpt = checkpoint.load(teacher_path)
     _check_teacher(teacher_ckpt, store, teacher_path)
-    task = DistillTask(model, checkpoint.build_model(teacher_ckpt, teacher_path), loss,
-                       ASKDLoss(cfg.distill.weight, cfg.distill.maps), cfg.distill.kd_weight, cfg.distill.kd_temperature)
+    task = DistillTask(
+        model,
+        checkpoint.build_model(teacher_ckpt, teacher_path),
+        loss,
+        ASKDLoss(cfg.distill.weight, cfg.distill.maps),
+        cfg.distill.kd_weight,
+        cfg.distill.kd_temperature,
+    )
     task.check_pairing(store.channels, store.hr_size)
-    meta["teacher"] = {"path": str(Path(teacher_path).resolve()), "model": teacher_ckpt["model"]["name"],
-                       "val_metric": teacher_ckpt.get("best_metric")}
+    meta["teacher"] = {
+        "path": str(Path(teacher_path).resolve()),
+        "model": teacher_ckpt["model"]["name"],
+        "val_metric": teacher_ckpt.get("best_metric"),
+    }
     return fit("train", task, store, cfg, runtime, start.run_dir, meta, scales, progress, start.state)
 
 
@@ -127,8 +137,9 @@ def _classification_loss(cfg: Config, store: Store) -> tuple[ClassificationLoss,
     return ClassificationLoss(t.label_smoothing, t.soft_labels, prior, t.logit_adjust), prior
 
 
-def _init_weights(model, model_meta: dict, kind: str, cfg: Config, store: Store, start: Start,
-                  progress: Callbacks) -> dict:
+def _init_weights(
+    model, model_meta: dict, kind: str, cfg: Config, store: Store, start: Start, progress: Callbacks
+) -> dict:
     """`--init CKPT` (train.init): load a checkpoint's weights into the new model before the first epoch
     (fine-tuning; the optimiser, schedule and weight average start afresh). Returns the checkpoint's
     description entry. A resumed run takes its weights from last.pt instead."""
@@ -140,26 +151,35 @@ def _init_weights(model, model_meta: dict, kind: str, cfg: Config, store: Store,
     ckpt = checkpoint.load(path)
     command = "distill-teacher" if kind == "teacher" else "train"
     if ckpt.get("kind") != kind:
-        raise CheckpointError(f"--init {path} is a {ckpt.get('kind', 'unknown')} checkpoint; gmenet {command} "
-                              f"starts from a {kind} (a best.pt or last.pt of an earlier gmenet {command} run)")
+        raise CheckpointError(
+            f"--init {path} is a {ckpt.get('kind', 'unknown')} checkpoint; gmenet {command} "
+            f"starts from a {kind} (a best.pt or last.pt of an earlier gmenet {command} run)"
+        )
     name = ckpt["model"]["name"]
     if name != model_meta["name"]:
-        raise CheckpointError(f"--init {path} holds a {name}, this run trains a {model_meta['name']}: pass --model {name} "
-                              "or a checkpoint of the same architecture")
+        raise CheckpointError(
+            f"--init {path} holds a {name}, this run trains a {model_meta['name']}: pass --model "
+            f"{name} "
+            "or a checkpoint of the same architecture"
+        )
     _check_fits_data(ckpt, store, f"--init {path}")
     own, theirs = model.state_dict(), ckpt["state_dict"]
     if set(own) != set(theirs) or any(own[k].shape != theirs[k].shape for k in own):
         kw = ckpt["model"].get("kwargs", {})
         differ = sorted(k for k in set(kw) | set(model_meta["kwargs"]) if kw.get(k) != model_meta["kwargs"].get(k))
         here = model_meta["kwargs"]
-        why = ", ".join(f"{k}: {kw[k] if k in kw else 'default'} there, {here[k] if k in here else 'default'} here"
-                        for k in differ)
-        raise CheckpointError(f"--init {path}: its weights do not fit this {name} ({why or 'different layers'}); "
-                              "train with the checkpoint's settings or start without --init")
+        why = ", ".join(
+            f"{k}: {kw[k] if k in kw else 'default'} there, {here[k] if k in here else 'default'} here" for k in differ
+        )
+        raise CheckpointError(
+            f"--init {path}: its weights do not fit this {name} ({why or 'different layers'}); "
+            "train with the checkpoint's settings or start without --init"
+        )
     model.load_state_dict(theirs)
     progress.message(f"starting from the weights of {path} (fine-tuning with a fresh schedule)")
-    return {"init": {"path": str(Path(path).resolve()), "epoch": ckpt.get("epoch"),
-                     "val_metric": ckpt.get("best_metric")}}
+    return {
+        "init": {"path": str(Path(path).resolve()), "epoch": ckpt.get("epoch"), "val_metric": ckpt.get("best_metric")}
+    }
 
 
 def _latest_teacher(student: str, progress: Callbacks) -> str:
@@ -172,7 +192,9 @@ def _latest_teacher(student: str, progress: Callbacks) -> str:
 
 def _check_teacher(ckpt: dict, store: Store, path) -> None:
     if ckpt.get("kind") != "teacher":
-        raise CheckpointError(f"{path} is a {ckpt.get('kind', 'unknown')} checkpoint, not a teacher (from gmenet distill-teacher)")
+        raise CheckpointError(
+            f"{path} is a {ckpt.get('kind', 'unknown')} checkpoint, not a teacher (from gmenet distill-teacher)"
+        )
     _check_fits_data(ckpt, store, f"teacher {path}")
 
 
@@ -182,5 +204,7 @@ def _check_fits_data(ckpt: dict, store: Store, what: str) -> None:
         raise CheckpointError(f"{what} knows classes {ckpt['classes']}, the data has {store.classes}")
     spec = ckpt["input"]
     if spec["channels"] != store.channels or spec["hr_size"] != store.hr_size:
-        raise CheckpointError(f"{what} expects {spec['channels']}-channel {spec['hr_size']}px faces, "
-                              f"the data has {store.channels}-channel {store.hr_size}px")
+        raise CheckpointError(
+            f"{what} expects {spec['channels']}-channel {spec['hr_size']}px faces, "
+            f"the data has {store.channels}-channel {store.hr_size}px"
+        )

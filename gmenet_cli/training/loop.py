@@ -55,7 +55,8 @@ class Callbacks:
 def check_fits_data(cfg: Config, n_train: int) -> None:
     """What only the data can tell (every value alone was checked when the config was built, config.validate)."""
     if cfg.train.batch_size > n_train:
-        raise UsageError(f"--batch-size {cfg.train.batch_size} is larger than the {n_train} training faces; use {n_train} or less")
+        raise UsageError(f"--batch-size {cfg.train.batch_size} is larger than the {n_train} training faces; use "
+                         f"{n_train} or less")
 
 
 def train_step(task: ClassifierTask, batch: dict, opt: torch.optim.Optimizer, sched, runtime: Runtime,
@@ -101,7 +102,9 @@ def validate(model, split, runtime: Runtime, scales: list[int], batch_size: int,
     accs, mcas = [], []
     try:
         for scale in scales or [None]:
-            conf, loss_sum = score_split(model, split, scale, runtime.device, batch_size, runtime.rank, runtime.world, tta)
+            conf, loss_sum = score_split(
+                model, split, scale, runtime.device, batch_size, runtime.rank, runtime.world, tta
+            )
             flat = all_reduce_sum(runtime, conf.flatten().double().tolist() + [float(loss_sum)])
             m = metrics_from_confusion(np.asarray(flat[:-1]).reshape(k, k), list(range(k)))
             suffix = f"_x{scale}" if scale else ""
@@ -121,28 +124,55 @@ def validate(model, split, runtime: Runtime, scales: list[int], batch_size: int,
 class _Run:
     """The state of one training run between epochs: optimiser, schedule, history, best metric."""
 
-    def __init__(self, command: str, task, store: Store, train_split, val_split, cfg: Config, runtime: Runtime,
-                 run_dir: Path, meta: dict, scales: list[int], progress: Callbacks):
+    def __init__(
+        self,
+        command: str,
+        task,
+        store: Store,
+        train_split,
+        val_split,
+        cfg: Config,
+        runtime: Runtime,
+        run_dir: Path,
+        meta: dict,
+        scales: list[int],
+        progress: Callbacks,
+    ):
         self.command, self.task, self.store, self.cfg, self.runtime = command, task, store, cfg, runtime
         self.val_split = val_split
         self.run_dir, self.scales, self.progress = run_dir, scales, progress
         self.weights = run_dir / "weights"
         self.model = task.core
         self.opt = build_optimizer(self.model, cfg, runtime.world)
-        a = cfg.augment
         stored = bool(scales) and _stored_lowres(cfg, store, progress)
-        self.loader = PairedBatches(train_split, cfg.train.batch_size, scales, shuffle=True, flip=cfg.train.flip,
-                                    seed=cfg.train.seed, rank=runtime.rank, world=runtime.world, drop_last=True,
-                                    pin=runtime.device.type == "cuda", online=dataclasses.asdict(cfg.augment),
-                                    stored_lowres=stored)
+        self.loader = PairedBatches(
+            train_split,
+            cfg.train.batch_size,
+            scales,
+            shuffle=True,
+            flip=cfg.train.flip,
+            seed=cfg.train.seed,
+            rank=runtime.rank,
+            world=runtime.world,
+            drop_last=True,
+            pin=runtime.device.type == "cuda",
+            online=dataclasses.asdict(cfg.augment),
+            stored_lowres=stored,
+        )
         self.sched = build_schedule(self.opt, cfg, len(self.loader))
         self.scaler = runtime.grad_scaler()  # float16 autocast only (GPUs without native bf16)
         # the weight average that is validated and saved (train.ema > 0)
         self.ema = WeightEMA(self.model, cfg.train.ema) if cfg.train.ema > 0 else None
         self.start_epoch, self.best_metric, self.rows = 0, -1.0, []
-        self.base_meta = {**meta, "config": cfg.to_dict(),
-                          "data": {"path": str(store.path.resolve()), "content_hash": store.content_hash,
-                                   "source": store.manifest.get("source")}}
+        self.base_meta = {
+            **meta,
+            "config": cfg.to_dict(),
+            "data": {
+                "path": str(store.path.resolve()),
+                "content_hash": store.content_hash,
+                "source": store.manifest.get("source"),
+            },
+        }
 
     @property
     def evaluated(self):
@@ -173,7 +203,9 @@ class _Run:
         seen = 0
         for i, batch in enumerate(self.loader):
             batch = to_device(batch, runtime.device)
-            res = train_step(task, batch, self.opt, self.sched, runtime, self.cfg.optim.grad_clip, self.ema, self.scaler)
+            res = train_step(
+                task, batch, self.opt, self.sched, runtime, self.cfg.optim.grad_clip, self.ema, self.scaler
+            )
             n = len(batch["target"])
             seen += n
             bad = ~torch.isfinite(res["loss"].detach())
@@ -197,16 +229,27 @@ class _Run:
     def _check_finite(self, first_bad: torch.Tensor, epoch: int) -> None:
         bad = int(first_bad)
         if bad >= 0:
-            raise TrainingError(f"non-finite loss at epoch {epoch + 1}, batch {bad + 1}; stopped. "
-                                f"last.pt (epoch {epoch}) is kept. Try a lower --lr.")
+            raise TrainingError(
+                f"non-finite loss at epoch {epoch + 1}, batch {bad + 1}; stopped. "
+                f"last.pt (epoch {epoch}) is kept. Try a lower --lr."
+            )
 
     def end_epoch(self, epoch: int, row: dict) -> None:
         """Validate, keep the best, write last.pt / best.pt / results.csv / results.png (rank 0 only)."""
         if self.val_split is not None:
-            val = validate(self.evaluated, self.val_split, self.runtime, self.scales,
-                           max(self.cfg.train.batch_size, 256), self.cfg.train.tta)
-            row = {**{k: v for k, v in row.items() if k not in ("train_images", "epoch_time_s", "images_per_s")},
-                   **val, **{k: row[k] for k in ("train_images", "epoch_time_s", "images_per_s")}}
+            val = validate(
+                self.evaluated,
+                self.val_split,
+                self.runtime,
+                self.scales,
+                max(self.cfg.train.batch_size, 256),
+                self.cfg.train.tta,
+            )
+            row = {
+                **{k: v for k, v in row.items() if k not in ("train_images", "epoch_time_s", "images_per_s")},
+                **val,
+                **{k: row[k] for k in ("train_images", "epoch_time_s", "images_per_s")},
+            }
         metric = row.get("val_acc", row["train_acc"])
         improved = metric > self.best_metric
         if improved:
@@ -227,9 +270,16 @@ class _Run:
     def snapshot(self, epoch: int, finished: bool, metrics: dict) -> dict:
         """`state_dict` holds the weights evaluate/predict/export use (the average under train.ema); the
         training state rides along for --resume (best.pt drops it)."""
-        snap = {**self.base_meta, "state_dict": _cpu(self.evaluated.state_dict()), "epoch": epoch, "finished": finished,
-                "best_metric": self.best_metric, "metrics": metrics, "optimizer": self.opt.state_dict(),
-                "scheduler": self.sched.state_dict()}
+        snap = {
+            **self.base_meta,
+            "state_dict": _cpu(self.evaluated.state_dict()),
+            "epoch": epoch,
+            "finished": finished,
+            "best_metric": self.best_metric,
+            "metrics": metrics,
+            "optimizer": self.opt.state_dict(),
+            "scheduler": self.sched.state_dict(),
+        }
         if self.scaler is not None:
             snap["scaler"] = self.scaler.state_dict()
         if self.ema is not None:
@@ -249,13 +299,18 @@ def _stored_lowres(cfg: Config, store: Store, progress: Callbacks) -> bool:
     bytes, so that train and test inputs come from one degradation. The augmentation is the same either
     way, and the teacher (HR faces only) never depends on it."""
     deg = store.manifest.get("degradation", {})
-    plain = deg.get("method", "area") == "area" and not any(deg.get(k) for k in ("blur_sigma", "noise_std", "jpeg_quality"))
+    plain = deg.get("method", "area") == "area" and not any(
+        deg.get(k) for k in ("blur_sigma", "noise_std", "jpeg_quality")
+    )
     if cfg.train.lowres == "prepared":
         return True
     if not plain:
         how = ", ".join(f"{k} {v}" for k, v in deg.items() if k != "seed" and v and not (k == "method" and v == "area"))
-        progress.message(f"{store.path} was prepared with {how}: the student reads its stored LR faces, augmented "
-                         "like their HR face (train.lowres prepared), since on-the-fly synthesis is plain area downsampling")
+        progress.message(
+            f"{store.path} was prepared with {how}: the student reads its stored LR faces, augmented "
+            "like their HR face (train.lowres prepared), since on-the-fly synthesis is plain area "
+            "downsampling"
+        )
     return not plain
 
 
@@ -272,9 +327,15 @@ def _splits(store: Store, cfg: Config, progress: Callbacks):
         progress.message(f"no '{wanted}' split in the store and no hold-out: best.pt = the last epoch")
         return train, None
     train, val = hold_out(train, cfg.train.holdout)
-    progress.message(f"no '{wanted}' split in the store: holding out {val.count} of the {store.split('train').count} "
-                     f"training faces ({cfg.train.holdout:.0%}, always the same ones) to choose best.pt; "
-                     + ("the test split stays for gmenet evaluate" if "test" in store.splits else "set train.holdout=0 to train on all"))
+    progress.message(
+        f"no '{wanted}' split in the store: holding out {val.count} of the {store.split('train').count} "
+        f"training faces ({cfg.train.holdout:.0%}, always the same ones) to choose best.pt; "
+        + (
+            "the test split stays for gmenet evaluate"
+            if "test" in store.splits
+            else "set train.holdout=0 to train on all"
+        )
+    )
     return train, val
 
 
@@ -282,8 +343,10 @@ def _fit_batch(cfg: Config, n_train: int, world: int, progress: Callbacks) -> No
     """A batch larger than the data shrinks to it, with a note (a 42-face dataset still trains)."""
     per_process = n_train // world
     if cfg.train.batch_size > per_process >= 1:
-        progress.message(f"--batch-size {cfg.train.batch_size} is larger than the {per_process} training faces"
-                         f"{' per process' if world > 1 else ''}: using {per_process}")
+        progress.message(
+            f"--batch-size {cfg.train.batch_size} is larger than the {per_process} training faces"
+            f"{' per process' if world > 1 else ''}: using {per_process}"
+        )
         cfg.train.batch_size = per_process
 
 
@@ -300,8 +363,18 @@ def _place(task, runtime: Runtime, cfg: Config) -> None:
         task.model = torch.compile(task.model, backend=cfg.train.compile_backend)
 
 
-def fit(command: str, task, store: Store, cfg: Config, runtime: Runtime, run_dir: Path, meta: dict,
-        scales: list[int], progress: Callbacks, state: dict | None) -> RunResult:
+def fit(
+    command: str,
+    task,
+    store: Store,
+    cfg: Config,
+    runtime: Runtime,
+    run_dir: Path,
+    meta: dict,
+    scales: list[int],
+    progress: Callbacks,
+    state: dict | None,
+) -> RunResult:
     train_split, val_split = _splits(store, cfg, progress)
     _fit_batch(cfg, train_split.count, runtime.world, progress)
     check_fits_data(cfg, train_split.count // runtime.world)
@@ -315,10 +388,21 @@ def fit(command: str, task, store: Store, cfg: Config, runtime: Runtime, run_dir
     if runtime.is_main:
         run.weights.mkdir(parents=True, exist_ok=True)
         (run_dir / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False), encoding="utf-8")
-    progress.start({"run_dir": run_dir, "store": store.path, "device": str(runtime.device), "train": train_split.count,
-                    "val": val_split.name if val_split else None, "epochs": cfg.train.epochs, "start_epoch": run.start_epoch,
-                    "model": meta["model"]["name"], "params": sum(p.numel() for p in run.model.parameters()),
-                    "world": runtime.world, "batch_size": cfg.train.batch_size})
+    progress.start(
+        {
+            "run_dir": run_dir,
+            "store": store.path,
+            "device": str(runtime.device),
+            "train": train_split.count,
+            "val": val_split.name if val_split else None,
+            "epochs": cfg.train.epochs,
+            "start_epoch": run.start_epoch,
+            "model": meta["model"]["name"],
+            "params": sum(p.numel() for p in run.model.parameters()),
+            "world": runtime.world,
+            "batch_size": cfg.train.batch_size,
+        }
+    )
     epoch = run.start_epoch
     try:
         task.train()
@@ -328,8 +412,16 @@ def fit(command: str, task, store: Store, cfg: Config, runtime: Runtime, run_dir
         _interrupted(command, run, epoch, fresh=state is None)
     if runtime.is_main and val_split is not None and (run.weights / "best.pt").is_file():
         _calibrate(run, val_split, progress)
-    return RunResult(run_dir, run.weights / "best.pt", run.weights / "last.pt", run.rows, run.best_metric, store.path,
-                     meta["model"]["name"], cfg.train.batch_size)
+    return RunResult(
+        run_dir,
+        run.weights / "best.pt",
+        run.weights / "last.pt",
+        run.rows,
+        run.best_metric,
+        store.path,
+        meta["model"]["name"],
+        cfg.train.batch_size,
+    )
 
 
 def _calibrate(run: _Run, val_split, progress: Callbacks) -> None:
@@ -337,11 +429,18 @@ def _calibrate(run: _Run, val_split, progress: Callbacks) -> None:
     best.pt (calibrate.py), so that predict's confidences are probabilities a user can act on."""
     from gmenet_cli.evaluate import calibrate_checkpoint
 
-    cal = calibrate_checkpoint(run.weights / "best.pt", val_split, run.runtime.device,
-                               max(run.cfg.train.batch_size, 256), run.cfg.train.tta)
-    progress.message("calibrated best.pt on " + val_split.name + ": " + ", ".join(
-        f"{px}px T={t:.2f} (ECE {cal['ece_before'][px]:.3f} -> {cal['ece_after'][px]:.3f})"
-        for px, t in cal["temperature"].items()))
+    cal = calibrate_checkpoint(
+        run.weights / "best.pt", val_split, run.runtime.device, max(run.cfg.train.batch_size, 256), run.cfg.train.tta
+    )
+    progress.message(
+        "calibrated best.pt on "
+        + val_split.name
+        + ": "
+        + ", ".join(
+            f"{px}px T={t:.2f} (ECE {cal['ece_before'][px]:.3f} -> {cal['ece_after'][px]:.3f})"
+            for px, t in cal["temperature"].items()
+        )
+    )
 
 
 def _interrupted(command: str, run: _Run, epoch: int, fresh: bool):

@@ -86,7 +86,8 @@ def find_latest_teacher(student: str) -> Path | None:
         others.append(f"{name} in {path.parent.parent}")
     if others:
         raise UsageError(f"no {wanted} teacher under {RUNS / 'distill-teacher'} for the {student} student (found "
-                         f"{', '.join(others[:3])}); run gmenet distill-teacher --model {wanted}, or pass --teacher CKPT")
+                         f"{', '.join(others[:3])}); run gmenet distill-teacher --model {wanted}, or pass --teacher "
+                         "CKPT")
     return None
 
 

@@ -20,11 +20,11 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+import synth
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import synth
 from gmenet_cli import checkpoint
 from gmenet_cli.config import PrepareConfig
 from gmenet_cli.data.imageio import ImageError, decode_image, read_image
@@ -50,7 +50,11 @@ def test_code_running_pickle_checkpoint_is_refused(tmp_path, cli):
     torch.save({"format": "gmenet-checkpoint", "payload": _Evil(str(marker))}, path)
     with pytest.raises(CheckpointError, match="refused by the safe loader"):
         checkpoint.load(path)
-    for cmd in (["evaluate", "--weights", path], ["predict", "x.jpg", "--weights", path], ["export", "--weights", path]):
+    for cmd in (
+        ["evaluate", "--weights", path],
+        ["predict", "x.jpg", "--weights", path],
+        ["export", "--weights", path],
+    ):
         res = cli(*cmd)
         assert res.exit_code != 0 and "Traceback" not in res.output
     assert not marker.exists()  # the payload never ran
@@ -83,12 +87,17 @@ def test_foreign_old_and_corrupt_checkpoints(tmp_path, tiny_runs):
 
 # ---------------------------------------------------------------------------------------------- hostile images
 
+
 def _png_header_only(width: int, height: int) -> bytes:
     """A PNG that claims huge dimensions but carries almost no data (a decompression-bomb header)."""
+
     def chunk(kind: bytes, data: bytes) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\x00" * 64)) + chunk(b"IEND", b"")
+    return (
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\x00" * 64)) + chunk(b"IEND", b"")
+    )
 
 
 def _pil_bytes(mode: str, fmt: str, **kw) -> bytes:
@@ -131,6 +140,7 @@ def test_directory_named_like_an_image(tmp_path):
 
 # ---------------------------------------------------------------------------------------------- faults
 
+
 def _fer2013_rows(path: Path, n: int) -> Path:
     path.mkdir(parents=True)
     pixels = " ".join(str(v) for v in synth.face(3, 48).flatten())
@@ -144,8 +154,22 @@ def _fer2013_rows(path: Path, n: int) -> Path:
 def test_kill_9_during_prepare_leaves_no_complete_looking_store(tmp_path):
     root = _fer2013_rows(tmp_path / "fer", 20000)
     out = tmp_path / "store"
-    cmd = [sys.executable, "-m", "gmenet_cli", "prepare", "--src", "fer2013", "--root", str(root), "--scale", "2,4,8",
-           "--out", str(out), "--workers", "1"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "gmenet_cli",
+        "prepare",
+        "--src",
+        "fer2013",
+        "--root",
+        str(root),
+        "--scale",
+        "2,4,8",
+        "--out",
+        str(out),
+        "--workers",
+        "1",
+    ]
     proc = subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 60
     while time.time() < deadline and not list(tmp_path.glob(".store.tmp-*/train")):
@@ -161,10 +185,24 @@ def test_kill_9_during_prepare_leaves_no_complete_looking_store(tmp_path):
     assert not list(tmp_path.glob(".store.tmp-*"))  # the killed run's leftovers were cleaned up
 
 
+@pytest.mark.slow  # ~15 s: two training processes
 def test_kill_9_during_training_then_resume_finishes(tiny_store, tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "gmenet_cli", "distill-teacher", "--data", str(tiny_store), "--preset", "tiny",
-           "--epochs", "12", "--name", "k", "-q"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "gmenet_cli",
+        "distill-teacher",
+        "--data",
+        str(tiny_store),
+        "--preset",
+        "tiny",
+        "--epochs",
+        "12",
+        "--name",
+        "k",
+        "-q",
+    ]
     proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     last = tmp_path / "runs/distill-teacher/k/weights/last.pt"
     deadline = time.time() + 120
@@ -181,8 +219,9 @@ def test_kill_9_during_training_then_resume_finishes(tiny_store, tmp_path):
     proc.wait()
     state = checkpoint.load(last)  # always loadable: written atomically
     assert 2 <= state["epoch"] < 12
-    res = subprocess.run(cmd[:-3] + ["--name", "k", "--resume", "-q"], cwd=tmp_path, env=env, capture_output=True,
-                         text=True, timeout=600)
+    res = subprocess.run(
+        cmd[:-3] + ["--name", "k", "--resume", "-q"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600
+    )
     assert res.returncode == 0, res.stderr
     assert checkpoint.load(last)["epoch"] == 12 and checkpoint.load(last)["finished"]
 
@@ -224,6 +263,7 @@ def test_output_only_under_the_chosen_folder(tiny_runs, cli, workdir):
 
 # ---------------------------------------------------------------------------------------------- fuzzing
 
+
 @settings(max_examples=FUZZ, deadline=None, suppress_health_check=list(HealthCheck))
 @given(st.binary(max_size=2048))
 def test_fuzz_random_bytes_decode_or_image_error(data):
@@ -257,8 +297,10 @@ def test_fuzz_ferplus_label_rows(tmp_path_factory, rows):
     d = root / "FER2013Train"
     d.mkdir()
     cv2.imwrite(str(d / "a.png"), synth.face(1, 48))
-    text = "a.png,\"(0, 0, 48, 48)\",1,9,0,0,0,0,0,0,0,0\n" + "\n".join(",".join(r) for r in rows) + "\n"
-    (d / "label.csv").write_text(text, encoding="utf-8", errors="surrogatepass") if False else (d / "label.csv").write_bytes(text.encode("utf-8", "replace"))
+    text = 'a.png,"(0, 0, 48, 48)",1,9,0,0,0,0,0,0,0,0\n' + "\n".join(",".join(r) for r in rows) + "\n"
+    (d / "label.csv").write_text(text, encoding="utf-8", errors="surrogatepass") if False else (
+        d / "label.csv"
+    ).write_bytes(text.encode("utf-8", "replace"))
     try:
         _, m = prepare("ferplus", root, root / "out", PrepareConfig(scales=[4]), workers=1)
         assert m["splits"]["train"]["count"] >= 1
@@ -270,6 +312,23 @@ def test_fuzz_ferplus_label_rows(tmp_path_factory, rows):
 def test_fuzz_many_cases_slow():
     """The long fuzz run: rerun the fuzzers with several thousand examples each."""
     env = {**os.environ, "GMENET_FUZZ_EXAMPLES": "3000"}
-    res = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", __file__, "-k", "fuzz and not slow",
-                          "-o", "addopts="], env=env, capture_output=True, text=True, timeout=3600)
+    res = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            __file__,
+            "-k",
+            "fuzz and not slow",
+            "-o",
+            "addopts=",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=3600,
+    )
     assert res.returncode == 0, res.stdout[-3000:]

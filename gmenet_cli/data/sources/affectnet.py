@@ -59,9 +59,22 @@ def load(root: Path, cfg: PrepareConfig) -> SourceData:
             rel = row[idx["subDirectory_filePath"]].strip()
             img_path = inside(image_root, rel)
             records.append(
-                Record(id=rel, split=FILES[fname], label=classes.index(EXPRESSIONS[expr]),
-                       load=lambda p=img_path, b=(x, y, x + w, y + h): crop_box(read_inside(root, p, 3), *b, margin=cfg.margin),
-                       path=str(img_path))
+                Record(
+                    id=rel,
+                    split=FILES[fname],
+                    label=classes.index(EXPRESSIONS[expr]),
+                    load=lambda p=img_path, b=(x, y, x + w, y + h): crop_box(
+                        read_inside(root, p, 3), *b, margin=cfg.margin
+                    ),
+                    path=str(img_path),
+                )
             )
-    return SourceData(records, classes, {str(i): (EXPRESSIONS[i] if i < n_classes else "dropped") for i in range(11)},
-                      3, 112, ["splits from files: training.csv->train, validation.csv->val"], dropped)
+    return SourceData(
+        records,
+        classes,
+        {str(i): (EXPRESSIONS[i] if i < n_classes else "dropped") for i in range(11)},
+        3,
+        112,
+        ["splits from files: training.csv->train, validation.csv->val"],
+        dropped,
+    )

@@ -13,7 +13,15 @@ from pathlib import Path
 
 from gmenet_cli.config import PrepareConfig
 from gmenet_cli.data.classes import canonical_subset
-from gmenet_cli.data.sources.base import Record, SourceData, crop_box, inside, read_inside, read_text_lines, seeded_split
+from gmenet_cli.data.sources.base import (
+    Record,
+    SourceData,
+    crop_box,
+    inside,
+    read_inside,
+    read_text_lines,
+    seeded_split,
+)
 from gmenet_cli.errors import DataError
 
 EMOTIONS = ["anger", "disgust", "fear", "happiness", "sadness", "surprise", "neutral"]
@@ -40,7 +48,8 @@ def load(root: Path, cfg: PrepareConfig) -> SourceData:
         if not parts:
             continue
         if len(parts) != 8:
-            raise DataError(f"{label_file}:{lineno}: expected 8 fields (name face_id top left right bottom conf label), got {len(parts)}")
+            raise DataError(f"{label_file}:{lineno}: expected 8 fields (name face_id top left right bottom conf "
+                            f"label), got {len(parts)}")
         name, face_id = parts[0], parts[1]
         try:
             top, left, right, bottom = (float(v) for v in parts[2:6])

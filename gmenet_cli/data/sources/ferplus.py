@@ -34,7 +34,8 @@ def load(root: Path, cfg: PrepareConfig) -> SourceData:
     classes = CANONICAL[:n_classes]
     present = [f for f in FOLDERS if (root / f).is_dir()]
     if not present:
-        raise DataError(f"expected FERPlus folders {'/, '.join(FOLDERS)}/ (each with label.csv) under {root}, none found")
+        raise DataError(f"expected FERPlus folders {'/, '.join(FOLDERS)}/ (each with label.csv) under {root}, none "
+                        "found")
     records: list[Record] = []
     dropped: dict[str, int] = {}
     for folder in present:

@@ -44,7 +44,8 @@ def scan_tree(
     """Shared by `folder` and RAF-DB's re-packed layout (`class_of` maps folder name -> class name)."""
     top = _subdirs(root)
     if not top:
-        raise DataError(f"expected class folders (ROOT/<class>/*.jpg) or split folders (ROOT/train/<class>/) under {root}, none found")
+        raise DataError("expected class folders (ROOT/<class>/*.jpg) or split folders (ROOT/train/<class>/) under "
+                        f"{root}, none found")
     split_dirs = {SPLIT_NAMES[d.name.lower()]: d for d in top if d.name.lower() in SPLIT_NAMES}
     if split_dirs and len(split_dirs) != len(top):
         others = [d.name for d in top if d.name.lower() not in SPLIT_NAMES]
@@ -61,7 +62,8 @@ def scan_tree(
     if class_of is not None:
         unknown = [n for n in folder_names if n not in class_of]
         if unknown:
-            raise DataError(f"unexpected class folder(s) {', '.join(unknown)} under {root}; expected {', '.join(class_of)}")
+            raise DataError(f"unexpected class folder(s) {', '.join(unknown)} under {root}; expected "
+                            f"{', '.join(class_of)}")
         names = {n: class_of[n] for n in folder_names}
         classes = canonical_subset(names.values())
     elif all(n.lower() in SYNONYMS for n in folder_names):
