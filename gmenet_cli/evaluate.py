@@ -21,6 +21,7 @@ from gmenet_cli.data.loader import PairedBatches
 from gmenet_cli.data.store import Store
 from gmenet_cli.errors import DataError, UsageError
 from gmenet_cli.runtime import to_device
+from gmenet_cli.tta import flip_average
 
 
 def metrics_from_confusion(conf: np.ndarray, classes: list[str]) -> dict:
@@ -61,8 +62,8 @@ def flip_faces(faces):
 
 
 def tta_logits(model, faces):
-    """Flip test-time augmentation: the mean of the logits of each face and of its mirror image."""
-    return (model(faces).float() + model(flip_faces(faces)).float()) / 2
+    """Flip test-time augmentation (tta.flip_average) of a torch model on a batch or on LR groups."""
+    return flip_average(lambda f: model(f).float(), faces, flip_faces)
 
 
 @torch.inference_mode()

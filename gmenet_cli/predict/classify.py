@@ -58,16 +58,17 @@ class Classifier:
         return (crop[None] if crop.ndim == 2 else crop.transpose(2, 0, 1)), size
 
     def classify(self, crops: list[np.ndarray]) -> np.ndarray:
-        """Same-size uint8 (C, s, s) crops -> (N, K) probabilities: the softmax of the (optionally flip-averaged;
-        both views go through the model as one batch) logits divided by the model's temperature for s."""
+        """Same-size uint8 (C, s, s) crops -> (N, K) probabilities: the softmax of the (optionally flip-averaged,
+        tta.flip_average) logits divided by the model's temperature for s."""
         from gmenet_cli.calibrate import softmax
+        from gmenet_cli.tta import flip_average
 
         x = np.stack(crops)
-        if self.tta:
-            z = self.logits(np.concatenate([x, x[..., ::-1]])).astype(np.float64)
-            z = (z[: len(x)] + z[len(x):]) / 2
-        else:
-            z = self.logits(x).astype(np.float64)
+
+        def run(faces: np.ndarray) -> np.ndarray:
+            return self.logits(np.ascontiguousarray(faces)).astype(np.float64)
+
+        z = flip_average(run, x, lambda f: f[..., ::-1]) if self.tta else run(x)
         return softmax(z, self.temperature(x.shape[-1])).astype(np.float32)
 
     def logits(self, x: np.ndarray) -> np.ndarray:
