@@ -94,12 +94,26 @@ def _check_kind(path: Path) -> None:
     that says what to pass instead, before the safe loader's own message, which names pickle internals."""
     with open(path, "rb") as f:
         head = f.read(4)
-    if head == b"PK\x03\x04" or head[:1] == b"\x80":  # torch.save's zip format, or a legacy pickle
+    hint = "pass a best.pt from gmenet train or distill-teacher (gmenet predict also reads its .onnx export)"
+    if head == b"PK\x03\x04":  # torch.save's zip format, which TorchScript archives share
+        try:
+            with zipfile.ZipFile(path) as z:
+                scripted = any(n.endswith("constants.pkl") or "/code/" in n for n in z.namelist())
+        except (zipfile.BadZipFile, OSError):
+            return  # the loader names the damage
+        if scripted:
+            raise CheckpointError(f"{path} is a TorchScript export, which gmenet does not read back; {hint}",
+                                  exit_code=2)
         return
-    what = "an ONNX model" if path.suffix.lower() == ".onnx" else f"a {path.suffix or 'plain'} file"
-    raise CheckpointError(f"{path} is not a gmenet .pt checkpoint but {what}: evaluate, export and train --teacher "
-                          "need a .pt from gmenet distill-teacher or train (.onnx files are for gmenet predict)",
-                          exit_code=2)
+    if head[:1] == b"\x80":  # a legacy pickle
+        return
+    if path.suffix.lower() == ".onnx":
+        what = "an ONNX model"
+    elif path.suffix.lower() in (".pt", ".pth", ".ckpt"):
+        what = "neither a PyTorch zip archive nor a pickle"
+    else:
+        what = f"a {path.suffix or 'plain'} file"
+    raise CheckpointError(f"{path} is not a gmenet checkpoint but {what}; {hint}", exit_code=2)
 
 
 def trained_sizes(ckpt: dict) -> list[int]:

@@ -816,11 +816,13 @@ def predict(
     """Detect faces, classify their expression, print one result per face.
 
     Exit code 0 when every input gave at least one face, 1 when some inputs were unreadable or had no face
-    (the rest are still processed), 2 for usage errors, 130 on Ctrl-C (what was done is still printed).
+    (the rest are still processed), 2 for usage errors and inputs that do not exist (the rest are still
+    processed), 130 on Ctrl-C (what was done is still printed).
     Data goes to stdout, messages to stderr. Videos: faces are tracked across frames (track id and a
     smoothed label). Example: ls photos/*.jpg | gmenet predict - --json | jq -r 'select(.label).label'
     """
     from gmenet_cli.predict import expand_inputs, load_classifier, make_detector, read_box_csv, run
+    from gmenet_cli.predict.inputs import is_stream
     from gmenet_cli.render import PredictOutput
 
     if as_json and as_csv:
@@ -832,6 +834,8 @@ def predict(
         from gmenet_cli.errors import UsageError
 
         raise UsageError("no input images found" + (" (stdin was empty)" if "-" in inputs else ""))
+    # inputs that do not exist are reported with the others (an error record each) and make it a usage error
+    missing = [f for f in files if not is_stream(f) and not Path(f).exists()]
     clf = load_classifier([str(w) for w in weights or []], device, tta)
     for m in getattr(clf, "unused", []):
         err.print(
@@ -857,6 +861,8 @@ def predict(
         err.print("interrupted: the results above are complete up to here")
         raise typer.Exit(130) from None
     _finish_predict(output, saver)
+    if missing:
+        raise typer.Exit(2)
     if output.bad or output.faceless:
         raise typer.Exit(1)
 

@@ -7,9 +7,14 @@ ever reaches the user as a traceback unless `GMENET_DEBUG=1` is set.
 
 
 class GmenetError(Exception):
-    """An error with a message meant for the user. Exit codes, the same in every command: 2 = usage (wrong
-    options, and input paths that do not exist: dataset root, store, checkpoint, teacher); 1 = the inputs
-    exist but cannot be used (corrupt or mismatched data, a non-finite loss; predict: no face found)."""
+    """An error with a message meant for the user. Exit codes, the same in every command:
+
+    2 = the command line is wrong: an option or value that is not valid, a path that does not exist (dataset
+        root or its expected files, store, checkpoint, teacher, input image), or a file that is not what the
+        option takes (a CSV, ONNX or TorchScript file where a gmenet .pt is wanted, a student as --teacher);
+    1 = what was named is the right kind of thing but cannot be used: damaged (corrupt, truncated), or not
+        fitting the rest (other classes, face size or architecture settings), a non-finite loss; predict:
+        some inputs unreadable or without a face."""
 
     exit_code = 1
 

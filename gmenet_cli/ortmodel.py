@@ -83,11 +83,12 @@ class OnnxModel:
             self.session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
         except Exception as e:  # ORT raises its own exception types (Fail, InvalidProtobuf, ...)
             first = str(e).strip().splitlines()[0][:160] if str(e).strip() else type(e).__name__
-            raise CheckpointError(f"{path} is not a loadable ONNX model: {first}") from None
+            raise CheckpointError(f"{path} is not a loadable ONNX model: {first}", exit_code=2) from None
         meta = self.session.get_modelmeta().custom_metadata_map
         if meta.get("gmenet_format") != FORMAT:
             raise CheckpointError(
-                f"{path} is an ONNX model without gmenet metadata; write it with gmenet export --format onnx"
+                f"{path} is an ONNX model without gmenet metadata; write it with gmenet export --format onnx",
+                exit_code=2,
             )
         try:
             self.classes = list(json.loads(meta["classes"]))

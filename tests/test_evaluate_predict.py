@@ -266,13 +266,13 @@ def test_predict_refuses_bad_onnx_files(tiny_runs, cli, workdir):
     garbage = workdir / "garbage.onnx"
     garbage.write_bytes(b"not a protobuf at all" * 10)
     res = cli("predict", ASTRONAUT, "--weights", garbage)
-    assert res.exit_code == 1 and "not a loadable ONNX model" in res.stderr and "Traceback" not in res.output
+    assert res.exit_code == 2 and "not a loadable ONNX model" in res.stderr and "Traceback" not in res.output
     assert cli("export", "--weights", tiny_runs["student"], "--out", workdir / "s.onnx").exit_code == 0
     proto = onnx.load(str(workdir / "s.onnx"))
     del proto.metadata_props[:]
     onnx.save(proto, str(workdir / "bare.onnx"))
     res = cli("predict", ASTRONAUT, "--weights", workdir / "bare.onnx")
-    assert res.exit_code == 1 and "without gmenet metadata" in res.stderr
+    assert res.exit_code == 2 and "without gmenet metadata" in res.stderr
     res = cli("predict", ASTRONAUT, "--weights", workdir / "s.onnx", "--device", "cuda")
     assert res.exit_code == 2 and "run on the CPU" in res.stderr
     res = cli("predict", ASTRONAUT, "--weights", workdir / "s.onnx", "--device", "gpu")

@@ -149,7 +149,7 @@ def test_mismatched_teacher_and_bad_options(tiny_store, tiny_runs, cli, workdir,
     assert res.exit_code == 2 and "same size letter" in res.stderr
     # a student checkpoint is not a teacher
     res = cli("train", "--data", tiny_store, "--teacher", tiny_runs["student"], "--preset", "tiny", "-q")
-    assert res.exit_code == 1 and "not a teacher" in res.stderr
+    assert res.exit_code == 2 and "not a teacher" in res.stderr  # not what --teacher takes: a usage error
     for args, msg in [
         (["--epochs", "-1"], "--epochs (train.epochs) must be at least 1"),
         (["--scales", "8"], "scale x8 is not in"),
@@ -360,10 +360,10 @@ def test_init_starts_from_a_checkpoint_and_refuses_a_mismatch(tiny_store, tiny_r
     assert res.exit_code == 0 and checkpoint.load(workdir / "runs/distill-teacher/tft/weights/best.pt")["init"]
     nodistill = ["--data", tiny_store, "--preset", "tiny", "--epochs", "1", "-q", "--no-distill"]
     for args, code, msg in [
-        (["train", *common, "--init", teacher], 1, "is a teacher checkpoint"),
+        (["train", *common, "--init", teacher], 2, "is a teacher checkpoint"),
         (
             ["distill-teacher", "--data", tiny_store, "--preset", "tiny", "-q", "--init", student],
-            1,
+            2,
             "is a student checkpoint",
         ),
         (["train", *nodistill, "--init", student, "--model", "gmenet_s"], 1, "pass --model gmenet_t"),

@@ -3,6 +3,7 @@ run, small data, wrong files, output contracts, exit codes, help text, run estim
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shlex
@@ -120,7 +121,8 @@ def test_wrong_kind_of_file_as_a_checkpoint(tiny_store, cli, workdir, name, kind
     ):
         res = cli(*cmd)
         assert res.exit_code == 2, (cmd, res.output)
-        assert f"is not a gmenet .pt checkpoint but {kind}" in res.stderr and "Traceback" not in res.output
+        assert f"is not a gmenet checkpoint but {kind}" in res.stderr and "Traceback" not in res.output
+        assert "pass a best.pt from gmenet train" in res.stderr
         assert "internal error" not in res.stderr
 
 
@@ -313,3 +315,40 @@ def test_the_time_estimate_leaves_out_the_slow_first_batches(monkeypatch, capsys
     (line,) = [x for x in lines if "to go" in x]
     # 170 batches left at 0.1 s: about 17 s; timing from the start would have said about 6 min
     assert re.search(r"about 1\d s to go for 2 epochs \(10 s per epoch", line), line
+
+
+def test_one_exit_code_rule_across_commands(tiny_runs, tiny_store, cli, workdir):
+    """2: the command line is wrong (a path that does not exist, a file that is not what the option takes);
+    1: the right kind of thing, but damaged or not fitting; the other inputs of predict are still reported."""
+    good = workdir / "good.png"
+    shutil.copy(ASTRONAUT, good)
+    res = cli("predict", workdir / "nothere.jpg")
+    assert res.exit_code == 2 and "nothere.jpg" in res.stderr
+    res = cli("predict", good, workdir / "nothere.jpg", "--json", "--weights", tiny_runs["student"])
+    records = [json.loads(line) for line in res.stdout.splitlines()]
+    assert res.exit_code == 2 and [("label" in r, "error" in r) for r in records if "summary" not in r] == [
+        (True, False), (False, True)]
+    fake_onnx, fake_pt = workdir / "fake.onnx", workdir / "fake.pt"
+    fake_onnx.write_bytes(b"not a model at all")
+    fake_pt.write_bytes(b"not a model at all")
+    for weights in (fake_onnx, fake_pt):
+        res = cli("predict", good, "--weights", weights)
+        assert res.exit_code == 2, (weights, res.output)
+    assert "neither a PyTorch zip archive nor a pickle" in res.stderr and "evaluate, export" not in res.stderr
+    empty = workdir / "emptyds"
+    empty.mkdir()
+    res = cli("prepare", "--src", "ferplus", "--root", empty, "--scale", "4")
+    assert res.exit_code == 2 and "none found" in res.stderr
+    truncated = workdir / "truncated.pt"
+    truncated.write_bytes(tiny_runs["student"].read_bytes()[:5000])
+    res = cli("evaluate", "--weights", truncated, "--data", tiny_store)
+    assert res.exit_code == 1 and "corrupt or truncated" in res.stderr
+
+
+def test_predict_names_torchscript_exports_for_what_they_are(tiny_runs, cli, workdir):
+    student = workdir / "s.pt"
+    shutil.copy(tiny_runs["student"], student)
+    assert cli("export", "--weights", student, "--format", "torchscript").exit_code == 0
+    res = cli("predict", ASTRONAUT, "--weights", workdir / "s.torchscript.pt")
+    assert res.exit_code == 2 and "is a TorchScript export, which gmenet does not read back" in res.stderr
+    assert "UserWarning" not in res.output and "corrupt" not in res.stderr

@@ -153,13 +153,13 @@ def _init_weights(
     if ckpt.get("kind") != kind:
         raise CheckpointError(
             f"--init {path} is a {ckpt.get('kind', 'unknown')} checkpoint; gmenet {command} "
-            f"starts from a {kind} (a best.pt or last.pt of an earlier gmenet {command} run)"
+            f"starts from a {kind} (a best.pt or last.pt of an earlier gmenet {command} run)",
+            exit_code=2,
         )
     name = ckpt["model"]["name"]
     if name != model_meta["name"]:
         raise CheckpointError(
-            f"--init {path} holds a {name}, this run trains a {model_meta['name']}: pass --model "
-            f"{name} "
+            f"--init {path} holds a {name}, this run trains a {model_meta['name']}: pass --model {name} "
             "or a checkpoint of the same architecture"
         )
     _check_fits_data(ckpt, store, f"--init {path}")
@@ -193,7 +193,8 @@ def _latest_teacher(student: str, progress: Callbacks) -> str:
 def _check_teacher(ckpt: dict, store: Store, path) -> None:
     if ckpt.get("kind") != "teacher":
         raise CheckpointError(
-            f"{path} is a {ckpt.get('kind', 'unknown')} checkpoint, not a teacher (from gmenet distill-teacher)"
+            f"{path} is a {ckpt.get('kind', 'unknown')} checkpoint, not a teacher (from gmenet distill-teacher)",
+            exit_code=2,
         )
     _check_fits_data(ckpt, store, f"teacher {path}")
 

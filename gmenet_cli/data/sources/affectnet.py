@@ -26,7 +26,7 @@ def load(root: Path, cfg: PrepareConfig) -> SourceData:
         raise DataError(f"affectnet supports 7 or 8 classes, not {n_classes}")
     present = [f for f in FILES if (root / f).is_file()]
     if not present:
-        raise DataError(f"expected {' and '.join(FILES)} under {root}, not found")
+        raise DataError(f"expected {' and '.join(FILES)} under {root}, not found", exit_code=2)
     image_root = root / "Manually_Annotated_Images"
     if not image_root.is_dir():
         image_root = root

@@ -37,10 +37,10 @@ def load(root: Path, cfg: PrepareConfig) -> SourceData:
         raise DataError("expw has exactly 7 classes")
     label_file = root / "label" / "label.lst"
     if not label_file.is_file():
-        raise DataError(f"expected ExpW labels at {label_file}, not found")
+        raise DataError(f"expected ExpW labels at {label_file}, not found", exit_code=2)
     image_dir = root / "image" / "origin"
     if not image_dir.is_dir():
-        raise DataError(f"expected ExpW photos in {image_dir}, not found")
+        raise DataError(f"expected ExpW photos in {image_dir}, not found", exit_code=2)
     classes = canonical_subset(EMOTIONS)
     records = []
     for lineno, line in enumerate(read_text_lines(label_file), 1):

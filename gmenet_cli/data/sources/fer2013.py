@@ -35,7 +35,7 @@ def _pixels(text: str) -> np.ndarray:
 def load(root: Path, cfg: PrepareConfig) -> SourceData:
     csv_path = root if root.is_file() else root / "fer2013.csv"
     if not csv_path.is_file():
-        raise DataError(f"expected fer2013.csv at {csv_path}, not found")
+        raise DataError(f"expected fer2013.csv at {csv_path}, not found", exit_code=2)
     if (cfg.classes or 7) != 7:
         raise DataError("fer2013 has exactly 7 classes")
     lines = read_text_lines(csv_path)

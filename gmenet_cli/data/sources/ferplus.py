@@ -35,13 +35,13 @@ def load(root: Path, cfg: PrepareConfig) -> SourceData:
     present = [f for f in FOLDERS if (root / f).is_dir()]
     if not present:
         raise DataError(f"expected FERPlus folders {'/, '.join(FOLDERS)}/ (each with label.csv) under {root}, none "
-                        "found")
+                        "found", exit_code=2)
     records: list[Record] = []
     dropped: dict[str, int] = {}
     for folder in present:
         label_file = root / folder / "label.csv"
         if not label_file.is_file():
-            raise DataError(f"expected {label_file} (FERPlus vote counts), not found")
+            raise DataError(f"expected {label_file} (FERPlus vote counts), not found", exit_code=2)
         lines = read_text_lines(label_file)
         for lineno, row in enumerate(csv.reader(lines), 1):
             if not row or all(not c.strip() for c in row):

@@ -45,7 +45,7 @@ def scan_tree(
     top = _subdirs(root)
     if not top:
         raise DataError("expected class folders (ROOT/<class>/*.jpg) or split folders (ROOT/train/<class>/) under "
-                        f"{root}, none found")
+                        f"{root}, none found", exit_code=2)
     split_dirs = {SPLIT_NAMES[d.name.lower()]: d for d in top if d.name.lower() in SPLIT_NAMES}
     if split_dirs and len(split_dirs) != len(top):
         others = [d.name for d in top if d.name.lower() not in SPLIT_NAMES]
@@ -88,7 +88,8 @@ def scan_tree(
                 s = split
             records.append(Record(id=rel, split=s, label=label, load=lambda p=p: read_image(p, channels), path=str(p)))
     if not records:
-        raise DataError(f"no images ({', '.join(sorted(IMAGE_EXTS))}) found in the class folders under {root}")
+        raise DataError(f"no images ({', '.join(sorted(IMAGE_EXTS))}) found in the class folders under {root}",
+                        exit_code=2)
     notes = []
     if not split_dirs:
         group = f", grouped by /{cfg.group_regex}/" if cfg.group_regex else ""

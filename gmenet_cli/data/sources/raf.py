@@ -27,10 +27,10 @@ def load(root: Path, cfg: PrepareConfig) -> SourceData:
     if not label_file.is_file():
         if (root / "train").is_dir() or (root / "test").is_dir():
             return scan_tree(root, cfg, class_of={str(i + 1): n for i, n in enumerate(LABELS)}, channels=3, native=112)
-        raise DataError(f"expected {LABEL_FILE} (or re-packed ROOT/train/1..7/) under {root}, not found")
+        raise DataError(f"expected {LABEL_FILE} (or re-packed ROOT/train/1..7/) under {root}, not found", exit_code=2)
     image_dir = root / "Image" / "aligned"
     if not image_dir.is_dir():
-        raise DataError(f"expected aligned faces in {image_dir}, not found")
+        raise DataError(f"expected aligned faces in {image_dir}, not found", exit_code=2)
     classes = canonical_subset(LABELS)
     records = []
     for lineno, line in enumerate(read_text_lines(label_file), 1):
