@@ -312,6 +312,47 @@ def _init(init: Optional[Path], resume: bool) -> Optional[str]:
     return str(init) if init else None
 
 
+def _model_path(weights: Optional[Path], verb: str, allow_default: bool = True) -> Path:
+    """--weights for evaluate, calibrate and export: a path; `default` (the shipped student, as train --init
+    default); or, when not given, the newest best.pt under runs/, said in one line (and whether its run is
+    still unfinished)."""
+    from gmenet_cli.errors import UsageError
+
+    if weights is not None and str(weights) == "default":
+        if not allow_default:
+            raise UsageError(f"{verb} rewrites the checkpoint it is given: copy the shipped model first "
+                             "(cp $(python -c 'import gmenet_cli, os; print(os.path.dirname(gmenet_cli.__file__))')"
+                             "/weights/default.pt my.pt) and pass --weights my.pt")
+        from gmenet_cli.predict.classify import DEFAULT_WEIGHTS
+
+        return DEFAULT_WEIGHTS
+    if weights is not None:
+        return weights
+    from gmenet_cli.training import find_latest_weights
+
+    found = find_latest_weights()
+    if found is None:
+        raise UsageError("no trained model found under runs/; pass --weights CKPT (or --weights default for the "
+                         "model shipped with gmenet)")
+    err.print(f"{verb} the most recent model: {found}{_unfinished(found)}")
+    return found
+
+
+def _unfinished(best: Path) -> str:
+    """' (its run is unfinished: ...)' when the run beside best.pt has not ended, else ''."""
+    from gmenet_cli import checkpoint
+    from gmenet_cli.errors import GmenetError
+
+    try:
+        last = checkpoint.load(best.with_name("last.pt"), mmap=True)
+    except GmenetError:
+        return ""
+    if last.get("finished", True):
+        return ""
+    total = last.get("config", {}).get("train", {}).get("epochs", "?")
+    return f" (its run is unfinished: {last.get('epoch')} of {total} epochs so far; pass --weights to choose another)"
+
+
 EpochsOpt = typer.Option(None, "--epochs", help="Training epochs.", rich_help_panel="Schedule")
 BatchOpt = typer.Option(
     None, "--batch-size", "-b", rich_help_panel="Schedule",
@@ -513,7 +554,8 @@ def evaluate(
         "--weights",
         "-w",
         rich_help_panel="Model",
-        help="Checkpoint to evaluate (default: the most recent train run's best.pt, else distill-teacher's).",
+        help="Checkpoint to evaluate (default: the most recent train run's best.pt, else distill-teacher's; "
+        "'default': the shipped student).",
     ),
     data: Optional[Path] = typer.Option(
         None,
@@ -579,16 +621,10 @@ def evaluate(
     from gmenet_cli.evaluate import evaluate as run_evaluate
     from gmenet_cli.evaluate import write_outputs
     from gmenet_cli.runtime import select_device
-    from gmenet_cli.training import find_latest_weights, resolve_run_dir
+    from gmenet_cli.training import resolve_run_dir
 
     dev = select_device(device)
-    if weights is None:
-        weights = find_latest_weights()
-        if weights is None:
-            from gmenet_cli.errors import UsageError
-
-            raise UsageError("no trained model found under runs/; pass --weights CKPT (or run gmenet train first)")
-        err.print(f"evaluating the most recent model: {weights}")
+    weights = _model_path(weights, "evaluating")
     report = run_evaluate(
         [str(weights)] + [str(c) for c in compare or []],
         str(data) if data else None,
@@ -654,14 +690,9 @@ def calibrate(
     from gmenet_cli.errors import UsageError
     from gmenet_cli.evaluate import _check_compatible, calibrate_checkpoint
     from gmenet_cli.runtime import select_device
-    from gmenet_cli.training import find_latest_weights
 
     dev = select_device(device)
-    if weights is None:
-        weights = find_latest_weights()
-        if weights is None:
-            raise UsageError("no trained model found under runs/; pass --weights CKPT")
-        err.print(f"calibrating the most recent model: {weights}")
+    weights = _model_path(weights, "calibrating", allow_default=False)
     ckpt = checkpoint.load(weights)
     path = str(data) if data else ckpt.get("data", {}).get("path")
     if not path:
@@ -888,7 +919,11 @@ def _finish_predict(output, saver) -> None:
 @app.command("export")
 @handle_errors
 def export_cmd(
-    weights: Path = typer.Option(..., "--weights", "-w", help="Checkpoint to export.", rich_help_panel="Model"),
+    weights: Optional[Path] = typer.Option(
+        None, "--weights", "-w", rich_help_panel="Model",
+        help="Checkpoint to export (default: the most recent train run's best.pt, else distill-teacher's; "
+        "'default': the shipped student).",
+    ),
     fmt: str = typer.Option(
         "onnx",
         "--format",
@@ -926,6 +961,7 @@ def export_cmd(
     """
     from gmenet_cli.export import export
 
+    weights = _model_path(weights, "exporting")
     info = export(str(weights), fmt, str(out) if out else None, input_size, half_weights=half_weights)
     if as_json:
         data_out(json.dumps(info))
@@ -935,6 +971,8 @@ def export_cmd(
         f"input {info['input']}, checked at {sizes} px); "
         f"parity: max |exported - eager| = {info['max_abs_diff']:.2e}"
     )
+    if info["replaced"]:
+        err.print(f"replaced the earlier {info['path']} ({info['replaced']}); --out writes elsewhere")
     if fmt == "onnx":
         err.print(f"Next: gmenet predict photo.jpg --weights {info['path']}")
 
@@ -978,6 +1016,7 @@ def models(
                 "params": count_params(m),
                 "gflops": count_flops(m, channels, size) / 1e9,
                 "input_px": size,
+                "working_px": working_size(name, input_size),
                 "about": spec.about,
             }
         )
@@ -985,7 +1024,7 @@ def models(
         for r in rows:
             data_out(json.dumps(r))
         return
-    render.models_table(rows, input_size, channels, classes)
+    render.models_table(rows, input_size, lr_size, channels, classes)
 
 
 def main() -> None:

@@ -169,6 +169,9 @@ def evaluate(
         data = ckpts[0][1].get("data", {}).get("path")
         if not data:
             raise UsageError("pass --data PREPARED (the checkpoint does not name its store)")
+        if not Path(data, "manifest.json").is_file():
+            raise UsageError(f"pass --data PREPARED: the store {ckpts[0][0]} was trained on ({data}) is not here "
+                             "(gmenet prepare makes one)")
         message(f"using the store the model was trained on: {data}")
     store = Store(data)
     for path, ckpt in ckpts:  # before anything else: the wrong data is the most fundamental mismatch
@@ -222,9 +225,15 @@ def evaluate(
         # the view a per-class table and confusion matrix describe: the model's own (its first trained scale
         # in the sweep; HR for a teacher), not simply the first one asked for
         primary = next((i for i, r in enumerate(results) if r["scale"] in trained), 0)
+        label = f"{ckpt['model']['name']} ({run_name(path)})"
+        for r in results:  # a model that gives every face one class has not learnt (or has collapsed)
+            used = [c for c, n in zip(store.classes, np.asarray(r["confusion"]).sum(0)) if n > 0]
+            if len(used) == 1 and r["count"] > 1:
+                message(f"warning: {label} predicts '{used[0]}' for every face at {r['face_px']}px")
         report["models"].append(
             {
                 "weights": str(path),
+                "label": label,
                 "model": ckpt["model"]["name"],
                 "kind": ckpt.get("kind"),
                 "primary_view": primary,
@@ -235,6 +244,14 @@ def evaluate(
             }
         )
     return report
+
+
+def run_name(path) -> str:
+    """How a model is named in tables and plots: its run (runs/train/<name>/weights/best.pt -> <name>), else
+    its file name without the suffix (the shipped weights/default.pt -> default)."""
+    p = Path(path)
+    in_run = p.parent.name == "weights" and p.parent.parent.parent.parent.name == "runs"
+    return p.parent.parent.name if in_run else p.stem
 
 
 def write_outputs(report: dict, out: Path) -> list[Path]:
@@ -261,7 +278,7 @@ def write_outputs(report: dict, out: Path) -> list[Path]:
     if any(len(m["results"]) > 1 for m in report["models"]):
         curves = [
             (
-                f"{m['model']} ({Path(m['weights']).parent.parent.name})",
+                m["label"],
                 [r["face_px"] for r in m["results"]],
                 [r["accuracy"] for r in m["results"]],
             )

@@ -103,12 +103,14 @@ def export(weights: str, fmt: str, out: str | None, input_size: int | None, atol
         diff = _parity(model, run, samples, input_size == model.input_size)
         if not diff <= atol:
             raise UsageError(f"parity check failed: max |exported - eager| = {diff:.2e} > {atol:.0e}; nothing written")
+        replaced = _describe(path) if path.exists() else None
         tmp.replace(path)
     finally:
         tmp.unlink(missing_ok=True)
     side = "s" if dynamic_size else sizes[0]
     return {
         "path": str(path),
+        "replaced": replaced,  # what the file held before, when export wrote over it
         "format": fmt,
         "input": [None, c, side, side],
         "sizes": sizes,
@@ -120,6 +122,21 @@ def export(weights: str, fmt: str, out: str | None, input_size: int | None, atol
         "input_range": "float32 in [0, 1]",
         "output": "logits",
     }
+
+
+def _describe(path: Path) -> str:
+    """A few words on an existing export, for the line that says it was replaced."""
+    size = f"{path.stat().st_size / 1e6:.1f} MB"
+    if path.suffix.lower() != ".onnx":
+        return size
+    try:
+        import onnx
+
+        proto = onnx.load(str(path), load_external_data=False)
+        half = any(t.data_type == onnx.TensorProto.FLOAT16 for t in proto.graph.initializer)
+        return f"{size}, {'float16' if half else 'float32'} weights"
+    except Exception:  # noqa: BLE001 - only a description; the export itself succeeded
+        return size
 
 
 def _write_onnx(model, ckpt: dict, tmp: Path, example, sizes: list[int], dynamic_size: bool, half_weights: bool):

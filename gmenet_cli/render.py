@@ -35,10 +35,17 @@ def store_summary(path: Path, manifest: dict, seconds: float) -> None:
                   f"{path / 'skipped.tsv'}[/yellow]")
     for reason, n in manifest.get("dropped", {}).items():
         err.print(f"dropped {n} row(s): {reason}")
+    if "test" not in splits:
+        err.print(f"no test split (the source folder had none): gmenet evaluate reports on "
+                  f"{'val' if 'val' in splits else 'train'}, the split training chooses best.pt on")
     from gmenet_cli.config import presets
 
-    preset = f" --preset {manifest['source']}" if manifest["source"] in presets() else ""
     err.print(f"wrote {path}")
+    if manifest["source"] == "ferplus":  # a first try first; the 80-minute recipe of the shipped models after it
+        err.print(f"Next: gmenet distill-teacher --preset quick --data {path}")
+        err.print("      (a first try, 2 epochs; --preset ferplus is the full recipe of the shipped models)")
+        return
+    preset = f" --preset {manifest['source']}" if manifest["source"] in presets() else ""
     err.print(f"Next: gmenet distill-teacher{preset} --data {path}")
 
 
@@ -187,7 +194,7 @@ def evaluation_report(report: dict) -> None:
     for m in report["models"]:
         for r in m["results"]:
             table.add_row(
-                f"{m['model']} ({Path(m['weights']).parent.parent.name})",
+                m["label"],
                 r["view"],
                 str(r["face_px"]),
                 f"{r['accuracy']:.4f}",
@@ -212,7 +219,7 @@ def evaluation_report(report: dict) -> None:
     for m in report["models"]:
         for r in m["results"]:
             recall.add_row(
-                f"{Path(m['weights']).parent.parent.name} {r['view']} {r['face_px']}px",
+                f"{m['label']} {r['view']} {r['face_px']}px",
                 *(f"{r['per_class'][c]['recall']:.3f}" for c in report["classes"]),
             )
     err.print(recall)
@@ -352,12 +359,14 @@ class PredictOutput:
 # ---------------------------------------------------------------------------------------------- models
 
 
-def models_table(rows: list[dict], input_size: int, channels: int, classes: int) -> None:
-    table = Table(
-        title=f"models at {input_size}px working size ({channels} ch, {classes} classes)", title_justify="left"
-    )
-    for col in ("name", "kind", "params", "GFLOPs", "input px", "about"):
-        table.add_column(col, justify="right" if col in ("params", "GFLOPs", "input px") else "left")
+def models_table(rows: list[dict], hr_size: int, lr_size: int, channels: int, classes: int) -> None:
+    """`works at`: the size a model computes at for this HR size (students of the "2" family: half of it);
+    `face px`: the face it is given for the FLOP count (teachers the HR face, students an LR face)."""
+    table = Table(title=f"models for {hr_size}px HR faces ({channels} ch, {classes} classes); students given "
+                        f"{lr_size}px faces", title_justify="left")
+    for col in ("name", "kind", "params", "GFLOPs", "face px", "works at px", "about"):
+        table.add_column(col, justify="right" if col in ("params", "GFLOPs", "face px", "works at px") else "left")
     for r in rows:
-        table.add_row(r["name"], r["kind"], f"{r['params']:,}", f"{r['gflops']:.3f}", str(r["input_px"]), r["about"])
+        table.add_row(r["name"], r["kind"], f"{r['params']:,}", f"{r['gflops']:.3f}", str(r["input_px"]),
+                      str(r["working_px"]), r["about"])
     table_console().print(table)

@@ -352,3 +352,58 @@ def test_predict_names_torchscript_exports_for_what_they_are(tiny_runs, cli, wor
     res = cli("predict", ASTRONAUT, "--weights", workdir / "s.torchscript.pt")
     assert res.exit_code == 2 and "is a TorchScript export, which gmenet does not read back" in res.stderr
     assert "UserWarning" not in res.output and "corrupt" not in res.stderr
+
+
+def test_small_confusions_are_gone(tiny_runs, tiny_store, cli, workdir):
+    """prepare's next step is the quick first try; evaluate, calibrate and export share how --weights is
+    found (`default`, or the newest run, said to be unfinished when it is); export says what it replaced;
+    models names the size each model works at; evaluate names the shipped model 'default'."""
+    import synth
+
+    root = synth.make_ferplus(workdir / "ferplus", per_class=2)
+    res = cli("prepare", "--src", "ferplus", "--root", root, "--scale", "4", "--out", workdir / "st")
+    nxt = [line for line in res.stderr.splitlines() if line.startswith("Next:")]
+    assert nxt == [f"Next: gmenet distill-teacher --preset quick --data {workdir / 'st'}"]
+    assert "--preset ferplus is the full recipe" in res.stderr and "no test split" in res.stderr
+    res = cli("evaluate", "--weights", "default", "--data", tiny_store, "--json", "--out", workdir / "ev0")
+    assert res.exit_code == 0 and json.loads(res.stdout)["models"][0]["label"] == "gmenet_s2 (default)"
+    res = cli("evaluate", "--weights", "default")
+    assert res.exit_code == 2 and "pass --data PREPARED" in res.stderr
+    assert cli("calibrate", "--weights", "default").exit_code == 2
+    run = workdir / "runs" / "train" / "mine" / "weights"
+    run.mkdir(parents=True)
+    shutil.copy(tiny_runs["student"], run / "best.pt")
+    from gmenet_cli import checkpoint
+
+    last = checkpoint.load(tiny_runs["student"].with_name("last.pt"))
+    checkpoint.save(run / "last.pt", {**last, "finished": False, "epoch": 1})
+    res = cli("export")
+    assert res.exit_code == 0, res.output
+    assert "exporting the most recent model: runs/train/mine/weights/best.pt (its run is unfinished: 1 of" in res.stderr
+    res = cli("export", "--half-weights")
+    assert res.exit_code == 0 and "replaced the earlier runs/train/mine/weights/best.onnx (" in res.stderr
+    assert "float32 weights" in res.stderr
+    res = cli("models", "--json")
+    rows = {r["name"]: r for r in map(json.loads, res.stdout.splitlines())}
+    assert rows["gmenet_s2"]["working_px"] == 24 and rows["gmenet_s2"]["input_px"] == 12
+    assert rows["teacher_s2"]["working_px"] == 48
+    res = cli("evaluate", "--weights", run / "best.pt", "--data", tiny_store, "--json", "--out", workdir / "ev")
+    assert json.loads(res.stdout)["models"][0]["label"].endswith("(mine)")
+    from gmenet_cli.evaluate import run_name
+
+    assert run_name(REPO / "gmenet_cli/weights/default.pt") == "default"
+
+
+def test_evaluate_warns_when_a_model_gives_every_face_one_class(tiny_runs, tiny_store, cli, workdir):
+    import torch
+
+    from gmenet_cli import checkpoint
+
+    ckpt = checkpoint.load(tiny_runs["student"])
+    state = dict(ckpt["state_dict"])
+    state["head.weight"] = torch.zeros_like(state["head.weight"])
+    state["head.bias"] = torch.arange(len(ckpt["classes"]), dtype=state["head.bias"].dtype)  # the last class wins
+    checkpoint.save(workdir / "collapsed.pt", {**ckpt, "state_dict": state})
+    res = cli("evaluate", "--weights", workdir / "collapsed.pt", "--data", tiny_store, "--out", workdir / "ev")
+    assert res.exit_code == 0 and "predicts 'contempt' for every face at 24px" in res.stderr
+    assert "predicts 'contempt' for every face at 12px" in res.stderr  # every size it reports
