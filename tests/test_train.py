@@ -454,3 +454,28 @@ def test_the_shipped_recipe_runs_end_to_end(tiny_store, cli, workdir):
     res = cli("predict", workdir / "face.png", "--no-detect", "--json", "--weights", best.with_suffix(".onnx"))
     (row,) = json_lines(res.stdout)
     assert res.exit_code == 0 and row["input_px"] == 12 and row["label"] in ckpt["classes"]
+
+
+def test_fine_tuning_keeps_its_geometry_and_picks_no_teacher(tiny_store, tiny_runs, cli, workdir):
+    """`train --init` bare must not take whatever store and teacher are newest: the model's own scales, a
+    store that has them (else one line saying what to pass), no auto-picked teacher; an auto-picked teacher
+    whose run is unfinished is named as such."""
+    import synth
+
+    shutil.copytree(tiny_runs["base"] / "runs", workdir / "runs")  # a finished teacher and student
+    root = synth.make_ferplus(workdir / "ferplus", per_class=2)
+    res = cli("prepare", "--src", "ferplus", "--root", root, "--scale", "4", "--out", workdir / "prepared" / "x4")
+    assert res.exit_code == 0
+    res = cli("train", "--init", tiny_runs["student"], "--preset", "tiny", "--epochs", "1", "-q")
+    assert res.exit_code == 2 and "scale x2 is not in the most recent prepared store prepared/x4" in res.stderr
+    assert "pass --data with a store made by gmenet prepare --scale 2,4" in res.stderr
+    res = cli("train", "--init", tiny_runs["student"], "--data", tiny_store, "--preset", "tiny", "--epochs", "1",
+              "--name", "ft", "-q")
+    assert res.exit_code == 0, res.output
+    assert "without a teacher (none is picked for --init" in res.stderr and "most recent teacher" not in res.stderr
+    ft = checkpoint.load(workdir / "runs/train/ft/weights/best.pt")
+    assert ft["distill"] is False and ft["input"]["scales"] == [2, 4]
+    teacher_last = workdir / "runs/distill-teacher/t/weights/last.pt"
+    checkpoint.save(teacher_last, {**checkpoint.load(teacher_last), "finished": False, "epoch": 1})
+    res = cli("train", "--data", tiny_store, "--preset", "tiny", "--epochs", "1", "--name", "s2", "-q")
+    assert res.exit_code == 0 and "(warning: its run is unfinished, 1 of 2 epochs" in res.stderr

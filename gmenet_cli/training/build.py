@@ -95,14 +95,17 @@ def train_student(cfg: Config, runtime: Runtime, data: str | None = None, teache
     progress = progress or Callbacks()
     start = _start("train", cfg, data, teacher, name, resume, progress)
     cfg, store = start.cfg, start.store
+    model, model_meta = _build(cfg.model.name, "student", cfg, store)
+    init = _init_weights(model, model_meta, "student", cfg, store, start, progress)
+    if cfg.train.init and start.state is None:
+        _fine_tuning_defaults(cfg, teacher is not None, progress)
     scales = sorted(set(cfg.train.scales or store.scales))
     missing = [s for s in scales if s not in store.scales]
     if missing:
-        raise UsageError(f"scale x{missing[0]} is not in {store.path} (it has "
-                         f"{', '.join(f'x{s}' for s in store.scales)}); "
-                         f"run gmenet prepare with --scale {','.join(str(s) for s in scales)}")
-    model, model_meta = _build(cfg.model.name, "student", cfg, store)
-    init = _init_weights(model, model_meta, "student", cfg, store, start, progress)
+        where = "the most recent prepared store " if data is None and start.state is None else ""
+        raise UsageError(f"scale x{missing[0]} is not in {where}{store.path} (it has "
+                         f"{', '.join(f'x{s}' for s in store.scales)}); pass --data with a store made by "
+                         f"gmenet prepare --scale {','.join(str(s) for s in scales)}")
     loss, prior = _classification_loss(cfg, store)
     meta = {"kind": "student", "model": model_meta, "classes": store.classes, "class_prior": prior,
             "input": _input_spec(model, store, scales, "lr"), "distill": cfg.distill.enabled, **init}
@@ -127,6 +130,20 @@ def train_student(cfg: Config, runtime: Runtime, data: str | None = None, teache
         "val_metric": teacher_ckpt.get("best_metric"),
     }
     return fit("train", task, store, cfg, runtime, start.run_dir, meta, scales, progress, start.state)
+
+
+def _fine_tuning_defaults(cfg: Config, teacher_given: bool, progress: Callbacks) -> None:
+    """`train --init CKPT` keeps the geometry of the model it starts from: its face scales, unless --scales
+    says otherwise (its face size and classes are checked against the store by _init_weights). No teacher is
+    picked for it: a teacher is named (--teacher) or the run fine-tunes without one."""
+    init = checkpoint.load(cfg.train.init, mmap=True)
+    scales = [int(s) for s in init["input"].get("scales", [])]
+    if not cfg.train.scales and scales:
+        cfg.train.scales = scales
+    if cfg.distill.enabled and not teacher_given:
+        cfg.distill.enabled = False
+        progress.message(f"fine-tuning {cfg.train.init} without a teacher (none is picked for --init; pass --teacher "
+                         "CKPT to distil from one that fits)")
 
 
 def _classification_loss(cfg: Config, store: Store) -> tuple[ClassificationLoss, list[float]]:
@@ -186,7 +203,15 @@ def _latest_teacher(student: str, progress: Callbacks) -> str:
     found = find_latest_teacher(student)
     if found is None:
         raise UsageError("no teacher: run gmenet distill-teacher first, pass --teacher CKPT, or --no-distill")
-    progress.message(f"using the most recent teacher: {found}")
+    note = ""
+    last = found.with_name("last.pt")
+    if last.is_file():
+        state = checkpoint.load(last, mmap=True)
+        if not state.get("finished", True):
+            total = state.get("config", {}).get("train", {}).get("epochs", "?")
+            note = (f" (warning: its run is unfinished, {state.get('epoch')} of {total} epochs; pass --teacher to "
+                    "choose another)")
+    progress.message(f"using the most recent teacher: {found}{note}")
     return str(found)
 
 
