@@ -67,28 +67,38 @@ def datasets_table(rows: list[dict]) -> None:
 
 
 class RichTraining:
-    """Renders training callbacks: an overall bar (epochs, ETA) over a per-epoch bar (loss, accuracy), one
-    line per epoch, and, after the first batches, one line with the estimated time of the whole run."""
+    """Renders training callbacks: an overall bar (epochs, time left) over a per-epoch bar (loss, accuracy),
+    one line per epoch, and one line with the estimated time of the whole run: after the first batches
+    (training only), then again after the first epoch with its validation measured. Off a terminal (no bar),
+    a plain progress line every PLAIN_EVERY seconds, unless quiet."""
 
     ESTIMATE_AFTER = 20  # batches timed before the estimate is printed (after the first progress call's)
+    PLAIN_EVERY = 60.0  # seconds between progress lines when there is no bar (output piped or logged)
 
     def __init__(self, quiet: bool = False):
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
+        # The time column is ours: progress arrives every few batches, too rarely for Rich's own speed
+        # estimate, which showed -:--:-- for whole short epochs.
         self.bar = Progress(
             TextColumn("{task.description}"),
             BarColumn(),
             MofNCompleteColumn(),
             TextColumn("{task.fields[stats]}"),
-            TimeRemainingColumn(),
+            TextColumn("{task.fields[eta]}"),
             console=err,
             transient=True,
             disable=quiet or not err.is_terminal,
         )
+        self.quiet = quiet
         self.task = self.total = None
         self.epochs = self.epoch = self.batches = self.first_epoch = 0
         self.t_epoch, self.estimated = 0.0, False
         self.t_warm, self.warm = None, 0
+        self.per_batch = None  # seconds per training batch, once measured
+        self.t_plain = 0.0
+        self.t_epoch_end = None  # when the last epoch's training ended (its validation follows)
+        self.validation_s = None  # the first epoch's validation time, once measured
 
     def start(self, info: dict) -> None:
         where = f"{info['device']}" + (f" x{info['world']} processes" if info["world"] > 1 else "")
@@ -104,6 +114,7 @@ class RichTraining:
         import time
 
         self.epoch, self.epochs, self.batches, self.t_epoch = epoch, epochs, batches, time.perf_counter()
+        self.t_plain = self.t_epoch
         if not self.estimated:
             self.t_warm = None
         if self.bar.disable:
@@ -111,8 +122,8 @@ class RichTraining:
         self.bar.start()
         if self.total is None:
             self.first_epoch = epoch
-            self.total = self.bar.add_task("all epochs", total=(epochs - epoch) * batches, stats="")
-        self.task = self.bar.add_task(f"epoch {epoch + 1}/{epochs}", total=batches, stats="")
+            self.total = self.bar.add_task("all epochs", total=(epochs - epoch) * batches, stats="", eta="")
+        self.task = self.bar.add_task(f"epoch {epoch + 1}/{epochs}", total=batches, stats="", eta="")
 
     def batch(self, i: int, scalars: dict) -> None:
         import time
@@ -125,23 +136,39 @@ class RichTraining:
                 self.t_warm, self.warm = time.perf_counter(), i + 1
             elif i + 1 >= min(self.warm + self.ESTIMATE_AFTER, self.batches):
                 self._estimate(i + 1)
+        stats = f"loss {scalars['loss']:.3f} acc {scalars['acc']:.3f}"
+        now = time.perf_counter()
         if self.task is not None:
-            self.bar.update(self.task, completed=i + 1, stats=f"loss {scalars['loss']:.3f} acc {scalars['acc']:.3f}")
-            self.bar.update(self.total, completed=(self.epoch - self.first_epoch) * self.batches + i + 1)
+            left = self._left(i + 1)
+            self.bar.update(self.task, completed=i + 1, stats=stats, eta=f"{_clock(now - self.t_epoch)} elapsed")
+            self.bar.update(self.total, completed=(self.epoch - self.first_epoch) * self.batches + i + 1,
+                            eta=f"~{_duration(left)} left" if left is not None else "")
+        elif not self.quiet and now - self.t_plain >= self.PLAIN_EVERY:  # no bar: a line now and then
+            self.t_plain = now
+            err.print(f"  epoch {self.epoch + 1}/{self.epochs}: batch {i + 1}/{self.batches}, {stats}, "
+                      f"{_clock(now - self.t_epoch)} elapsed")
+
+    def _left(self, done: int) -> float | None:
+        """Seconds left in the run after `done` batches of this epoch: training at the measured rate, plus
+        each remaining validation once one has been measured."""
+        if self.per_batch is None:
+            return None
+        left = self.per_batch * ((self.epochs - self.epoch) * self.batches - done)
+        return left + (self.validation_s or 0.0) * (self.epochs - self.epoch)
 
     def _estimate(self, done: int) -> None:
         import datetime
         import time
 
         self.estimated = True
-        per_batch = (time.perf_counter() - self.t_warm) / (done - self.warm)
-        left = per_batch * ((self.epochs - self.epoch) * self.batches - done)
+        self.per_batch = (time.perf_counter() - self.t_warm) / (done - self.warm)
+        left = self._left(done)
         end = datetime.datetime.now() + datetime.timedelta(seconds=left)
         n = self.epochs - self.epoch
         err.print(
-            f"about {_duration(left)} to go for {n} epoch{'s' if n != 1 else ''} "
-            f"({_duration(per_batch * self.batches)} per epoch, validation not included), ending around "
-            f"{end:%H:%M}"
+            f"estimate: {_duration(self.per_batch * self.batches)} of training per epoch, {n} epoch"
+            f"{'s' if n != 1 else ''} to go: about {_duration(left)} plus validation, ending after {end:%H:%M} "
+            "(updated once the first validation is timed)"
         )
 
     def epoch_end(self, row: dict) -> None:
@@ -157,9 +184,23 @@ class RichTraining:
             f"{row['train_acc']:.4f}{val} "
             f"({row['epoch_time_s']:.0f}s, {row['images_per_s']:.0f} img/s){mark}"
         )
+        if self.validation_s is None and "val_time_s" in row and self.per_batch is not None:
+            import datetime
+
+            self.validation_s = float(row["val_time_s"])
+            left = (self.per_batch * self.batches + self.validation_s) * (self.epochs - row["epoch"])
+            if left > 0:
+                end = datetime.datetime.now() + datetime.timedelta(seconds=left)
+                err.print(f"estimate with validation ({_duration(self.validation_s)} each): about {_duration(left)} "
+                          f"to go, ending around {end:%H:%M}")
 
     def message(self, text: str) -> None:
         err.print(text)
+
+
+def _clock(seconds: float) -> str:
+    m, s = divmod(int(seconds), 60)
+    return f"{m // 60}:{m % 60:02d}:{s:02d}" if m >= 60 else f"{m}:{s:02d}"
 
 
 def _duration(seconds: float) -> str:

@@ -172,7 +172,8 @@ def test_training_prints_an_estimate_and_an_interrupt_before_the_first_epoch_lea
     from gmenet_cli.training import loop
 
     res = cli("train", "--data", tiny_store, "--no-distill", "--preset", "tiny", "--epochs", "1", "-b", "4")
-    assert res.exit_code == 0 and re.search(r"about \d+ s to go for 1 epoch", res.stderr), res.stderr
+    assert res.exit_code == 0, res.output
+    assert re.search(r"estimate: \d+ s of training per epoch, 1 epoch to go: about \d+ s plus validation", res.stderr)
     real = loop.train_step
 
     def stop(*a, **k):
@@ -314,7 +315,32 @@ def test_the_time_estimate_leaves_out_the_slow_first_batches(monkeypatch, capsys
             r.batch(i, {"loss": 1.0, "acc": 0.5})
     (line,) = [x for x in lines if "to go" in x]
     # 170 batches left at 0.1 s: about 17 s; timing from the start would have said about 6 min
-    assert re.search(r"about 1\d s to go for 2 epochs \(10 s per epoch", line), line
+    assert re.search(r"estimate: 10 s of training per epoch, 2 epochs to go: about 1\d s plus validation", line), line
+    # the first epoch's validation (30 s) measured: the estimate is given again with it, 10 + 30 s for the last epoch
+    r.epoch_end({"epoch": 1, "train_loss": 1.0, "train_acc": 0.5, "epoch_time_s": 19.0, "images_per_s": 1.0,
+                 "val_time_s": 30.0})
+    assert any("estimate with validation (30 s each): about 40 s to go" in x for x in lines), lines
+
+
+def test_training_off_a_terminal_prints_progress_now_and_then(monkeypatch):
+    """Piped or logged, there is no bar: a plain line every minute (none with --quiet)."""
+    import time
+
+    from gmenet_cli import render
+
+    clock = [0.0]
+    monkeypatch.setattr(time, "perf_counter", lambda: clock[0])
+    for quiet, expected in ((False, 3), (True, 0)):
+        lines = []
+        monkeypatch.setattr(render.err, "print", lambda *a, **k: lines.append(str(a[0])))
+        r = render.RichTraining(quiet=quiet)
+        assert r.bar.disable  # pytest's stderr is not a terminal
+        r.epoch_start(0, 1, 400)
+        for i in range(0, 400, 10):
+            clock[0] += 5.0  # 200 s for the epoch
+            r.batch(i + 9, {"loss": 1.0, "acc": 0.5})
+        progress = [x for x in lines if x.startswith("  epoch 1/1: batch ")]
+        assert len(progress) == expected, lines
 
 
 def test_one_exit_code_rule_across_commands(tiny_runs, tiny_store, cli, workdir):

@@ -237,6 +237,7 @@ class _Run:
     def end_epoch(self, epoch: int, row: dict) -> None:
         """Validate, keep the best, write last.pt / best.pt / results.csv / results.png (rank 0 only)."""
         if self.val_split is not None:
+            t0 = time.perf_counter()
             val = validate(
                 self.evaluated,
                 self.val_split,
@@ -249,6 +250,7 @@ class _Run:
                 **{k: v for k, v in row.items() if k not in ("train_images", "epoch_time_s", "images_per_s")},
                 **val,
                 **{k: row[k] for k in ("train_images", "epoch_time_s", "images_per_s")},
+                "val_time_s": time.perf_counter() - t0,
             }
         metric = row.get("val_acc", row["train_acc"])
         improved = metric > self.best_metric
