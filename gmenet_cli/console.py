@@ -55,6 +55,14 @@ def handle_errors(fn):
             # at /dev/null so the interpreter's last flush cannot complain either
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
             raise typer.Exit(141) from None
+        except ModuleNotFoundError as e:
+            missing = (e.name or "").split(".")[0]
+            if missing in OPTIONAL_MODULES:
+                err.print(f"[red]error:[/red] this needs {missing}, which is not installed (a predict-only install "
+                          f"runs gmenet predict with the shipped .onnx models); {OPTIONAL_MODULES[missing]}",
+                          soft_wrap=True)
+                raise typer.Exit(1) from None
+            _internal(e)
         except MemoryError:
             err.print("[red]error:[/red] out of memory; try a smaller --batch-size")
             raise typer.Exit(1) from None
@@ -65,11 +73,21 @@ def handle_errors(fn):
             err.print(f"[red]error:[/red] {e.strerror or e}{where}", soft_wrap=True)
             raise typer.Exit(1) from None
         except Exception as e:  # noqa: BLE001 - the promise is: never a traceback for users
-            if os.environ.get("GMENET_DEBUG"):
-                traceback.print_exc()
-            first = str(e).strip().splitlines()[0] if str(e).strip() else ""
-            err.print(f"[red]internal error:[/red] {type(e).__name__}: {first[:200]} (set GMENET_DEBUG=1 for details)",
-                      soft_wrap=True)
-            raise typer.Exit(1) from None
+            _internal(e)
 
     return wrapper
+
+
+# Modules that a predict-only install (requirements-predict.txt) leaves out, and how to get each.
+OPTIONAL_MODULES = {"torch": "pip install torch==2.14.1 torchvision==0.29.1", "torchvision": "pip install torchvision",
+                    "onnx": "pip install onnx (the onnx extra)", "matplotlib": "pip install matplotlib"}
+
+
+def _internal(e: Exception):
+    """Anything unexpected: one line (a traceback only with GMENET_DEBUG=1), exit 1."""
+    if os.environ.get("GMENET_DEBUG"):
+        traceback.print_exc()
+    first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+    err.print(f"[red]internal error:[/red] {type(e).__name__}: {first[:200]} (set GMENET_DEBUG=1 for details)",
+              soft_wrap=True)
+    raise typer.Exit(1) from None
