@@ -125,7 +125,7 @@ def test_unavailable_camera_is_an_error_record(tiny_runs, cli):
     res = cli("predict", "97", "--weights", tiny_runs["student"], "--json")
     assert res.exit_code == 1
     (record,) = json_lines(res.stdout)
-    assert record == {"file": "97", "error": "cannot open camera"}
+    assert record == {"file": "97", "error": "cannot open camera (in use, or no camera with that index)"}
 
 
 def test_ctrl_c_prints_what_was_done(tiny_runs, cli, workdir, monkeypatch):

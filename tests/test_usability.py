@@ -433,3 +433,20 @@ def test_evaluate_warns_when_a_model_gives_every_face_one_class(tiny_runs, tiny_
     res = cli("evaluate", "--weights", workdir / "collapsed.pt", "--data", tiny_store, "--out", workdir / "ev")
     assert res.exit_code == 0 and "predicts 'contempt' for every face at 24px" in res.stderr
     assert "predicts 'contempt' for every face at 12px" in res.stderr  # every size it reports
+
+
+def test_a_tiny_crop_without_a_face_points_at_no_detect_and_streams_keep_ffmpeg_quiet(tiny_runs, cli, workdir):
+    import subprocess
+
+    import cv2
+
+    crop = workdir / "crop12.png"
+    face = cv2.imread(str(ASTRONAUT))[40:200, 150:310]
+    cv2.imwrite(str(crop), cv2.resize(face, (12, 12), interpolation=cv2.INTER_AREA))
+    res = cli("predict", crop, "--weights", tiny_runs["student"])
+    assert res.exit_code == 1
+    assert "no face found in this 12x12 image; if it is a face crop, pass --no-detect" in res.stderr
+    proc = subprocess.run([sys.executable, "-m", "gmenet_cli", "predict", "rtsp://127.0.0.1:9/none", "--no-detect"],
+                          capture_output=True, text=True, timeout=60, cwd=workdir)
+    assert proc.returncode == 1 and "cannot open stream (refused, unreachable" in proc.stderr
+    assert "[tcp @" not in proc.stderr and "Connection" not in proc.stderr  # FFmpeg's own log stays off

@@ -14,6 +14,9 @@ MAX_FILE_BYTES = 256 * 1024 * 1024
 MAX_PIXELS = 100_000_000  # a 10k x 10k photo; larger headers are refused by the decoder before allocation
 # OpenCV reads this limit lazily at the first decode; its default (2^30 pixels = 3 GB BGR) is too generous.
 os.environ.setdefault("CV_IO_MAX_IMAGE_PIXELS", str(MAX_PIXELS))
+# FFmpeg's own log lines ("[tcp @ 0x...] Connection refused") would reach the user's stderr beside gmenet's
+# one-line error for the stream; AV_LOG_QUIET (-8) keeps them off. Read when OpenCV loads its FFmpeg backend.
+os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
 
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402

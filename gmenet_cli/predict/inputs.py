@@ -105,9 +105,10 @@ def iter_items(files: list[str], every: int) -> Iterator[Item]:
 def _frames(source: str, every: int) -> Iterator[Item]:
     cap = cv2.VideoCapture(int(source) if source.isdigit() else source)
     if not cap.isOpened():
-        yield Item(
-            source, error="cannot open " + ("camera" if source.isdigit() else "stream" if "://" in source else "video")
-        )
+        what = ("camera (in use, or no camera with that index)" if source.isdigit()
+                else "stream (refused, unreachable or not a video stream)" if "://" in source
+                else "video (not a format OpenCV's FFmpeg reads)")
+        yield Item(source, error=f"cannot open {what}")
         return
     fps = cap.get(cv2.CAP_PROP_FPS) or 0.0
     index, any_frame = 0, False

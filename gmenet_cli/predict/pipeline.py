@@ -66,10 +66,13 @@ def _faces(item: Item, clf: Classifier, detector: FaceDetector | None, margin: f
     else:
         found = detect_faces(detector, img)
         if not found:
-            item.note = (
-                f"no face found (faces under about {detector.smallest_face(img.shape):.0f}px are below "
-                "what the detector looks for; see --min-face)"
-            )
+            smallest = detector.smallest_face(img.shape)
+            if max(h, w) < 3 * max(smallest, 16):  # an image this small is most likely a face crop itself
+                item.note = (f"no face found in this {w}x{h} image; if it is a face crop, pass --no-detect "
+                             "(it is then read as one face)")
+            else:
+                item.note = (f"no face found (faces under about {smallest:.0f}px are below what the detector "
+                             "looks for; see --min-face)")
     faces = []
     for b in found:
         try:
