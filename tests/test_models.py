@@ -82,9 +82,9 @@ def test_gradients_reach_the_student_only():
     out = task(batch)
     assert {"loss", "ce", "askd", "askd_channel", "askd_spatial", "kd", "logits"} <= set(out)
     out["loss"].backward()
-    assert all(p.grad is None for p in teacher.parameters())
+    assert all(p.grad is None for p in task.teacher.parameters()) and all(p.grad is None for p in teacher.parameters())
     assert all(p.grad is not None for p in student.parameters() if p.requires_grad)
-    assert not teacher.training  # frozen teacher stays in eval mode inside a training task
+    assert not task.teacher.training  # the frozen (BN-folded) teacher stays in eval mode inside a training task
 
 
 def _arch(model) -> list[str]:
@@ -130,3 +130,30 @@ def test_cuda_autocast_channels_last(name):
     assert logits.shape == (16, 8) and torch.isfinite(logits.float()).all()
     logits.float().sum().backward()
     assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+
+
+@pytest.mark.parametrize("name", ["teacher_t2", "teacher_s2", "gmenet_t2", "teacher_t"])
+def test_batchnorm_folding_keeps_every_output(name):
+    """The frozen teacher runs with BN folded into its convolutions: the same logits and attention maps."""
+    from gmenet_cli.models.fuse import count_batchnorm, fuse_batchnorm
+
+    torch.manual_seed(0)
+    size = 24 if name.startswith("gmenet") else 48
+    model = create_model(name, in_chans=1, num_classes=8, input_size=size)
+    for m in model.modules():  # non-trivial running statistics, as after training
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.5, 0.5)
+            m.running_var.uniform_(0.5, 2.0)
+            m.weight.data.uniform_(0.5, 1.5)
+            m.bias.data.uniform_(-0.2, 0.2)
+    model.eval()
+    fused = fuse_batchnorm(model)
+    # every BN of a teacher folds (a student's mixed-channel blocks keep theirs: BN after a concatenation)
+    assert count_batchnorm(fused) == (0 if name.startswith("teacher") else 5) < count_batchnorm(model)
+    x = torch.rand(4, 1, size, size)
+    with torch.no_grad():
+        ref_logits, ref_maps = model(x, return_maps=True)
+        logits, maps = fused(x, return_maps=True)
+    assert torch.allclose(logits, ref_logits, atol=1e-4, rtol=1e-4)
+    for (c, s), (rc, rs) in zip(maps, ref_maps):
+        assert torch.allclose(c, rc, atol=1e-4, rtol=1e-4) and torch.allclose(s, rs, atol=1e-4, rtol=1e-4)
