@@ -409,3 +409,19 @@ def test_detected_faces_are_routed_by_the_crop_the_model_reads(tiny_runs, cli, w
         (rows[margin],) = json_lines(res.stdout)
     assert rows["0.1"]["face_px"] == rows["0"]["face_px"] == 21.6
     assert rows["0.1"]["input_px"] == 24 and rows["0"]["input_px"] == 12
+
+
+def test_shipped_one_size_models_load_only_when_a_face_of_their_size_comes():
+    from gmenet_cli.predict.classify import LazyClassifier, default_files, load_classifier
+
+    if len(default_files(".onnx")) < 2:
+        pytest.skip("no one-size model ships in this checkout")
+    clf = load_classifier(None)
+    lazy = [m for m in clf.members if isinstance(m, LazyClassifier)]
+    assert lazy and not any(m.loaded for m in lazy)
+    px = lazy[0].sizes[0]
+    others = [s for s in clf.sizes if s != px]
+    clf.classify([np.zeros((1, others[-1], others[-1]), np.uint8)])
+    assert not lazy[0].loaded  # a face of another size does not load it
+    clf.classify([np.zeros((1, px, px), np.uint8)])
+    assert lazy[0].loaded and clf.route[px] is lazy[0]

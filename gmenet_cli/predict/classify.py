@@ -146,6 +146,37 @@ class RoutedClassifier(Classifier):
         return self.route[size].temperature(size)
 
 
+class LazyClassifier(Classifier):
+    """A shipped one-size model (default-<N>px), loaded only when a face of its size is classified: start-up
+    pays for the models it uses, not for every file that ships. Its size comes from the file name; its class
+    list and channels must be those of the default it sits beside (checked when it loads)."""
+
+    def __init__(self, path: str, size: int, like: Classifier, load):
+        self.path, self.sizes, self.backend = path, [size], like.backend
+        self.classes, self.channels = like.classes, like.channels
+        self._load, self._model = load, None
+
+    @property
+    def model(self) -> Classifier:
+        if self._model is None:
+            m = self._load(self.path)
+            if m.classes != self.classes or m.channels != self.channels or self.sizes[0] not in m.sizes:
+                raise UsageError(f"{self.path} does not match the default model beside it (classes, channels or "
+                                 f"face size {self.sizes[0]} px); reinstall gmenet")
+            self._model = m
+        return self._model
+
+    @property
+    def loaded(self) -> bool:
+        return self._model is not None
+
+    def logits(self, x: np.ndarray) -> np.ndarray:
+        return self.model.logits(x)
+
+    def temperature(self, size: int) -> float:
+        return self.model.temperature(size)
+
+
 def onnxruntime_available() -> bool:
     import importlib.util
 
@@ -177,15 +208,16 @@ def _load_default(device: str | None) -> list[Classifier]:
     second); `--device cuda`, or no onnxruntime, uses the shipped .pt files instead."""
     device = parse_device(device)
     onnx = default_files(".onnx") if not device.startswith("cuda") and onnxruntime_available() else []
-    if onnx:
-        return [OnnxClassifier(str(p)) for p in onnx]
-    pts = default_files(".pt")
-    if not pts:
+    files = onnx or default_files(".pt")
+    if not files:
         raise UsageError(
             "no default model ships with this install; pass --weights runs/train/<name>/weights/best.pt "
             "(train one: gmenet prepare, gmenet distill-teacher, gmenet train)"
         )
-    return [_load_classifier(str(p), device) for p in pts]
+    main = _load_classifier(str(files[0]), device)
+    sized = re.compile(r"default-(\d+)px\.(onnx|pt)")
+    return [main] + [LazyClassifier(str(p), int(sized.fullmatch(p.name).group(1)), main,
+                                    lambda path: _load_classifier(path, device)) for p in files[1:]]
 
 
 def _load_classifier(weights: str, device: str | None = None) -> Classifier:
