@@ -64,17 +64,19 @@ def shrink(files: list[tuple[Path, int]], size: int, into: Path) -> list[str]:
     return out
 
 
-def predictions(paths: list[str], clf, detector, margin: float) -> list[int]:
-    """The class index `gmenet predict` gives each file (-1: no face / unreadable)."""
-    best: dict[str, tuple[float, int]] = {}
+def predictions(paths: list[str], clf, detector, margin: float) -> tuple[list[int], list]:
+    """The class index `gmenet predict` gives each file (-1: no face / unreadable), and its probabilities."""
+    best: dict[str, tuple[float, int, list]] = {}
     for item, results in pipeline.run(paths, clf, detector, margin, every=1, batch_size=256):
         for r in results:
-            if "label" in r and r.get("detector_score", 1.0) >= best.get(item.file, (-1.0, -1))[0]:
-                best[item.file] = (r.get("detector_score", 1.0), clf.classes.index(r["label"]))
-    return [best.get(p, (0.0, -1))[1] for p in paths]
+            if "label" in r and r.get("detector_score", 1.0) >= best.get(item.file, (-1.0,))[0]:
+                probs = [r["probs"][c] for c in clf.classes]
+                best[item.file] = (r.get("detector_score", 1.0), clf.classes.index(r["label"]), probs)
+    found = [best.get(p) for p in paths]
+    return [f[1] if f else -1 for f in found], [f[2] if f else None for f in found]
 
 
-def score(truth: list[int], pred: list[int], classes: list[str], scored: list[int]) -> dict:
+def score(truth: list[int], pred: list[int], classes: list[str], scored: list[int], probs=None) -> dict:
     """Metrics over the faces of the scored classes; a missing face (-1) is a wrong answer ('no face')."""
     k = len(classes)
     conf = np.zeros((k, k + 1), dtype=np.int64)  # last column: no face found
@@ -86,7 +88,14 @@ def score(truth: list[int], pred: list[int], classes: list[str], scored: list[in
     m = metrics_from_confusion(square, classes)
     n = int(conf[scored].sum())
     recall = {classes[i]: m["per_class"][classes[i]]["recall"] for i in scored}
-    return {"faces": n, "no_face": int(conf[scored][:, k].sum()),
+    ece = None
+    if probs is not None:  # calibration error over the scored faces the model read (confidence as predict gives it)
+        from gmenet_cli.calibrate import ece as expected_calibration_error
+
+        keep = [i for i, (t, p) in enumerate(zip(truth, probs)) if t in scored and p is not None]
+        if keep:
+            ece = expected_calibration_error(np.array([probs[i] for i in keep]), np.array([truth[i] for i in keep]))
+    return {"faces": n, "no_face": int(conf[scored][:, k].sum()), "ece": ece,
             "accuracy": float(np.trace(sub[:, scored]) / n) if n else 0.0,
             "mean_class_accuracy": float(np.mean(list(recall.values()))) if recall else 0.0,
             "recall": recall, "confusion": {classes[i]: conf[i].tolist() for i in scored}}
@@ -118,8 +127,8 @@ def main(argv=None) -> int:
     for size in [s.strip() for s in args.sizes.split(",") if s.strip()]:
         with tempfile.TemporaryDirectory() as tmp:
             paths = [str(f) for f, _ in files] if size == "full" else shrink(files, int(size), Path(tmp))
-            pred = predictions(paths, clf, detector, args.margin)
-        report["sizes"][size] = score(truth, pred, clf.classes, scored)
+            pred, probs = predictions(paths, clf, detector, args.margin)
+        report["sizes"][size] = score(truth, pred, clf.classes, scored, probs)
 
     if args.json:
         args.json.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
@@ -135,7 +144,7 @@ def main(argv=None) -> int:
             print(f"| {size} | {r['accuracy']:.1%} | {r['mean_class_accuracy']:.1%} | "
                   + " | ".join(f"{v:.0%}" for v in rec) + " |")
         else:
-            print(f"{size:>5}: acc {r['accuracy']:.1%}  mca {r['mean_class_accuracy']:.1%}  "
+            print(f"{size:>5}: acc {r['accuracy']:.1%}  mca {r['mean_class_accuracy']:.1%}  ece {r['ece']:.3f}  "
                   + "  ".join(f"{c} {v:.0%}" for c, v in zip(names, rec))
                   + (f"  (no face: {r['no_face']})" if r["no_face"] else ""))
     return 0

@@ -105,10 +105,16 @@ def main() -> None:
     report = json.loads(Path(args.metrics).read_text())
     agree = agreement(model, out.with_suffix(".onnx"), store_path, report["split"], ckpt["input"]["scales"])
     m = report["models"][0]
-    rows = ["  | face | accuracy | mean class acc | macro F1 |", "  |---|---|---|---|"]
+    rows = ["  | face | accuracy | mean class acc | macro F1 | ECE (temperature) |", "  |---|---|---|---|---|"]
     for r in m["results"]:
+        ece = f"{r['ece']:.3f} (T {r['temperature']:.3f})" if "ece" in r else "not measured"
         rows.append(f"  | {r['face_px']} px ({r['view']}) | {r['accuracy'] * 100:.2f}% | "
-                    f"{r['mean_class_accuracy'] * 100:.2f}% | {r['macro_f1'] * 100:.2f}% |")
+                    f"{r['mean_class_accuracy'] * 100:.2f}% | {r['macro_f1'] * 100:.2f}% | {ece} |")
+    classes = report["classes"]  # recall of every class at every size: where the rare ones stand
+    rows += ["", "  | face | " + " | ".join(classes) + " |", "  |---|" + "---|" * len(classes)]
+    for r in m["results"]:
+        rows.append(f"  | {r['face_px']} px | " + " | ".join(f"{100 * r['per_class'][c]['recall']:.1f}%"
+                                                          for c in classes) + " |")
     if one_size:
         section = ONE_SIZE.format(name=args.name, size=sizes[0], command=args.command,
                                   pt_mb=pt_mb, onnx_mb=onnx_mb, agree=agree, split=report["split"],
