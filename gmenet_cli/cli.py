@@ -882,8 +882,9 @@ def predict(
     saver = _saver(save)
     output = PredictOutput("json" if as_json else "csv" if as_csv else "table", clf.classes)
     try:
-        for item, results in run(files, clf, det, margin, every, batch_size, box_map, smooth, min_confidence):
-            for r in results:
+        for item, results in run(files, clf, det, margin, every, batch_size, box_map, smooth, min_confidence,
+                                 all_frames=saver is not None):
+            for r in results if not item.carried else []:  # carried frames only go into the annotated video
                 output.add(r)
             if saver:
                 saver.add(item, results)

@@ -30,7 +30,8 @@ class Item:
     boxes: list = field(default_factory=list)
     error: str | None = None
     note: str | None = None
-    fps: float = 0.0  # video frames: the rate of the sampled frames (for an annotated video)
+    fps: float = 0.0  # video frames: the rate of the frames yielded (for an annotated video)
+    carried: bool = False  # a video frame between sampled ones: not classified, shown with the last results
 
 
 def expand_inputs(sources: list[str], stdin=None) -> tuple[list[str], list[str]]:
@@ -90,11 +91,12 @@ def is_video(source: str) -> bool:
     return is_stream(source) or (Path(source).suffix.lower() in VIDEO_EXTS and Path(source).is_file())
 
 
-def iter_items(files: list[str], every: int) -> Iterator[Item]:
-    """Decode each input: images once; video files, webcams and streams every `every`-th frame."""
+def iter_items(files: list[str], every: int, all_frames: bool = False) -> Iterator[Item]:
+    """Decode each input: images once; video files, webcams and streams every `every`-th frame (with
+    `all_frames`, the others too, as `carried` items: an annotated video keeps the source's frame rate)."""
     for f in files:
         if is_video(f):
-            yield from _frames(f, every)
+            yield from _frames(f, every, all_frames)
             continue
         try:
             yield Item(f, image=read_image(f, 3))
@@ -102,7 +104,9 @@ def iter_items(files: list[str], every: int) -> Iterator[Item]:
             yield Item(f, error=str(e))
 
 
-def _frames(source: str, every: int) -> Iterator[Item]:
+def _frames(source: str, every: int, all_frames: bool = False) -> Iterator[Item]:
+    """The sampled frames of a video; a skipped frame is only grabbed (read from the file, not converted
+    into an image), unless `all_frames` wants it (decoded, marked carried)."""
     cap = cv2.VideoCapture(int(source) if source.isdigit() else source)
     if not cap.isOpened():
         what = ("camera (in use, or no camera with that index)" if source.isdigit()
@@ -111,15 +115,20 @@ def _frames(source: str, every: int) -> Iterator[Item]:
         yield Item(source, error=f"cannot open {what}")
         return
     fps = cap.get(cv2.CAP_PROP_FPS) or 0.0
+    rate = (fps if all_frames else fps / every) if fps > 0 else 0.0
     index, any_frame = 0, False
     try:
         while True:
-            ok, frame = cap.read()
+            sampled = index % every == 0
+            if sampled or all_frames:
+                ok, frame = cap.read()
+            else:
+                ok, frame = cap.grab(), None
             if not ok:
                 break
             any_frame = True
-            if index % every == 0:
-                yield Item(source, frame=index, image=frame, fps=fps / every if fps > 0 else 0.0)
+            if sampled or all_frames:
+                yield Item(source, frame=index, image=frame, fps=rate, carried=not sampled)
             index += 1
     finally:
         cap.release()

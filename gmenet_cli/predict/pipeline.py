@@ -20,14 +20,17 @@ UNCERTAIN = "uncertain"  # the label of a face whose confidence is below --min-c
 
 def run(files: list[str], clf: Classifier, detector: FaceDetector | None, margin: float, every: int,
         batch_size: int, boxes_csv: dict | None = None, smooth: int = 5,
-        min_confidence: float = 0.0) -> Iterator[tuple[Item, list[dict]]]:
+        min_confidence: float = 0.0, all_frames: bool = False) -> Iterator[tuple[Item, list[dict]]]:
     """Yield (item, results) in input order: one result dict per face, or one for a faceless/unreadable input.
 
     Faces are gathered across inputs into batches of `batch_size` per LR size before classification. Video
     frames' faces are tracked (track id + a label smoothed over `smooth` sampled frames). On Ctrl-C the
-    faces already found are still classified and yielded before the interrupt goes on."""
+    faces already found are still classified and yielded before the interrupt goes on. With `all_frames`,
+    a video's frames between sampled ones come too, as `carried` items with the last sampled frame's
+    results (for an annotated video at the source's frame rate; nothing is classified for them)."""
     pending: list[tuple[Item, list]] = []  # items waiting for their faces' probabilities
     trackers: dict[str, Tracker] = {}
+    last: dict[str, list[dict]] = {}  # each video's latest sampled results, shown on the frames carried after it
 
     def flush():
         _classify(pending, clf, batch_size)
@@ -37,11 +40,17 @@ def run(files: list[str], clf: Classifier, detector: FaceDetector | None, margin
                 trackers.setdefault(item.file, Tracker(clf.classes, smooth, min_confidence=min_confidence)).update(
                     results
                 )
+            if item.frame is not None:
+                last[item.file] = results
             yield item, results
         pending.clear()
 
     try:
-        for item in iter_items(files, every):
+        for item in iter_items(files, every, all_frames):
+            if item.carried:
+                yield from flush()
+                yield item, last.get(item.file, [])
+                continue
             if item.error:
                 yield from flush()
                 yield item, [{"file": item.file, "error": item.error}]
