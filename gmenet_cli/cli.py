@@ -53,8 +53,8 @@ SetOpt = typer.Option(
 )
 PresetOpt = typer.Option(
     None, "--preset", rich_help_panel="Config",
-    help="Start from a built-in preset: ferplus (the shipped model's recipe), quick (the same, 2 teacher + 3 student "
-    "epochs: a first real result), fer2013, raf, tiny (tests, tiny models).",
+    help="Built-in recipe: ferplus (the shipped models'), quick (the same, 2 + 3 epochs: a first try), fer2013, raf, "
+    "tiny (tests).",
 )
 DeviceOpt = typer.Option(
     None, "--device", rich_help_panel="Run",
@@ -381,8 +381,7 @@ DetOpt = typer.Option(
 )
 InitOpt = typer.Option(
     None, "--init", metavar="CKPT", rich_help_panel="Data and model",
-    help="Start from the weights of this checkpoint (same architecture, classes and face size: an earlier run's "
-    "best.pt, or 'default' for the shipped student) with a fresh schedule: fine-tuning.",
+    help="Fine-tune: start from this checkpoint's weights ('default': the shipped student), fresh schedule.",
 )
 QuietOpt = typer.Option(
     False, "--quiet", "-q", metavar="", rich_help_panel="Run",
@@ -396,8 +395,7 @@ def distill_teacher(
     data: Optional[Path] = DataOpt,
     model: Optional[str] = typer.Option(
         None, "--model", "-m", rich_help_panel="Data and model",
-        help="Teacher architecture: teacher_s2 (default), teacher_m2, teacher_t2, or the first generation teacher_s, "
-        "teacher_m, teacher_t (gmenet models lists them).",
+        help="Teacher architecture (default teacher_s2; gmenet models lists them).",
     ),
     epochs: Optional[int] = EpochsOpt,
     batch_size: Optional[int] = BatchOpt,
@@ -444,16 +442,14 @@ def train(
         "--teacher",
         "-t",
         rich_help_panel="Data and model",
-        help="Teacher checkpoint (default: the best.pt of the most recent distill-teacher run whose architecture pairs"
-        " with the student).",
+        help="Teacher checkpoint (default: the newest distill-teacher run that pairs with the student).",
     ),
     model: Optional[str] = typer.Option(
         None,
         "--model",
         "-m",
         rich_help_panel="Data and model",
-        help="Student architecture: gmenet_s2 (default), gmenet_m2, gmenet_t2, plain_s2 (the plain-CNN baseline), or "
-        "gmenet_s, gmenet_m, gmenet_t; it pairs with the teacher of its size (gmenet_s2 with teacher_s2).",
+        help="Student architecture (default gmenet_s2; gmenet models lists them); pairs with the teacher of its size.",
     ),
     scale: Optional[List[str]] = typer.Option(
         None,
@@ -722,9 +718,8 @@ def predict(
         "--weights",
         "-w",
         rich_help_panel="Model",
-        help="Checkpoint (.pt) or gmenet ONNX export (.onnx, runs on onnxruntime); default: the models shipped with "
-        "gmenet. Repeat it to combine models trained at different face sizes: each face goes to the model trained"
-        " at its input size (a one-size model before an all-sizes one).",
+        help="A .pt checkpoint or gmenet .onnx export (default: the shipped models). Repeatable: each face goes to "
+        "the model trained at its size.",
     ),
     detector: str = typer.Option(
         "yunet",

@@ -33,8 +33,21 @@ def data_out(line: str) -> None:
     sys.stdout.flush()
 
 
+def reflow(doc: str | None) -> str | None:
+    """A docstring as --help shows it: each paragraph on one line, for Rich to wrap to the terminal (Typer keeps
+    the source's line breaks, which left ragged half-lines at other widths)."""
+    if not doc:
+        return doc
+    import inspect
+
+    paragraphs = inspect.cleandoc(doc).split("\n\n")
+    return "\n\n".join(" ".join(line.strip() for line in p.splitlines()) for p in paragraphs)
+
+
 def handle_errors(fn):
-    """Wrap a command: GmenetError -> `error: msg` + its exit code; anything else -> one line, exit 1."""
+    """Wrap a command: GmenetError -> `error: msg` + its exit code; anything else -> one line, exit 1. Its
+    docstring is reflowed for --help."""
+    fn.__doc__ = reflow(fn.__doc__)
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):

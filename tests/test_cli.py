@@ -110,3 +110,20 @@ def test_a_bad_config_value_is_refused_before_any_store_is_looked_for(command, s
 def test_a_misspelt_preset_gets_a_suggestion(cli, workdir):
     res = cli("train", "--preset", "quik", "-q")
     assert res.exit_code == 2 and "Did you mean 'quick'?" in res.stderr
+
+
+@pytest.mark.parametrize("cmd", ["prepare", "distill-teacher", "train", "evaluate", "calibrate", "predict", "export"])
+def test_help_fits_an_80_column_terminal(cmd):
+    """Nothing cut off with an ellipsis, the description reflowed (no ragged half-lines), the list of sources
+    under prepare's options kept in its column."""
+    from typer.testing import CliRunner
+
+    from gmenet_cli.cli import app
+
+    res = CliRunner().invoke(app, [cmd, "--help"], env={"COLUMNS": "80", "TERM": "dumb"})
+    assert res.exit_code == 0 and "…" not in res.stdout
+    lines = res.stdout.splitlines()
+    assert max(len(line) for line in lines) <= 80
+    if cmd == "prepare":
+        sources = lines[next(i for i, line in enumerate(lines) if "Sources and the files" in line) + 1:]
+        assert all(not line.strip() or line.startswith("   ") for line in sources), sources

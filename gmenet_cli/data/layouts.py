@@ -15,11 +15,14 @@ LAYOUTS = {
 
 def layout_help() -> str:
     """The table of layouts as a Click epilog (\\b keeps Click from rewrapping it)."""
+    import textwrap
+
     lines = ["Sources and the files each expects under --root:", "", "\b"]
     for src, text in LAYOUTS.items():
-        first, *rest = text.split("\n")
-        lines.append(f"  {src:<10} {first}")
-        lines += [f"  {'':<10} {r}" for r in rest]
+        # lines of at most 78 columns, continued under the text: an 80-column terminal never re-wraps them
+        wrapped = [w for part in text.split("\n") for w in textwrap.wrap(part, 78 - 13, break_on_hyphens=False)]
+        lines.append(f"  {src:<10} {wrapped[0]}")
+        lines += [f"  {'':<10} {w}" for w in wrapped[1:]]
     return "\n".join(lines) + "\n"
 
 # Files (or folders) whose presence under a root says "this source's dataset is here".
