@@ -448,5 +448,5 @@ def test_a_tiny_crop_without_a_face_points_at_no_detect_and_streams_keep_ffmpeg_
     assert "no face found in this 12x12 image; if it is a face crop, pass --no-detect" in res.stderr
     proc = subprocess.run([sys.executable, "-m", "gmenet_cli", "predict", "rtsp://127.0.0.1:9/none", "--no-detect"],
                           capture_output=True, text=True, timeout=60, cwd=workdir)
-    assert proc.returncode == 1 and "cannot open stream (refused, unreachable" in proc.stderr
-    assert "[tcp @" not in proc.stderr and "Connection" not in proc.stderr  # FFmpeg's own log stays off
+    assert proc.returncode == 1 and "cannot open stream (refused, unreachable" in proc.stderr, proc.stderr
+    assert "[tcp @" not in proc.stderr and "Connection" not in proc.stderr, proc.stderr  # FFmpeg's log stays off
