@@ -334,23 +334,14 @@ def _model_path(weights: Optional[Path], verb: str, allow_default: bool = True) 
     if found is None:
         raise UsageError("no trained model found under runs/; pass --weights CKPT (or --weights default for the "
                          "model shipped with gmenet)")
-    err.print(f"{verb} the most recent model: {found}{_unfinished(found)}")
+    from gmenet_cli.training.runs import unfinished
+
+    note = ""
+    if (progress := unfinished(found)) is not None:
+        note = (f" (its run is unfinished: {progress[0]} of {progress[1]} epochs so far; pass --weights to choose "
+                "another)")
+    err.print(f"{verb} the most recent model: {found}{note}")
     return found
-
-
-def _unfinished(best: Path) -> str:
-    """' (its run is unfinished: ...)' when the run beside best.pt has not ended, else ''."""
-    from gmenet_cli import checkpoint
-    from gmenet_cli.errors import GmenetError
-
-    try:
-        last = checkpoint.load(best.with_name("last.pt"), mmap=True)
-    except GmenetError:
-        return ""
-    if last.get("finished", True):
-        return ""
-    total = last.get("config", {}).get("train", {}).get("epochs", "?")
-    return f" (its run is unfinished: {last.get('epoch')} of {total} epochs so far; pass --weights to choose another)"
 
 
 EpochsOpt = typer.Option(None, "--epochs", help="Training epochs.", rich_help_panel="Schedule")

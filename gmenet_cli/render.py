@@ -97,7 +97,6 @@ class RichTraining:
         self.t_warm, self.warm = None, 0
         self.per_batch = None  # seconds per training batch, once measured
         self.t_plain = 0.0
-        self.t_epoch_end = None  # when the last epoch's training ended (its validation follows)
         self.validation_s = None  # the first epoch's validation time, once measured
 
     def start(self, info: dict) -> None:

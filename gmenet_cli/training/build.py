@@ -20,7 +20,7 @@ from gmenet_cli.models.registry import working_size
 from gmenet_cli.runtime import Runtime, seed_everything
 from gmenet_cli.tasks import ClassifierTask, DistillTask
 from gmenet_cli.training.loop import Callbacks, fit
-from gmenet_cli.training.runs import RunResult, find_latest_teacher, resolve_run_dir, resolve_store
+from gmenet_cli.training.runs import RunResult, find_latest_teacher, resolve_run_dir, resolve_store, unfinished
 
 
 @dataclass
@@ -204,13 +204,9 @@ def _latest_teacher(student: str, progress: Callbacks) -> str:
     if found is None:
         raise UsageError("no teacher: run gmenet distill-teacher first, pass --teacher CKPT, or --no-distill")
     note = ""
-    last = found.with_name("last.pt")
-    if last.is_file():
-        state = checkpoint.load(last, mmap=True)
-        if not state.get("finished", True):
-            total = state.get("config", {}).get("train", {}).get("epochs", "?")
-            note = (f" (warning: its run is unfinished, {state.get('epoch')} of {total} epochs; pass --teacher to "
-                    "choose another)")
+    if (progress_of := unfinished(found)) is not None:
+        note = (f" (warning: its run is unfinished, {progress_of[0]} of {progress_of[1]} epochs; pass --teacher to "
+                "choose another)")
     progress.message(f"using the most recent teacher: {found}{note}")
     return str(found)
 

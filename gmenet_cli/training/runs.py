@@ -10,7 +10,7 @@ from pathlib import Path
 
 from gmenet_cli import checkpoint
 from gmenet_cli.data.store import Store, find_latest_store
-from gmenet_cli.errors import DataError, UsageError
+from gmenet_cli.errors import DataError, GmenetError, UsageError
 
 RUNS = Path("runs")
 
@@ -65,6 +65,21 @@ def resolve_store(data: str | None, message) -> Store:
         raise DataError("no prepared store found under prepared/; run gmenet prepare first or pass --data", exit_code=2)
     message(f"using the most recent prepared store: {latest}")
     return Store(latest)
+
+
+def unfinished(best: Path) -> tuple[int, int | str] | None:
+    """(epochs done, epochs planned) when the run beside this best.pt has not ended, else None (finished, or
+    no readable last.pt). Only the metadata is read (mmap)."""
+    last = Path(best).with_name("last.pt")
+    if not last.is_file():
+        return None
+    try:
+        state = checkpoint.load(last, mmap=True)
+    except GmenetError:
+        return None
+    if state.get("finished", True):
+        return None
+    return state.get("epoch"), state.get("config", {}).get("train", {}).get("epochs", "?")
 
 
 def paired_teacher(student: str) -> str:
