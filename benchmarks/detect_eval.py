@@ -62,25 +62,45 @@ def in_ignored(box, regions) -> bool:
     return any(x <= cx <= x + w and y <= cy <= y + h for x, y, w, h in regions)
 
 
-def match(truth: list, found: list, ignore: list) -> tuple[dict, int]:
+def match(truth: list, found: list, ignore: list, min_iou: float = IOU) -> tuple[dict, int]:
     """-> ({truth index: detection index}, false positives); greedy by IoU, best pairs first."""
     pairs = sorted(((iou(t, d), i, j) for i, t in enumerate(truth) for j, d in enumerate(found)), reverse=True)
     matched, used = {}, set()
     for overlap, i, j in pairs:
-        if overlap >= IOU and i not in matched and j not in used:
+        if overlap >= min_iou and i not in matched and j not in used:
             matched[i] = j
             used.add(j)
     fp = sum(1 for j, d in enumerate(found) if j not in used and not in_ignored(d, ignore))
     return matched, fp
 
 
+class OpenCvNet:
+    """YuNet through OpenCV's DNN module (cv2.FaceDetectorYN): the engine of the default before 2026-12-03."""
+
+    def __init__(self):
+        from gmenet_cli.predict.detect import SHIPPED_YUNET
+
+        self.net = cv2.FaceDetectorYN.create(str(SHIPPED_YUNET), "", (320, 320), 0.3, 0.3, 5000)
+
+    def __call__(self, bgr, score):
+        self.net.setScoreThreshold(score)
+        self.net.setInputSize((bgr.shape[1], bgr.shape[0]))
+        _, faces = self.net.detect(np.ascontiguousarray(bgr))
+        return [] if faces is None else [(*map(float, f[:4]), float(f[14])) for f in faces]
+
+
+DEFAULT, BEFORE = "yunet (default: focused pyramid, onnxruntime)", "yunet, whole pyramid, OpenCV DNN (before)"
+
+
 def detectors() -> dict:
     from gmenet_cli.predict.detect import HaarDetector, YuNetDetector
 
+    before = YuNetDetector(focus=False)
+    before.net = OpenCvNet()
     single = YuNetDetector()
     single.scales = lambda shape: [1.0]  # one pass at the photo's own scale: what the pyramid adds
-    return {"yunet (default: pyramid, --min-face 10)": YuNetDetector(), "yunet, one pass at 1x": single,
-            "haar (OpenCV cascade)": HaarDetector()}
+    return {DEFAULT: YuNetDetector(), "yunet, whole pyramid, onnxruntime": YuNetDetector(focus=False),
+            BEFORE: before, "yunet, one pass at 1x": single, "haar (OpenCV cascade)": HaarDetector()}
 
 
 def accuracy_table(dets: dict, truth: dict, clf) -> tuple[list, dict]:
@@ -97,7 +117,7 @@ def accuracy_table(dets: dict, truth: dict, clf) -> tuple[list, dict]:
                 found = det.detect(img)
                 matched, bad = match(gt, found, [tuple(v * s for v in r) for r in IGNORE.get(name, [])])
                 found_n, fp, n = found_n + len(matched), fp + bad, n + len(gt)
-                if det_name.startswith("yunet (default") and target in (None, 16):
+                if det_name == DEFAULT and target in (None, 16):
                     for i, j in matched.items():
                         crop, _ = clf.prepare_crop(img, found[j], 0.1)
                         labels.setdefault((name, i), {})[target] = int(np.argmax(clf.classify([crop])[0]))
@@ -110,6 +130,7 @@ def speed_table(dets: dict, save: Path | None) -> list:
     photos = sorted(GROUP.glob("*.jpg"))
     times = {k: [] for k in dets}
     counts = {k: 0 for k in dets}
+    agree = {k: [0, 0] for k in dets}  # [boxes of the previous default matched at IoU >= 0.5, its boxes]
     for p in photos:
         img = cv2.resize(cv2.imread(str(p)), (1024, 768), interpolation=cv2.INTER_AREA)
         for k, det in dets.items():
@@ -118,15 +139,18 @@ def speed_table(dets: dict, save: Path | None) -> list:
             found = det.detect(img)
             times[k].append((time.perf_counter() - t) * 1000)
         full = cv2.imread(str(p))
-        for k, det in dets.items():
-            found = det.detect(full)
+        found_by = {k: det.detect(full) for k, det in dets.items()}
+        for k, found in found_by.items():
             counts[k] += len(found)
-            if save and k.startswith("yunet (default"):
+            matched, _ = match(found_by[BEFORE], found, [], 0.5)
+            agree[k][0] += len(matched)
+            agree[k][1] += len(found_by[BEFORE])
+            if save and k == DEFAULT:
                 from gmenet_cli.predict.annotate import annotate
 
                 res = [{"box": list(b[:4]), "label": "neutral", "confidence": b[4]} for b in found]
                 cv2.imwrite(str(save / p.name), annotate(full, res))
-    return [(k, statistics.median(v), counts[k]) for k, v in times.items()]
+    return [(k, statistics.median(v), counts[k], agree[k][0] / max(agree[k][1], 1)) for k, v in times.items()]
 
 
 def main() -> None:
@@ -151,11 +175,12 @@ def main() -> None:
     same = sum(v[None] == v[16] for v in both)
     print(f"\nExpression label stability (shipped model, default detector): {same}/{len(both)} = "
           f"{same / max(len(both), 1):.3f} of the faces found at both sizes keep their full-size label at 16 px.\n")
-    print("| detector | ms per 1024x768 photo (median of 17) | faces found in the 17 full-size group photos |")
-    print("|---|---|---|")
-    base = speed[-1][1]
-    for det, ms, count in speed:
-        print(f"| {det} | {ms:.0f} ({ms / base:.2f}x haar) | {count} |")
+    print("| detector | ms per 1024x768 photo (median of 17) | x the previous default | x haar "
+          "| faces found in the 17 full-size group photos | of the previous default's faces, found (IoU >= 0.5) |")
+    print("|---|---|---|---|---|---|")
+    base, before = speed[-1][1], dict((r[0], r[1]) for r in speed)[BEFORE]
+    for det, ms, count, agreed in speed:
+        print(f"| {det} | {ms:.0f} | {ms / before:.2f}x | {ms / base:.2f}x | {count} | {agreed:.3f} |")
 
 
 if __name__ == "__main__":

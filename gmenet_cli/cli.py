@@ -722,7 +722,7 @@ def predict(
         None,
         "--detector-model",
         rich_help_panel="Detection",
-        help="Another YuNet ONNX file than the shipped one.",
+        help="Another YuNet ONNX file than the shipped one (OpenCV Zoo's 2023mar format).",
     ),
     min_face: float = typer.Option(
         10,

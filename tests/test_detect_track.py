@@ -42,21 +42,69 @@ def test_large_photos_run_in_tiles_and_duplicates_merge():
     big = cv2.resize(cv2.imread(str(ASTRONAUT)), (2600, 2600))  # the face is about 500 px: found at a small level
     sizes, net = [], det.net
 
-    class Spy:  # cv2's detector object has read-only methods: wrap it to see what each call gets
-        def setInputSize(self, size):
-            net.setInputSize(size)
+    def spy(img, score):  # what each network call gets
+        sizes.append(img.shape[:2])
+        return net(img, score)
 
-        def detect(self, img):
-            sizes.append(img.shape[:2])
-            return net.detect(img)
-
-    det.net = Spy()
+    det.net = spy
     found = det.detect(big)
     x, y, w, h, score = found[0]  # the most confident box is the face (about 500 px, centred near x 1150)
     assert 380 < w < 650 and 900 < x + w / 2 < 1400 and score > 0.9
     assert max(max(s) for s in sizes) <= det.TILE  # no level bigger than a tile went in whole
     boxes = [(10, 10, 50, 50, 0.9), (12, 12, 50, 50, 0.8), (20, 20, 15, 15, 0.7), (200, 200, 30, 30, 0.6)]
     assert [b[4] for b in suppress_nested(nms(boxes, 0.4))] == [0.9, 0.6]
+
+
+def test_yunet_in_onnxruntime_gives_opencvs_boxes():
+    """The detector decodes YuNet itself (onnxruntime, about 2.5x OpenCV's DNN here): it must give the boxes
+    and scores cv2.FaceDetectorYN gives for the same model and image."""
+    from gmenet_cli.predict.detect import SHIPPED_YUNET, YuNetNet
+
+    ours = YuNetNet(SHIPPED_YUNET)
+    ref = cv2.FaceDetectorYN.create(str(SHIPPED_YUNET), "", (320, 320), 0.3, 0.3, 5000)
+    crowd = cv2.imread(str(REPO / "examples" / "crowd.jpg"))
+    for img in (crowd, cv2.resize(crowd, None, fx=2, fy=2), cv2.imread(str(ASTRONAUT))[:301, :333]):
+        ref.setInputSize((img.shape[1], img.shape[0]))
+        _, faces = ref.detect(img)
+        got = np.array(sorted(ours(img, 0.3), key=lambda b: -b[4]))
+        want = faces[np.argsort(-faces[:, 14])][:, [0, 1, 2, 3, 14]]
+        assert got.shape == want.shape and len(got) >= 1
+        np.testing.assert_allclose(got, want, atol=1e-3)
+
+
+def test_the_upscaled_level_runs_only_around_small_faces(monkeypatch):
+    """--min-face 10 needs the photo at 2x; the focused pyramid runs 2x only in windows around the marks the
+    1x pass leaves, and finds what the whole 2x level finds. Too many marks (a dense crowd): 2x over the
+    rectangle holding them, at most a little more work than the whole pyramid."""
+    from gmenet_cli.predict.detect import YuNetDetector
+
+    crowd = cv2.imread(str(REPO / "examples" / "crowd.jpg"))
+    back_row = crowd.copy()
+    back_row[110:] = crowd[560:].mean(axis=(0, 1)).astype(np.uint8)  # only the back row of 9 faces of 10 px
+    for scene, budget in ((back_row, 0.6), (crowd, 1.1)):
+        runs = {}
+        for focus in (True, False):
+            det, area = YuNetDetector(focus=focus), []
+            net = det.net
+            det.net = lambda img, score, net=net, area=area: area.append(img.shape[0] * img.shape[1]) or net(img, score)
+            runs[focus] = (det.detect(scene), sum(area))
+        (focused, cost), (whole, whole_cost) = runs[True], runs[False]
+        assert cost < budget * whole_cost  # pixels through the network: 1x + windows at 2x, against 2x + the rest
+        matched = sum(any(_iou(a, b) > 0.5 for b in whole) for a in focused)
+        assert len(focused) == len(whole) == matched, (len(focused), len(whole), matched)
+    assert len(focused) >= 26
+    dense = YuNetDetector()
+    monkeypatch.setattr(dense, "FOCUS_MAX", 0.0)  # any window is too many: 2x over the rectangle holding them
+    packed, placed = [], dense._placed
+    dense._placed = lambda boxes, windows, f, cols, *rest: packed.append(cols) or placed(boxes, windows, f, cols, *rest)
+    assert len(dense.detect(crowd)) == len(whole)
+    assert packed == [0]  # one rectangle (cols 0), no packed windows
+
+
+def _iou(a, b):
+    ix = max(0.0, min(a[0] + a[2], b[0] + b[2]) - max(a[0], b[0]))
+    iy = max(0.0, min(a[1] + a[3], b[1] + b[3]) - max(a[1], b[1]))
+    return ix * iy / (a[2] * a[3] + b[2] * b[3] - ix * iy)
 
 
 def test_predict_defaults_to_yunet_and_reports_min_face(tiny_runs, cli, workdir):

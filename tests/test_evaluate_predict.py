@@ -10,7 +10,7 @@ import cv2
 import numpy as np
 import pytest
 import torch
-from conftest import ASTRONAUT, YUNET, json_lines
+from conftest import ASTRONAUT, REPO, YUNET, json_lines
 
 from gmenet_cli import checkpoint
 from gmenet_cli.data.store import Store
@@ -168,6 +168,12 @@ def test_predict_boxes_csv_and_usage_errors(tiny_runs, cli, workdir):
     # YuNet ships with gmenet (issue 15): a --detector-model that does not exist is the usage error now
     res = cli("predict", ASTRONAUT, "--weights", tiny_runs["student"], "--detector-model", workdir / "nope.onnx")
     assert res.exit_code == 2 and "detector model not found" in res.stderr
+    garbage = workdir / "garbage.onnx"
+    garbage.write_bytes(b"not a model")
+    for model, says in ((garbage, "is not a YuNet ONNX model onnxruntime can load"),
+                        (REPO / "gmenet_cli" / "weights" / "default.onnx", "is not a YuNet face detector")):
+        res = cli("predict", ASTRONAUT, "--weights", tiny_runs["student"], "--detector-model", model)
+        assert res.exit_code == 2 and says in res.stderr and "Traceback" not in res.stderr + res.stdout
     res = cli("predict", ASTRONAUT, "--weights", tiny_runs["teacher"].parent / "nope.pt")
     assert res.exit_code == 2 and "checkpoint not found" in res.stderr  # not 1, which means "no face found"
 

@@ -1,15 +1,17 @@
 """Face detectors behind one interface: `detect(bgr) -> [(x, y, w, h, score), ...]` in the image's pixels.
 
 - `YuNetDetector` (the default): the YuNet network (OpenCV Zoo, MIT; shipped as weights/yunet.onnx with its
-  licence) run by cv2.FaceDetectorYN over an image pyramid chosen from the image size and the smallest face
-  asked for (`--min-face`): YuNet finds faces of about 20-300 px at its input's scale, so a 10 px face needs
-  the image (or tiles of it) upscaled 2x, while large faces need it shrunk. Detections from every scale and
-  tile are merged by non-maximum suppression.
+  licence) run by onnxruntime (`YuNetNet`, OpenCV's decoding) over an image pyramid chosen from the image
+  size and the smallest face asked for (`--min-face`): YuNet finds faces of about 20-300 px at its input's
+  scale, so a 10 px face needs the image upscaled 2x (only around the faint marks such faces leave at 1x),
+  while large faces need it shrunk. Detections from every scale and tile are merged by non-maximum
+  suppression.
 - `HaarDetector`: OpenCV's frontal-face Haar cascade (in the OpenCV wheel), on an upscaled copy of small images.
 """
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import cv2
@@ -69,33 +71,101 @@ class HaarDetector(FaceDetector):
                 if s >= self.min_score]
 
 
+class YuNetNet:
+    """The YuNet network (OpenCV Zoo's 2023mar ONNX format) in an onnxruntime CPU session, decoded exactly as
+    OpenCV's cv2.FaceDetectorYN decodes it (zero padding to a multiple of 32, score = sqrt(cls * obj), boxes
+    from the stride-8/16/32 grids, NMS on integer boxes): the same boxes and scores, in about 0.4x the time
+    of OpenCV's DNN module on 2 cores (BENCHMARKS.md, face detection)."""
+
+    STRIDES = (8, 16, 32)
+    NMS_IOU, TOP_K = 0.3, 5000
+
+    def __init__(self, path: Path, threads: int = 0):
+        try:
+            import onnxruntime as ort
+        except ImportError:
+            raise UsageError("the YuNet detector needs onnxruntime: pip install onnxruntime") from None
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = threads
+        opts.log_severity_level = 3
+        try:
+            self.session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+        except Exception:  # ORT raises its own exception types (Fail, InvalidProtobuf, ...)
+            raise UsageError(f"{path} is not a YuNet ONNX model onnxruntime can load") from None
+        self.outputs = [o.name for o in self.session.get_outputs()]
+        wanted = {f"{k}_{s}" for k in ("cls", "obj", "bbox") for s in self.STRIDES}
+        if not wanted <= set(self.outputs) or len(self.session.get_inputs()) != 1:
+            raise UsageError(f"{path} is not a YuNet face detector (OpenCV Zoo's 2023mar format: outputs "
+                             "cls/obj/bbox/kps at strides 8, 16, 32)")
+        self.input = self.session.get_inputs()[0].name
+        self._buf = np.zeros((1, 3, 0, 0), np.float32)
+
+    def __call__(self, bgr: np.ndarray, score: float) -> list[Box]:
+        """Faces in a BGR uint8 image scoring at least `score`: [(x, y, w, h, score), ...] in its pixels."""
+        H, W = bgr.shape[:2]
+        ph, pw = -(-H // 32) * 32, -(-W // 32) * 32
+        if self._buf.shape[2:] != (ph, pw):
+            self._buf = np.zeros((1, 3, ph, pw), np.float32)
+        else:
+            self._buf[0, :, H:] = 0
+            self._buf[0, :, :, W:] = 0
+        self._buf[0, :, :H, :W] = bgr.transpose(2, 0, 1)
+        out = dict(zip(self.outputs, self.session.run(None, {self.input: self._buf})))
+        boxes, scores = [], []
+        for st in self.STRIDES:
+            s = np.sqrt(np.clip(out[f"cls_{st}"][0, :, 0], 0, 1) * np.clip(out[f"obj_{st}"][0, :, 0], 0, 1))
+            idx = np.nonzero(s >= score)[0]
+            if len(idx):
+                b = out[f"bbox_{st}"][0, idx]
+                w, h = np.exp(b[:, 2]) * st, np.exp(b[:, 3]) * st
+                cx, cy = (idx % (pw // st) + b[:, 0]) * st, (idx // (pw // st) + b[:, 1]) * st
+                boxes.append(np.stack([cx - w / 2, cy - h / 2, w, h], 1))
+                scores.append(s[idx])
+        if not boxes:
+            return []
+        b, s = np.concatenate(boxes), np.concatenate(scores)
+        keep = cv2.dnn.NMSBoxes(b.astype(np.int32).tolist(), s.tolist(), score, self.NMS_IOU, top_k=self.TOP_K)
+        keep = np.ravel(keep)
+        return [(*map(float, b[i]), float(s[i])) for i in keep]
+
+
 class YuNetDetector(FaceDetector):
     """YuNet over an image pyramid and tiles, merged by NMS.
 
     Each pyramid level k scales the image by f_k and keeps faces of at least `NET_MIN` px there, i.e. of
     NET_MIN / f_k px in the image: level 0 (f_0 = NET_MIN / min_face) reaches the smallest face asked for,
     each next level is `STEP` times smaller, until a face as large as the image fits under NET_MAX. Levels
-    larger than `TILE` px on a side run in overlapping tiles, so memory stays bounded on big photos."""
+    larger than `TILE` px on a side run in overlapping tiles, so memory stays bounded on big photos.
+
+    An upscaled level (faces under NET_MIN px, e.g. 10 px faces at 2x) costs 4x the pixels of the photo.
+    With `focus` (the default) it runs only where a small face can be: the photo is first read at 1x, where
+    YuNet already marks faces of 10-40 px with a low score (`CANDIDATE_SCORE`; on the hand-boxed photos
+    shrunk to 10-16 px faces every face had such a mark), and the upscaled level then sees `WINDOW` px
+    windows around those marks, packed side by side into one image. A photo with too many marks (a dense
+    crowd) gets the whole upscaled level instead."""
 
     NET_MIN, NET_MAX = 20.0, 300.0  # face sizes (px at the network's input) YuNet finds reliably (BENCHMARKS.md)
     STEP = 4.0  # scale ratio between pyramid levels: bands of 20-300 px overlap by almost 4x
     TILE, OVERLAP = 1280, 128  # tile side and overlap, px at the level's scale
     NMS_IOU = 0.4
+    SMALL = 40.0  # faces under this (px at 1x) are only marks at 1x; the upscaled level decides on them
+    # marks worth a closer look: under NET_MIN px (10 px faces score 0.06-0.4 at 1x), and NET_MIN-SMALL px
+    CANDIDATE_SCORE, CANDIDATE_SCORE_LARGE = 0.03, 0.1
+    # px at 1x: windows around small and larger marks, and the blank between packed windows; at 2x each
+    # window and its gap is a multiple of 32 px, the network's coarsest stride
+    WINDOW_SMALL, WINDOW, GAP = 64, 112, 16
+    FOCUS_MAX = 0.8  # packed windows larger than this share of the upscaled photo: run the whole level
 
-    def __init__(self, model_path: str | None = None, score: float = 0.6, min_face: float = 10.0):
+    def __init__(self, model_path: str | None = None, score: float = 0.6, min_face: float = 10.0,
+                 focus: bool = True):
         path = Path(model_path) if model_path else SHIPPED_YUNET
         if not path.is_file():
             raise UsageError(f"detector model not found: {path}" + ("" if model_path else
                              " (this install ships no YuNet file; pass --detector-model or --detector haar)"))
-        if not hasattr(cv2, "FaceDetectorYN"):
-            raise UsageError("this OpenCV build has no FaceDetectorYN; upgrade opencv-python-headless (4.8+)")
         if not 2 <= min_face <= 4096:
             raise UsageError(f"--min-face must be between 2 and 4096 px, got {min_face}")
-        try:
-            self.net = cv2.FaceDetectorYN.create(str(path), "", (320, 320), 0.3, 0.3, 5000)
-        except cv2.error:
-            raise UsageError(f"{path} is not a YuNet ONNX model OpenCV can load") from None
-        self.min_score, self.min_face = score, float(min_face)
+        self.net = YuNetNet(path)
+        self.min_score, self.min_face, self.focus = score, float(min_face), focus
 
     def smallest_face(self, shape: tuple) -> float:
         return self.min_face
@@ -112,36 +182,118 @@ class YuNetDetector(FaceDetector):
 
     def detect(self, bgr):
         img = bgr if bgr.ndim == 3 else cv2.cvtColor(bgr, cv2.COLOR_GRAY2BGR)
+        levels = self.scales(img.shape)
+        # focus on 2-4x levels (--min-face 5-19); a larger upscale makes the windows themselves large
+        up = levels[0] if self.focus and 1 < levels[0] <= 4 else None
+        if up is not None:
+            levels = [1.0] + levels[1:]  # the photo at 1x, then the levels below as before; the upscaled one last
         found: list[Box] = []
-        for f in self.scales(img.shape):
+        marks: list[Box] = []
+        for f in levels:
             # this level's band, with some slack: a face of min_face px gets a box a little smaller than that
             lo = 0.75 * max(self.min_face, self.NET_MIN / f)
-            level = (
-                img
-                if f == 1
-                else cv2.resize(
-                    img,
-                    (max(1, round(img.shape[1] * f)), max(1, round(img.shape[0] * f))),
-                    interpolation=cv2.INTER_LINEAR if f > 1 else cv2.INTER_AREA,
-                )
-            )
-            for x, y, w, h, s in self._tiles(level):
-                if s >= self.min_score and max(w, h) / f >= lo:
-                    found.append((x / f, y / f, w / f, h / f, s))
+            score = min(self.CANDIDATE_SCORE, self.min_score) if up is not None and f == 1.0 else self.min_score
+            for x, y, w, h, s in self._tiles(_resized(img, f), score):
+                box = (x / f, y / f, w / f, h / f, s)
+                if up is not None and f == 1.0 and max(w, h) < self.SMALL:
+                    marks.append(box)
+                elif s >= self.min_score and max(w, h) / f >= lo:
+                    found.append(box)
+        if up is not None:
+            found += self._upscaled(img, up, marks)
         return suppress_nested(nms(found, self.NMS_IOU))
 
-    def _tiles(self, level: np.ndarray) -> list[Box]:
+    def _upscaled(self, img: np.ndarray, f: float, marks: list[Box]) -> list[Box]:
+        """Faces under SMALL px, from the level upscaled by f: in windows around the marks (a small window for
+        a mark under NET_MIN px, a large one above), packed; or over the rectangle holding all windows."""
+        lo = 0.75 * max(self.min_face, self.NET_MIN / f)
+        H, W = img.shape[:2]
+        groups: dict[int, list[tuple[int, int]]] = {}  # window side -> top-left corners
+        # corners on the network's coarsest grid (32 px at the level's scale): a window then sees what the
+        # whole upscaled level sees there, and a face well inside it gets the same box and score
+        grid = max(1, round(32 / f))
+        for x, y, w, h, s in sorted(marks, key=lambda b: -b[4]):
+            win = self.WINDOW if max(w, h) >= self.NET_MIN else self.WINDOW_SMALL
+            if s < (self.CANDIDATE_SCORE if win == self.WINDOW_SMALL else self.CANDIDATE_SCORE_LARGE):
+                continue
+            # a mark lying well inside a window already chosen is looked at there
+            m = 4 + 0.15 * max(w, h)
+            if any(x0 <= x - m and y0 <= y - m and x + w + m <= x0 + v and y + h + m <= y0 + v
+                   for v, cs in groups.items() for x0, y0 in cs):
+                continue
+            cx, cy = x + w / 2, y + h / 2
+            # (a window reaching past the photo's edge is cropped there)
+            x0, y0 = max(int((cx - win / 2) // grid) * grid, 0), max(int((cy - win / 2) // grid) * grid, 0)
+            groups.setdefault(win, []).append((x0, y0))
+        if not groups:
+            return []
+        if sum(len(c) * (v + self.GAP) ** 2 for v, c in groups.items()) > self.FOCUS_MAX * H * W:
+            # too many windows to pack: the upscaled level over the rectangle that holds them all
+            x0 = min(c[0] for cs in groups.values() for c in cs)  # on the grid, as every corner
+            y0 = min(c[1] for cs in groups.values() for c in cs)
+            x1 = min(max(c[0] + v for v, cs in groups.items() for c in cs), W)
+            y1 = min(max(c[1] + v for v, cs in groups.items() for c in cs), H)
+            boxes = self._tiles(_resized(img[y0:y1, x0:x1], f), self.min_score)
+            return [b for b in self._placed(boxes, [(x0, y0, x1 - x0, y1 - y0)], f, 0, W, H) if max(b[2:4]) >= lo]
+        out: list[Box] = []
+        for win, corners in groups.items():
+            pitch = round((win + self.GAP) * f)  # one window and its gap, px at the level's scale
+            cols = max(1, min(math.ceil(math.sqrt(len(corners))), self.TILE // pitch))
+            rows = max(1, self.TILE // pitch)  # rows per packed image: at most a tile's side
+            for first in range(0, len(corners), cols * rows):
+                batch = corners[first : first + cols * rows]
+                canvas = np.zeros((math.ceil(len(batch) / cols) * pitch, cols * pitch, 3), np.uint8)
+                windows = []
+                for k, (x0, y0) in enumerate(batch):
+                    crop = img[y0 : y0 + win, x0 : x0 + win]
+                    r, c = divmod(k, cols)
+                    up = _resized(crop, f)
+                    canvas[r * pitch : r * pitch + up.shape[0], c * pitch : c * pitch + up.shape[1]] = up
+                    windows.append((x0, y0, crop.shape[1], crop.shape[0]))
+                found = self._placed(self.net(canvas, self.min_score), windows, f, cols, W, H, pitch)
+                out += [b for b in found if max(b[2:4]) >= lo]
+        return out
+
+    @staticmethod
+    def _placed(boxes, windows, f, cols, W, H, pitch=0) -> list[Box]:
+        """Boxes found in windows of the photo upscaled by f (packed `cols` to a row, `pitch` px apart; one
+        window: cols 0) -> boxes in the photo's pixels. A box must have its centre in its window, and one
+        cut by a window edge inside the photo is dropped: that face lies whole in another window or is
+        larger than the upscaled level looks for."""
+        out: list[Box] = []
+        for x, y, w, h, s in boxes:
+            r, c = (int((y + h / 2) // pitch), int((x + w / 2) // pitch)) if cols else (0, 0)
+            k = r * cols + c
+            if (cols and c >= cols) or k >= len(windows):
+                continue
+            x0, y0, ww, wh = windows[k]
+            ox, oy, cw, ch, slack = x - c * pitch, y - r * pitch, ww * f, wh * f, 0.1 * max(w, h)
+            cut = (
+                (ox < -slack and x0 > 0)
+                or (oy < -slack and y0 > 0)
+                or (ox + w > cw + slack and x0 + ww < W)
+                or (oy + h > ch + slack and y0 + wh < H)
+            )
+            if not cut and 0 <= ox + w / 2 < cw and 0 <= oy + h / 2 < ch:
+                out.append((x0 + ox / f, y0 + oy / f, w / f, h / f, s))
+        return out
+
+    def _tiles(self, level: np.ndarray, score: float) -> list[Box]:
         H, W = level.shape[:2]
         step = self.TILE - self.OVERLAP
         out: list[Box] = []
         for y0 in range(0, max(H - self.OVERLAP, 1), step):
             for x0 in range(0, max(W - self.OVERLAP, 1), step):
                 tile = level[y0 : y0 + self.TILE, x0 : x0 + self.TILE]
-                self.net.setInputSize((tile.shape[1], tile.shape[0]))
-                _, faces = self.net.detect(np.ascontiguousarray(tile))
-                if faces is not None:
-                    out += [(float(f[0]) + x0, float(f[1]) + y0, float(f[2]), float(f[3]), float(f[14])) for f in faces]
+                out += [(x + x0, y + y0, w, h, s) for x, y, w, h, s in self.net(tile, score)]
         return out
+
+
+def _resized(img: np.ndarray, f: float) -> np.ndarray:
+    if f == 1:
+        return img
+    size = (max(1, round(img.shape[1] * f)), max(1, round(img.shape[0] * f)))
+    return cv2.resize(img, size, interpolation=cv2.INTER_LINEAR if f > 1 else cv2.INTER_AREA)
 
 
 def nms(boxes: list[Box], iou: float) -> list[Box]:
