@@ -44,6 +44,12 @@ def configs(size: str) -> list[dict]:
              cl=True),
         dict(name="gmenet_s2 @24 + teacher_s2, channels_last, teacher BN not folded", teacher="teacher_s2",
              student="gmenet_s2", online=True, cl=True, fuse=False),
+        dict(name="gmenet_s2 @24 + teacher_s2, channels_last, kernels not cut to small maps", teacher="teacher_s2",
+             student="gmenet_s2", online=True, cl=True, full_kernels=True),
+        dict(name="gmenet_s2 @24 + teacher_s2, channels_last, torch.compile (inductor) on the student",
+             teacher="teacher_s2", student="gmenet_s2", online=True, cl=True, compile=True),
+        dict(name="gmenet_s2 @24 + teacher_s2, channels_last, as before issue 26 (BN not folded, kernels not cut)",
+             teacher="teacher_s2", student="gmenet_s2", online=True, cl=True, fuse=False, full_kernels=True),
         dict(name="gmenet_s2 without global branch", teacher="teacher_s2", student="gmenet_s2", online=True, cl=True,
              kwargs={"global_branch": False}),
         dict(name="gmenet_s2 with CBAM spatial attention", teacher="teacher_s2", student="gmenet_s2", online=True,
@@ -81,13 +87,27 @@ def build(cfg: dict, store, batch_size: int, device):
     if cfg["cl"]:
         task.to(memory_format=torch.channels_last)
     task.train()
+    if cfg.get("compile"):  # as train.compile does: the trained model, after everything else
+        task.model = torch.compile(task.model)
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, nesterov=True)
     loader = PairedBatches(store.split("train"), batch_size, scales, seed=0, drop_last=True, with_hr=True,
                            online=AUG, stored_lowres=not cfg["online"], pin=device.type == "cuda")
     return task, opt, loader, model
 
 
-def timed(task, opt, batches, runtime, bf16: bool = False) -> float:
+def timed(task, opt, batches, runtime, bf16: bool = False, full_kernels: bool = False) -> float:
+    import gmenet_cli.models.blocks as blocks
+
+    cut = blocks.same_conv
+    if full_kernels:  # every convolution with its whole kernel, as before blocks.same_conv
+        blocks.same_conv = lambda conv, x: conv(x)
+    try:
+        return _timed(task, opt, batches, runtime, bf16)
+    finally:
+        blocks.same_conv = cut
+
+
+def _timed(task, opt, batches, runtime, bf16: bool) -> float:
     import dataclasses
 
     from gmenet_cli.runtime import to_device
@@ -117,13 +137,15 @@ def step_table(store, args, runtime) -> list:
     built = [(c, *build(c, store, args.batch_size, runtime.device)) for c in chosen]
     iters = [endless(loader) for _, _, _, loader, _ in built]
     for (c, task, opt, _, _), it in zip(built, iters):
-        timed(task, opt, itertools.islice(it, 2), runtime, c.get("bf16", False))  # warm-up
+        warm = 8 if c.get("compile") else 2  # compiling: one graph per LR face size and mix of sizes
+        timed(task, opt, itertools.islice(it, warm), runtime, c.get("bf16", False), c.get("full_kernels", False))
     times = {c["name"]: [] for c, *_ in built}
     for _ in range(args.rounds):
         for (c, task, opt, _, _), it in zip(built, iters):
             batches = list(itertools.islice(it, args.steps))  # fetched first: the loader is timed on its own below
             times[c["name"]].append(
-                timed(task, opt, batches, runtime, c.get("bf16", False)) / (args.steps * args.batch_size)
+                timed(task, opt, batches, runtime, c.get("bf16", False), c.get("full_kernels", False))
+                / (args.steps * args.batch_size)
             )
     for it in iters:  # stop the loaders' producer threads before the interpreter exits
         it.close()

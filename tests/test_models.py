@@ -157,3 +157,40 @@ def test_batchnorm_folding_keeps_every_output(name):
     assert torch.allclose(logits, ref_logits, atol=1e-4, rtol=1e-4)
     for (c, s), (rc, rs) in zip(maps, ref_maps):
         assert torch.allclose(c, rc, atol=1e-4, rtol=1e-4) and torch.allclose(s, rs, atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("name", ["gmenet_s2", "teacher_s2"])
+def test_kernels_cut_to_small_maps_compute_the_same(name, monkeypatch):
+    """same_conv drops the kernel taps a small map never reaches (a 7x7 attention kernel on 3x3 and 2x2
+    maps, dilated 3x3 kernels on the global branch's 3x3 level): outputs, maps and every weight's gradient
+    stay what the full kernels give."""
+    import gmenet_cli.models.blocks as blocks
+
+    torch.manual_seed(0)
+    size = 24 if name.startswith("gmenet") else 48  # the working sizes of the shipped pair
+    model = create_model(name, num_classes=8, in_chans=1, input_size=size).train()
+    x = torch.rand(4, 1, size, size)
+    results = {}
+    for cut in (True, False):
+        if not cut:
+            monkeypatch.setattr(blocks, "same_conv", lambda conv, t: conv(t))
+        model.zero_grad()
+        torch.manual_seed(1)  # the same dropout masks
+        logits, maps = model(x, return_maps=True)
+        flat = [m for pair in maps if pair is not None for m in pair]
+        (logits.square().sum() + sum(m.square().sum() for m in flat)).backward()
+        results[cut] = (logits.detach(), [m.detach() for m in flat],
+                        {k: p.grad.clone() for k, p in model.named_parameters() if p.grad is not None})
+    (l1, m1, g1), (l0, m0, g0) = results[True], results[False]
+    torch.testing.assert_close(l1, l0, rtol=1e-5, atol=1e-5)
+    for a, b in zip(m1, m0):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+    assert g1.keys() == g0.keys()
+    for k in g0:
+        torch.testing.assert_close(g1[k], g0[k], rtol=1e-4, atol=1e-5, msg=k)
+    # the cut path is taken: some kernel in this model meets a map smaller than itself
+    calls = []
+    monkeypatch.setattr(blocks, "same_conv", lambda conv, t: calls.append(t.shape[-1] <= conv.kernel_size[0] // 2
+                                                                       * conv.dilation[0]) or conv(t))
+    model(x)
+    assert any(calls)

@@ -12,6 +12,22 @@ import torch.nn.functional as F
 from torch import nn
 
 
+def same_conv(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
+    """`conv(x)` for a stride-1 "same" convolution (padding = dilation * (kernel // 2)), with the kernel cut
+    to the taps a map of x's size can reach: on a 3x3 map a 7x7 kernel's outer ring only ever multiplies
+    padding zeros, and a dilation-4 3x3 kernel is its centre alone. The same sums without the zero terms
+    (the cut taps' gradients are zero either way); on these small maps the CPU's depthwise convolutions,
+    forward and backward, cost about their kernel area (BENCHMARKS.md, issue 26)."""
+    kh, kw = conv.kernel_size
+    dh, dw = conv.dilation
+    ch, cw = kh // 2, kw // 2
+    rh, rw = min(ch, (x.shape[-2] - 1) // dh), min(cw, (x.shape[-1] - 1) // dw)
+    if (rh, rw) == (ch, cw):
+        return conv(x)
+    weight = conv.weight[:, :, ch - rh : ch + rh + 1, cw - rw : cw + rw + 1]
+    return F.conv2d(x, weight, conv.bias, 1, (dh * rh, dw * rw), conv.dilation, conv.groups)
+
+
 class ChannelAttention(nn.Module):
     """CBAM channel attention: shared MLP over average- and max-pooled features.
 
@@ -40,7 +56,7 @@ class SpatialAttention(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         pooled = torch.cat([x.mean(dim=1, keepdim=True), x.amax(dim=1, keepdim=True)], dim=1)
-        return self.bn(self.conv(pooled))
+        return self.bn(same_conv(self.conv, pooled))
 
 
 class DepthwiseSpatialAttention(nn.Module):
@@ -58,7 +74,7 @@ class DepthwiseSpatialAttention(nn.Module):
         self.bn = nn.BatchNorm2d(1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.bn(self.pw(F.relu(self.bn_dw(self.dw(x)))))
+        return self.bn(self.pw(F.relu(self.bn_dw(same_conv(self.dw, x)))))
 
 
 SPATIAL = {"standard": SpatialAttention, "depthwise": DepthwiseSpatialAttention}
@@ -142,6 +158,6 @@ class MixedChannelBlock(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         parts = torch.split(x, self.sizes, dim=1)
-        y = torch.cat([branch(p) for branch, p in zip(self.branches, parts)], dim=1)
+        y = torch.cat([same_conv(branch, p) for branch, p in zip(self.branches, parts)], dim=1)
         y = self.mix(F.relu(self.bn(y)))
         return F.relu(x + y)
