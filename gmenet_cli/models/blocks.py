@@ -18,6 +18,8 @@ def same_conv(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
     padding zeros, and a dilation-4 3x3 kernel is its centre alone. The same sums without the zero terms
     (the cut taps' gradients are zero either way); on these small maps the CPU's depthwise convolutions,
     forward and backward, cost about their kernel area (BENCHMARKS.md, issue 26)."""
+    if torch.onnx.is_in_onnx_export() or torch.jit.is_tracing():
+        return conv(x)  # exported graphs keep the whole kernel: their spatial size may be left open
     kh, kw = conv.kernel_size
     dh, dw = conv.dilation
     ch, cw = kh // 2, kw // 2
