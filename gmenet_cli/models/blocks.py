@@ -16,8 +16,8 @@ def same_conv(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
     """`conv(x)` for a stride-1 "same" convolution (padding = dilation * (kernel // 2)), with the kernel cut
     to the taps a map of x's size can reach: on a 3x3 map a 7x7 kernel's outer ring only ever multiplies
     padding zeros, and a dilation-4 3x3 kernel is its centre alone. The same sums without the zero terms
-    (the cut taps' gradients are zero either way); on these small maps the CPU's depthwise convolutions,
-    forward and backward, cost about their kernel area (BENCHMARKS.md, issue 26)."""
+    (the cut taps' gradients are zero either way); on small maps the CPU's depthwise convolutions, forward
+    and backward, cost about their kernel area (measured: BENCHMARKS.md, training step)."""
     if torch.onnx.is_in_onnx_export() or torch.jit.is_tracing():
         return conv(x)  # exported graphs keep the whole kernel: their spatial size may be left open
     kh, kw = conv.kernel_size

@@ -74,8 +74,8 @@ class HaarDetector(FaceDetector):
 class YuNetNet:
     """The YuNet network (OpenCV Zoo's 2023mar ONNX format) in an onnxruntime CPU session, decoded exactly as
     OpenCV's cv2.FaceDetectorYN decodes it (zero padding to a multiple of 32, score = sqrt(cls * obj), boxes
-    from the stride-8/16/32 grids, NMS on integer boxes): the same boxes and scores, in about 0.4x the time
-    of OpenCV's DNN module on 2 cores (BENCHMARKS.md, face detection)."""
+    from the stride-8/16/32 grids, NMS on integer boxes): the same boxes and scores, in less time than
+    OpenCV's DNN module takes on the CPU (measured: BENCHMARKS.md, face detection)."""
 
     STRIDES = (8, 16, 32)
     NMS_IOU, TOP_K = 0.3, 5000
@@ -138,11 +138,12 @@ class YuNetDetector(FaceDetector):
     larger than `TILE` px on a side run in overlapping tiles, so memory stays bounded on big photos.
 
     An upscaled level (faces under NET_MIN px, e.g. 10 px faces at 2x) costs 4x the pixels of the photo.
-    With `focus` (the default) it runs only where a small face can be: the photo is first read at 1x, where
-    YuNet already marks faces of 10-40 px with a low score (`CANDIDATE_SCORE`; on the hand-boxed photos
-    shrunk to 10-16 px faces every face had such a mark), and the upscaled level then sees `WINDOW` px
-    windows around those marks, packed side by side into one image. A photo with too many marks (a dense
-    crowd) gets the whole upscaled level instead."""
+    With `focus` (the default, for 2-4x levels) it runs only where a small face can be: the photo is first
+    read at 1x (then the smaller levels as usual), where YuNet already marks faces of 10-40 px with a low
+    score (`CANDIDATE_SCORE*`), and the upscaled level then sees windows around those marks (`WINDOW_SMALL`
+    or `WINDOW` px, on the network's 32 px grid), packed side by side into one image; it alone decides on
+    faces under `SMALL` px. A photo with too many marks (a dense crowd) gets the upscaled level over the
+    rectangle that holds them all."""
 
     NET_MIN, NET_MAX = 20.0, 300.0  # face sizes (px at the network's input) YuNet finds reliably (BENCHMARKS.md)
     STEP = 4.0  # scale ratio between pyramid levels: bands of 20-300 px overlap by almost 4x
