@@ -52,7 +52,7 @@ ONE_SIZE_HEAD = "\n## One-size model "
 ONE_SIZE = ONE_SIZE_HEAD + """{name}
 
 - `gmenet predict` sends the faces it reads at {size} px to this model instead of the all-sizes one above
-  (same architecture, classes and input; trained at {size} px only). Trained {date} on {machine}:
+  ({what}). Trained {date} on {machine}:
   `{command}`.
 - **Files**: `{name}.pt` ({pt_mb:.1f} MB) and `{name}.onnx` ({onnx_mb:.1f} MB), float16 weights as above;
   logits within {parity:.0e} of each other; {agree}.
@@ -103,7 +103,9 @@ def main() -> None:
     assert max(pt_mb, onnx_mb) <= 10, f"{out.name} is {pt_mb:.1f} MB, .onnx {onnx_mb:.1f} MB (limit 10 each)"
     size_mb = pt_mb + onnx_mb
     report = json.loads(Path(args.metrics).read_text())
-    agree = agreement(model, out.with_suffix(".onnx"), store_path, report["split"], ckpt["input"]["scales"])
+    teacher = ckpt["input"].get("view") == "hr"
+    scales = [1] if teacher else ckpt["input"]["scales"]
+    agree = agreement(model, out.with_suffix(".onnx"), store_path, report["split"], scales)
     m = report["models"][0]
     rows = ["  | face | accuracy | mean class acc | macro F1 | ECE (temperature) |", "  |---|---|---|---|---|"]
     for r in m["results"]:
@@ -116,7 +118,11 @@ def main() -> None:
         rows.append(f"  | {r['face_px']} px | " + " | ".join(f"{100 * r['per_class'][c]['recall']:.1f}%"
                                                           for c in classes) + " |")
     if one_size:
-        section = ONE_SIZE.format(name=args.name, size=sizes[0], command=args.command,
+        what = (f"the high-resolution teacher `{ckpt['model']['name']}`, "
+                f"{sum(v.numel() for v in ckpt['state_dict'].values() if v.is_floating_point()):,} weights, that "
+                "the students are distilled from; same classes and input channels" if teacher else
+                f"same architecture, classes and input; trained at {sizes[0]} px only")
+        section = ONE_SIZE.format(name=args.name, size=sizes[0], command=args.command, what=what,
                                   pt_mb=pt_mb, onnx_mb=onnx_mb, agree=agree, split=report["split"],
                                   parity=max(info["max_abs_diff"], 1e-6), table="\n".join(rows),
                                   date=dt.date.today().isoformat(), machine=args.machine)
@@ -199,7 +205,7 @@ def write_card(path: Path, main: str, sections: dict[str, str]) -> None:
 
 def agreement(model, onnx_path: Path, store_path: Path, split: str, scales: list[int]) -> str:
     """How often default.onnx and the model of default.pt (built once in main) give the same label on the
-    store's faces (each LR scale)."""
+    store's faces (each LR scale; scale 1: the HR faces, for a teacher)."""
     import numpy as np
     import torch
 
@@ -212,7 +218,8 @@ def agreement(model, onnx_path: Path, store_path: Path, split: str, scales: list
     model.eval()
     onnx = OnnxModel(onnx_path)
     same = total = 0
-    for scale, lowres in sorted((s, v) for s, v in faces.lowres.items() if s in scales):
+    views = {1: faces.hr, **faces.lowres}
+    for scale, lowres in sorted((s, v) for s, v in views.items() if s in scales):
         for i in range(0, faces.count, 512):
             x = np.array(lowres[i : i + 512])  # a writable copy of the memory-mapped rows
             with torch.no_grad():
