@@ -431,3 +431,21 @@ def test_shipped_one_size_models_load_only_when_a_face_of_their_size_comes():
     assert not lazy[0].loaded  # a face of another size does not load it
     clf.classify([np.zeros((1, px, px), np.uint8)])
     assert lazy[0].loaded and clf.route[px] is lazy[0]
+
+
+def test_default_members_by_device_and_files(tmp_path, monkeypatch):
+    """Which shipped files predict runs: the .onnx on the CPU; the .pt with --device cuda or without
+    onnxruntime, plus a one-size model that ships only as .onnx (on the CPU, through onnxruntime)."""
+    from gmenet_cli.predict import classify
+
+    for name in ("default.pt", "default.onnx", "default-12px.pt", "default-12px.onnx", "default-48px.onnx"):
+        (tmp_path / name).touch()
+    monkeypatch.setattr(classify, "WEIGHTS_DIR", tmp_path)
+    names = lambda cuda, ort: [p.name for p in classify.default_members(cuda, ort)]  # noqa: E731
+    assert names(False, True) == ["default.onnx", "default-12px.onnx", "default-48px.onnx"]
+    assert names(True, True) == ["default.pt", "default-12px.pt", "default-48px.onnx"]
+    assert names(False, False) == names(True, False) == ["default.pt", "default-12px.pt"]
+    main = classify.TorchClassifier.__new__(classify.TorchClassifier)  # its fields, not a model
+    main.classes, main.channels = ["a", "b"], 1
+    lazy = classify.LazyClassifier(str(tmp_path / "default-48px.onnx"), 48, main, lambda p: None)
+    assert lazy.backend == "onnxruntime" and lazy.sizes == [48]

@@ -152,7 +152,8 @@ class LazyClassifier(Classifier):
     list and channels must be those of the default it sits beside (checked when it loads)."""
 
     def __init__(self, path: str, size: int, like: Classifier, load):
-        self.path, self.sizes, self.backend = path, [size], like.backend
+        self.path, self.sizes = path, [size]
+        self.backend = OnnxClassifier.backend if path.endswith(".onnx") else like.backend
         self.classes, self.channels = like.classes, like.channels
         self._load, self._model = load, None
 
@@ -203,12 +204,25 @@ def load_classifier(weights: str | list[str] | None, device: str | None = None, 
     return clf
 
 
+def default_members(cuda: bool, ort: bool) -> list[Path]:
+    """The shipped files `predict` runs without --weights: the .onnx files through onnxruntime on the CPU;
+    with --device cuda (or without onnxruntime) the .pt files, and a one-size model that ships only as .onnx
+    (to keep the package small) still through onnxruntime on the CPU when it is there."""
+    onnx = default_files(".onnx") if ort else []
+    if onnx and not cuda:
+        return onnx
+    pt = default_files(".pt")
+    if not pt:
+        return onnx
+    have = {p.stem for p in pt}
+    return pt + [p for p in onnx[1:] if p.stem not in have]
+
+
 def _load_default(device: str | None) -> list[Classifier]:
-    """The shipped default: through onnxruntime on the CPU (no torch import: predict starts in about a
-    second); `--device cuda`, or no onnxruntime, uses the shipped .pt files instead."""
+    """The shipped default (default_members): the all-sizes model, then the one-size ones, each loaded only
+    when a face of its size comes (no torch import on the default path: predict starts in about a second)."""
     device = parse_device(device)
-    onnx = default_files(".onnx") if not device.startswith("cuda") and onnxruntime_available() else []
-    files = onnx or default_files(".pt")
+    files = default_members(device.startswith("cuda"), onnxruntime_available())
     if not files:
         raise UsageError(
             "no default model ships with this install; pass --weights runs/train/<name>/weights/best.pt "
@@ -216,8 +230,11 @@ def _load_default(device: str | None) -> list[Classifier]:
         )
     main = _load_classifier(str(files[0]), device)
     sized = re.compile(r"default-(\d+)px\.(onnx|pt)")
-    return [main] + [LazyClassifier(str(p), int(sized.fullmatch(p.name).group(1)), main,
-                                    lambda path: _load_classifier(path, device)) for p in files[1:]]
+
+    def load(path: str) -> Classifier:  # an .onnx file always runs on the CPU
+        return _load_classifier(path, "cpu" if path.endswith(".onnx") else device)
+
+    return [main] + [LazyClassifier(str(p), int(sized.fullmatch(p.name).group(1)), main, load) for p in files[1:]]
 
 
 def _load_classifier(weights: str, device: str | None = None) -> Classifier:
