@@ -63,6 +63,19 @@ def upsample(x: np.ndarray, size: int) -> np.ndarray:
     return np.clip(out, 0.0, 1.0, out=out)
 
 
+def cpu_session(path: str | Path, threads: int = 0):
+    """An onnxruntime CPU session for an ONNX file (the classifiers and the YuNet detector alike); ORT's own
+    exception when the file does not load, a UsageError when onnxruntime is not installed."""
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        raise UsageError("running .onnx models needs onnxruntime: pip install onnxruntime") from None
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    opts.log_severity_level = 3  # errors only: ORT's warnings are not the user's business
+    return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+
+
 class OnnxModel:
     """A gmenet ONNX file loaded into an onnxruntime CPU session, with its metadata checked."""
 
@@ -73,14 +86,9 @@ class OnnxModel:
                 f"model not found: {path}" if not path.exists() else f"{path} is not a file", exit_code=2
             )
         try:
-            import onnxruntime as ort
-        except ImportError:
-            raise UsageError("running .onnx models needs onnxruntime: pip install onnxruntime") from None
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = threads
-        opts.log_severity_level = 3  # errors only: ORT's warnings are not the user's business
-        try:
-            self.session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+            self.session = cpu_session(path, threads)
+        except UsageError:
+            raise
         except Exception as e:  # ORT raises its own exception types (Fail, InvalidProtobuf, ...)
             first = str(e).strip().splitlines()[0][:160] if str(e).strip() else type(e).__name__
             raise CheckpointError(f"{path} is not a loadable ONNX model: {first}", exit_code=2) from None

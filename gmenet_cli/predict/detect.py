@@ -81,15 +81,12 @@ class YuNetNet:
     NMS_IOU, TOP_K = 0.3, 5000
 
     def __init__(self, path: Path, threads: int = 0):
+        from gmenet_cli.ortmodel import cpu_session
+
         try:
-            import onnxruntime as ort
-        except ImportError:
-            raise UsageError("the YuNet detector needs onnxruntime: pip install onnxruntime") from None
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = threads
-        opts.log_severity_level = 3
-        try:
-            self.session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+            self.session = cpu_session(path, threads)
+        except UsageError:
+            raise
         except Exception:  # ORT raises its own exception types (Fail, InvalidProtobuf, ...)
             raise UsageError(f"{path} is not a YuNet ONNX model onnxruntime can load") from None
         self.outputs = [o.name for o in self.session.get_outputs()]
