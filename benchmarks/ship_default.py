@@ -8,7 +8,9 @@ that the .pt loads with weights_only=True and that each file stays under 10 MB, 
 (gmenet_cli/weights/MODEL_CARD.md) from an `evaluate` metrics.json of the shipped default.pt.
 
 `--name default-12px` ships a one-size model beside it instead (default-12px.pt/.onnx, which predict uses
-for the faces it reads at that size) and writes its own section of the model card.
+for the faces it reads at that size) and writes its own section of the model card; with `--onnx-only` it
+keeps the .onnx alone (predict runs a one-size .onnx on the CPU even with --device cuda), which keeps the
+package's weights within 25 MB.
 """
 
 from __future__ import annotations
@@ -54,8 +56,8 @@ ONE_SIZE = ONE_SIZE_HEAD + """{name}
 - `gmenet predict` sends the faces it reads at {size} px to this model instead of the all-sizes one above
   ({what}). Trained {date} on {machine}:
   `{command}`.
-- **Files**: `{name}.pt` ({pt_mb:.1f} MB) and `{name}.onnx` ({onnx_mb:.1f} MB), float16 weights as above;
-  logits within {parity:.0e} of each other; {agree}.
+- **Files**: {files}, float16 weights as above;
+  logits within {parity:.0e} of the checkpoint's; {agree}.
 - **Accuracy on FERPlus {split}** (flip TTA; the model was selected on this split):
 
 {table}
@@ -69,8 +71,11 @@ def main() -> None:
     ap.add_argument("--machine", default="2 CPU cores")
     ap.add_argument("--name", default="default", help="default, or default-<N>px for a one-size model")
     ap.add_argument("--command", help="one-size model: the commands that trained it (for the card)")
+    ap.add_argument("--onnx-only", action="store_true",
+                    help="one-size model: ship the .onnx alone (checked against the checkpoint, then the .pt removed)")
     args = ap.parse_args()
     one_size = args.name != "default"
+    assert one_size or not args.onnx_only, "--onnx-only is for one-size models: default.pt serves --device cuda"
     import torch
 
     from gmenet_cli import checkpoint
@@ -122,13 +127,20 @@ def main() -> None:
                 f"{sum(v.numel() for v in ckpt['state_dict'].values() if v.is_floating_point()):,} weights, that "
                 "the students are distilled from; same classes and input channels" if teacher else
                 f"same architecture, classes and input; trained at {sizes[0]} px only")
-        section = ONE_SIZE.format(name=args.name, size=sizes[0], command=args.command, what=what,
-                                  pt_mb=pt_mb, onnx_mb=onnx_mb, agree=agree, split=report["split"],
+        files = (f"`{args.name}.onnx` alone ({onnx_mb:.1f} MB; `predict` runs it through onnxruntime on the CPU, "
+                 "also with `--device cuda`)" if args.onnx_only else
+                 f"`{args.name}.pt` ({pt_mb:.1f} MB) and `{args.name}.onnx` ({onnx_mb:.1f} MB)")
+        if args.onnx_only:
+            out.unlink()
+            size_mb = onnx_mb
+        section = ONE_SIZE.format(name=args.name, size=sizes[0], command=args.command, what=what, files=files,
+                                  agree=agree, split=report["split"],
                                   parity=max(info["max_abs_diff"], 1e-6), table="\n".join(rows),
                                   date=dt.date.today().isoformat(), machine=args.machine)
         main_card, sections = read_card(out.parent / "MODEL_CARD.md")
         write_card(out.parent / "MODEL_CARD.md", main_card, {**sections, args.name: section})
-        print(f"wrote {out} and .onnx ({size_mb:.1f} MB together) and its section of {out.parent / 'MODEL_CARD.md'}")
+        print(f"wrote {out.with_suffix('.onnx') if args.onnx_only else f'{out} and .onnx'} ({size_mb:.1f} MB) "
+              f"and its section of {out.parent / 'MODEL_CARD.md'}")
         return
     cfg = ckpt["config"]
     from gmenet_cli.config import build_config
