@@ -1014,8 +1014,34 @@ def models(
     render.models_table(rows, input_size, lr_size, channels, classes)
 
 
+def resume_path_argv(argv: list[str]) -> list[str]:
+    """`gmenet train --resume runs/train/NAME` (or .../weights/last.pt), as users of other trainers write it:
+    the same as `--resume --name NAME` when the folder is this directory's runs/<command>/NAME. A path
+    elsewhere is a one-line error saying what to run instead (`--resume` is a flag here)."""
+    import sys
+
+    if not argv or argv[0] not in ("train", "distill-teacher"):
+        return argv
+    out = list(argv)
+    for i, arg in enumerate(out[:-1]):
+        if arg != "--resume" or out[i + 1].startswith("-"):
+            continue
+        run = Path(out[i + 1])
+        if run.suffix == ".pt" and run.parent.name == "weights":
+            run = run.parent.parent
+        base = Path("runs") / argv[0]
+        if run.resolve().parent != base.resolve():
+            err.print(f"[red]error:[/red] --resume takes no path here; to continue {out[i + 1]}, run `gmenet "
+                      f"{argv[0]} --resume --name {run.name}` in the folder that holds {base}/", soft_wrap=True)
+            sys.exit(2)
+        out[i + 1 : i + 2] = ["--name", run.name]
+    return out
+
+
 def main() -> None:
-    app()
+    import sys
+
+    app(args=resume_path_argv(sys.argv[1:]))
 
 
 if __name__ == "__main__":

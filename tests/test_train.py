@@ -87,7 +87,11 @@ def test_interrupted_run_resumes_to_the_same_epoch_count(tiny_store, cli, workdi
     last = checkpoint.load(workdir / "runs/train/r/weights/last.pt")
     assert last["epoch"] == 1 and not last["finished"]
     monkeypatch.setattr(engine, "validate", real_validate)
-    res = cli("train", "--name", "r", "--resume", "-q")
+    # the run's folder after --resume, as other trainers take it, is the same as --resume --name r
+    from gmenet_cli.cli import resume_path_argv
+
+    assert resume_path_argv(["train", "--resume", "runs/train/r", "-q"]) == ["train", "--resume", "--name", "r", "-q"]
+    res = cli(*resume_path_argv(["train", "--resume", str(workdir / "runs/train/r/weights/last.pt"), "-q"]))
     assert res.exit_code == 0, res.output
     assert "resuming" in res.stderr
     rows = _rows(workdir / "runs/train/r")
@@ -479,3 +483,15 @@ def test_fine_tuning_keeps_its_geometry_and_picks_no_teacher(tiny_store, tiny_ru
     checkpoint.save(teacher_last, {**checkpoint.load(teacher_last), "finished": False, "epoch": 1})
     res = cli("train", "--data", tiny_store, "--preset", "tiny", "--epochs", "1", "--name", "s2", "-q")
     assert res.exit_code == 0 and "(warning: its run is unfinished, 1 of 2 epochs" in res.stderr
+
+
+def test_resume_with_a_run_folder_elsewhere_says_what_to_run(workdir, capsys):
+    from gmenet_cli.cli import resume_path_argv
+
+    assert resume_path_argv(["evaluate", "--resume", "x"]) == ["evaluate", "--resume", "x"]  # not a training command
+    assert resume_path_argv(["train", "--resume", "--name", "r"]) == ["train", "--resume", "--name", "r"]
+    with pytest.raises(SystemExit) as e:
+        resume_path_argv(["distill-teacher", "--resume", "/elsewhere/runs/train/r"])
+    assert e.value.code == 2
+    msg = capsys.readouterr().err
+    assert "gmenet distill-teacher --resume --name r" in msg and "runs/distill-teacher/" in msg
