@@ -33,7 +33,8 @@ CARD = """# gmenet default model: {name}
 - **Recipe** (the `ferplus` preset, exactly): `gmenet distill-teacher --preset ferplus` then `{command}`.
   Teacher `{teacher}` ({teacher_acc}); A-SKD weight {askd}{kd}; {epochs} epochs, {optim} lr {lr} ({schedule}),
   batch {batch}, weight EMA {ema}, augmentation drawn on the fly (shift {shift} px, zoom +-{zoom}, rotation
-  +-{rotate} deg, flip) with the LR faces degraded from the augmented HR faces; trained {date} on {machine}.
+  +-{rotate} deg, flip) with the LR faces degraded from the augmented HR faces; {objective}; trained {date} on
+  {machine}.
 - **Files**: `default.pt` ({pt_mb:.1f} MB; PyTorch checkpoint, weights stored as float16 to halve the file,
   computed in float32) and `default.onnx` ({onnx_mb:.1f} MB; the same float16 weights, cast to float32 when
   loaded, with the graph at {working} px: what `gmenet predict` runs on the CPU through onnxruntime, without
@@ -181,6 +182,8 @@ def main() -> None:
         if ckpt.get("teacher", {}).get("val_metric")
         else "",
         askd=cfg["distill"]["weight"],
+        objective=(f"logit-adjusted loss, tau {cfg['train']['logit_adjust']} (rare classes get a margin; predict "
+                   "reads the raw logits)" if cfg["train"].get("logit_adjust") else "plain cross-entropy"),
         epochs=cfg["train"]["epochs"],
         optim=cfg["optim"]["name"],
         lr=cfg["optim"]["lr"],
