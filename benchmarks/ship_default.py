@@ -44,7 +44,7 @@ CARD = """# gmenet default model: {name}
   `predict` run it; 3,555 faces; the model was selected on this split):
 
 {table}
-
+{cross}
 - **Intended use**: research and prototyping of expression recognition on small, frontal-ish faces (CCTV,
   crowd shots, video-call tiles). **Limits**: FER2013 is web-scraped, mostly frontal, grayscale, 48x48;
   rare classes (contempt, disgust, fear) are recognised far worse than the common ones (see per-class
@@ -72,6 +72,7 @@ def main() -> None:
     ap.add_argument("--machine", default="2 CPU cores")
     ap.add_argument("--name", default="default", help="default, or default-<N>px for a one-size model")
     ap.add_argument("--command", help="one-size model: the commands that trained it (for the card)")
+    ap.add_argument("--cross", help="cross_eval.py --json of this model on another source (muxspace-val), for the card")
     ap.add_argument("--onnx-only", action="store_true",
                     help="one-size model: ship the .onnx alone (checked against the checkpoint, then the .pt removed)")
     args = ap.parse_args()
@@ -196,9 +197,22 @@ def main() -> None:
         pt_mb=pt_mb,
         onnx_mb=onnx_mb,
         agree=agree,
+        cross=cross_lines(args.cross),
     )
     write_card(out.parent / "MODEL_CARD.md", card, read_card(out.parent / "MODEL_CARD.md")[1])
     print(f"wrote {out} and .onnx ({size_mb:.1f} MB together) and {out.parent / 'MODEL_CARD.md'}")
+
+
+def cross_lines(path: str | None) -> str:
+    """The card's lines for a cross_eval.py --json report (faces from another source), or nothing."""
+    if not path:
+        return ""
+    report = json.loads(Path(path).read_text())
+    rows = [f"{size if size == 'full' else size + ' px'}: {100 * r['accuracy']:.1f}% / "
+            f"{100 * r['mean_class_accuracy']:.1f}%" for size, r in report["sizes"].items()]
+    return (f"\n- **On faces from another source** ({Path(report['folder']).name}, never trained on; "
+            f"`benchmarks/cross_eval.py`, {len(report['scored_classes'])} classes; accuracy / mean class accuracy, "
+            f"this model alone): {'; '.join(rows)}.\n")
 
 
 def read_card(path: Path) -> tuple[str, dict[str, str]]:
