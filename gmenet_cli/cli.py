@@ -1026,15 +1026,18 @@ def resume_path_argv(argv: list[str]) -> list[str]:
     for i, arg in enumerate(out[:-1]):
         if arg != "--resume" or out[i + 1].startswith("-"):
             continue
+        from gmenet_cli.training.runs import RUNS  # only here: this import brings torch
+
         run = Path(out[i + 1])
         if run.suffix == ".pt" and run.parent.name == "weights":
             run = run.parent.parent
-        base = Path("runs") / argv[0]
+        base = RUNS / argv[0]
         if run.resolve().parent != base.resolve():
             err.print(f"[red]error:[/red] --resume takes no path here; to continue {out[i + 1]}, run `gmenet "
                       f"{argv[0]} --resume --name {run.name}` in the folder that holds {base}/", soft_wrap=True)
             sys.exit(2)
         out[i + 1 : i + 2] = ["--name", run.name]
+        break  # the list just grew by one: later indices no longer match
     return out
 
 
