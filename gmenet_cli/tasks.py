@@ -40,14 +40,20 @@ class DistillTask(ClassifierTask):
     """GME-Net student on low-resolution faces + the frozen HR teacher: CE + A-SKD (+ optional logit KD)."""
 
     def __init__(self, student: nn.Module, teacher: nn.Module, loss: ClassificationLoss, askd: ASKDLoss,
-                 kd_weight: float = 0.0, kd_temperature: float = 4.0, fuse_teacher: bool = True):
+                 kd_weight: float = 0.0, kd_temperature: float = 4.0, fuse_teacher: bool = True,
+                 teacher_runtime: str = "torch"):
         super().__init__(student, loss, view="lowres")
         from gmenet_cli.models.fuse import fuse_batchnorm
 
         # Frozen: BN folded into its convolutions (the same outputs, one layer instead of two), no gradients.
-        self.teacher = fuse_batchnorm(teacher) if fuse_teacher else teacher.eval()
-        for p in self.teacher.parameters():
+        teacher = fuse_batchnorm(teacher) if fuse_teacher else teacher.eval()
+        for p in teacher.parameters():
             p.requires_grad_(False)
+        if teacher_runtime == "onnxruntime":  # the same forward through onnxruntime's CPU kernels (faster here)
+            from gmenet_cli.training.ort_teacher import OrtTeacher
+
+            teacher = OrtTeacher(teacher)
+        self.teacher, self.teacher_runtime = teacher, teacher_runtime
         self.askd, self.kd_weight, self.kd_temperature = askd, kd_weight, kd_temperature
 
     def train(self, mode: bool = True):
@@ -58,10 +64,13 @@ class DistillTask(ClassifierTask):
     def forward(self, batch: dict) -> dict:
         logits, s_maps = self.model(batch["lowres"], return_maps=True)
         ce = self.loss(logits, batch)
-        with torch.inference_mode():  # no autograd bookkeeping at all for the teacher's forward
+        if self.teacher_runtime == "torch":
+            with torch.inference_mode():  # no autograd bookkeeping at all for the teacher's forward
+                t_logits, t_maps = self.teacher(batch["hr"], return_maps=True)
+            # inference tensors cannot be saved for backward, which the losses do with their targets: copies
+            t_logits, t_maps = t_logits.clone(), [(c.clone(), s.clone()) for c, s in t_maps]
+        else:  # onnxruntime: plain tensors made from its outputs, outside autograd by construction
             t_logits, t_maps = self.teacher(batch["hr"], return_maps=True)
-        # inference tensors cannot be saved for backward, which the losses do with their targets: plain copies
-        t_logits, t_maps = t_logits.clone(), [(c.clone(), s.clone()) for c, s in t_maps]
         askd, parts = self.askd(s_maps, t_maps)
         total = ce + askd
         out = {"ce": ce.detach(), "logits": logits, "askd": askd.detach(), **parts}

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 
@@ -157,6 +159,56 @@ def test_batchnorm_folding_keeps_every_output(name):
     assert torch.allclose(logits, ref_logits, atol=1e-4, rtol=1e-4)
     for (c, s), (rc, rs) in zip(maps, ref_maps):
         assert torch.allclose(c, rc, atol=1e-4, rtol=1e-4) and torch.allclose(s, rs, atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("dtype", [torch.uint8, torch.float32])
+def test_teacher_in_onnxruntime_gives_the_torch_teacher_outputs_and_losses(dtype):
+    """distill.teacher_runtime onnxruntime: the folded teacher exported in memory and run by onnxruntime gives
+    the logits and maps of the torch one (float rounding), for stored uint8 faces and augmented float ones,
+    and a distillation step the same losses and student gradients."""
+    pytest.importorskip("onnxruntime")
+    from gmenet_cli.training.ort_teacher import OrtTeacher
+
+    torch.manual_seed(0)
+    teacher = create_model("teacher_t2", in_chans=1, num_classes=8, input_size=48).eval()
+    for m in teacher.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.5, 0.5)
+            m.running_var.uniform_(0.5, 2.0)
+    student = create_model("gmenet_t2", in_chans=1, num_classes=8, input_size=24)
+    hr = torch.randint(0, 256, (5, 1, 48, 48), dtype=torch.uint8)
+    hr = hr if dtype == torch.uint8 else hr.float() / 255
+    tasks = {rt: DistillTask(copy.deepcopy(student), teacher, ClassificationLoss(), ASKDLoss(1.0), kd_weight=1.0,
+                             teacher_runtime=rt).train() for rt in ("torch", "onnxruntime")}
+    assert isinstance(tasks["onnxruntime"].teacher, OrtTeacher)
+    with torch.no_grad():
+        ref_logits, ref_maps = tasks["torch"].teacher(hr, return_maps=True)
+    logits, maps = tasks["onnxruntime"].teacher(hr, return_maps=True)
+    assert len(maps) == len(ref_maps) > 0 and torch.allclose(logits, ref_logits, atol=1e-4, rtol=1e-4)
+    for (c, s), (rc, rs) in zip(maps, ref_maps):
+        assert torch.allclose(c, rc, atol=1e-4, rtol=1e-4) and torch.allclose(s, rs, atol=1e-4, rtol=1e-4)
+    batch = {"hr": hr, "lowres": {4: (torch.arange(5), torch.randint(0, 256, (5, 1, 12, 12), dtype=torch.uint8))},
+             "target": torch.tensor([0, 1, 2, 3, 4])}
+    outs = {}
+    for rt, task in tasks.items():
+        torch.manual_seed(1)  # the same dropout masks in both students
+        outs[rt] = task(batch)
+    for key in ("loss", "askd", "kd"):
+        assert torch.allclose(outs["onnxruntime"][key], outs["torch"][key], atol=1e-5, rtol=1e-4), key
+    for out in outs.values():
+        out["loss"].backward()
+    for a, b in zip(tasks["torch"].core.parameters(), tasks["onnxruntime"].core.parameters()):
+        assert torch.allclose(a.grad, b.grad, atol=1e-5, rtol=1e-3)
+
+
+def test_teacher_runtime_choice():
+    from gmenet_cli.training import ort_teacher
+
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert ort_teacher.resolve("auto", cuda) == "torch" and ort_teacher.resolve("torch", cpu) == "torch"
+    assert ort_teacher.resolve("auto", cpu) == ("onnxruntime" if ort_teacher.available() else "torch")
+    with pytest.raises(UsageError, match="runs the teacher on the CPU"):
+        ort_teacher.resolve("onnxruntime", cuda)
 
 
 @pytest.mark.parametrize("name", ["gmenet_s2", "teacher_s2"])

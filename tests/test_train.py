@@ -39,6 +39,10 @@ def test_teacher_then_student_then_reload_and_predict(tiny_runs, cli, workdir):
     assert student["kind"] == "student" and student["distill"] is True
     assert student["input"]["scales"] == [2, 4] and student["input"]["lr_sizes"] == {"2": 24, "4": 12}
     assert student["teacher"]["model"] == "teacher_t"
+    # on the CPU the frozen teacher's forward runs in onnxruntime when it is installed (CI installs it)
+    from gmenet_cli.training.ort_teacher import available
+
+    assert student["teacher"]["runtime"] == ("onnxruntime" if available() else "torch")
     run = tiny_runs["student"].parent.parent
     rows = _rows(run)
     assert len(rows) == 2

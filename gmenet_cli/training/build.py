@@ -19,6 +19,7 @@ from gmenet_cli.models import create_model, get_spec
 from gmenet_cli.models.registry import working_size
 from gmenet_cli.runtime import Runtime, seed_everything
 from gmenet_cli.tasks import ClassifierTask, DistillTask
+from gmenet_cli.training import ort_teacher
 from gmenet_cli.training.loop import Callbacks, fit
 from gmenet_cli.training.runs import RunResult, find_latest_teacher, resolve_run_dir, resolve_store, unfinished
 
@@ -115,6 +116,7 @@ def train_student(cfg: Config, runtime: Runtime, data: str | None = None, teache
     teacher_path = start.teacher or _latest_teacher(cfg.model.name, progress)
     teacher_ckpt = checkpoint.load(teacher_path)
     _check_teacher(teacher_ckpt, store, teacher_path)
+    teacher_runtime = ort_teacher.resolve(cfg.distill.teacher_runtime, runtime.device)
     task = DistillTask(
         model,
         checkpoint.build_model(teacher_ckpt, teacher_path),
@@ -122,12 +124,14 @@ def train_student(cfg: Config, runtime: Runtime, data: str | None = None, teache
         ASKDLoss(cfg.distill.weight, cfg.distill.maps),
         cfg.distill.kd_weight,
         cfg.distill.kd_temperature,
+        teacher_runtime=teacher_runtime,
     )
     task.check_pairing(store.channels, store.hr_size)
     meta["teacher"] = {
         "path": str(Path(teacher_path).resolve()),
         "model": teacher_ckpt["model"]["name"],
         "val_metric": teacher_ckpt.get("best_metric"),
+        "runtime": teacher_runtime,
     }
     return fit("train", task, store, cfg, runtime, start.run_dir, meta, scales, progress, start.state)
 

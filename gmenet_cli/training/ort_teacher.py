@@ -1,0 +1,105 @@
+"""The frozen teacher's forward pass through onnxruntime, for distillation on the CPU (distill.teacher_runtime).
+
+During `gmenet train` the teacher only ever runs forward, on the HR faces, with fixed weights: exactly what
+an inference engine is for. onnxruntime's CPU kernels (MLAS, blocked NCHWc convolutions) run the folded
+teacher_s2 about 1.6x faster than PyTorch's eager CPU path on these cores (BENCHMARKS.md, issue 26), with the
+same outputs up to float rounding (about 4e-6). The graph is exported in memory from the BN-folded copy, once
+per input type (uint8 faces from the stored path, float ones from on-the-fly augmentation), and never written
+to disk.
+
+ORT's worker threads are told not to spin between calls: the student's forward and backward run on the same
+cores in between, and a spinning pool would take them.
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+
+import torch
+from torch import nn
+
+from gmenet_cli.errors import UsageError
+
+RUNTIMES = ("auto", "torch", "onnxruntime")
+
+
+def available() -> bool:
+    try:
+        import onnxruntime  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def resolve(choice: str, device: torch.device) -> str:
+    """auto -> onnxruntime on the CPU when it is installed, torch otherwise (CUDA keeps the teacher on the GPU)."""
+    if choice == "auto":
+        return "onnxruntime" if device.type == "cpu" and available() else "torch"
+    if choice == "onnxruntime":
+        if device.type != "cpu":
+            raise UsageError(
+                f"distill.teacher_runtime onnxruntime runs the teacher on the CPU, but training runs on "
+                f"{device.type}: use auto or torch there"
+            )
+        if not available():
+            raise UsageError("distill.teacher_runtime onnxruntime needs onnxruntime: pip install 'gmenet-cli[onnx]'")
+    return choice
+
+
+class _Flat(nn.Module):
+    """teacher(x, return_maps=True) as one flat tuple of tensors, the shape ONNX outputs take."""
+
+    def __init__(self, teacher: nn.Module):
+        super().__init__()
+        self.teacher = teacher
+
+    def forward(self, x):
+        logits, maps = self.teacher(x, return_maps=True)
+        return (logits, *[t for pair in maps for t in pair])
+
+
+class OrtTeacher:
+    """Callable like the teacher (`teacher(x, return_maps=True)` -> logits, [(channel, spatial), ...]) for a
+    frozen, BN-folded teacher in eval mode. Not an nn.Module: it has no parameters to move or train."""
+
+    def __init__(self, fused: nn.Module, threads: int | None = None):
+        self.module = _Flat(fused).eval()
+        self.threads = threads if threads is not None else torch.get_num_threads()
+        self.sessions: dict = {}  # (dtype, channels, h, w) -> onnxruntime session
+
+    def eval(self):
+        return self
+
+    def train(self, mode: bool = True):
+        return self  # frozen: always eval
+
+    def _session(self, x: torch.Tensor):
+        key = (x.dtype, *x.shape[1:])
+        if key not in self.sessions:
+            import onnxruntime as ort
+
+            buf = io.BytesIO()
+            example = x[:1].detach().cpu().contiguous()
+            with warnings.catch_warnings(), torch.no_grad():
+                warnings.simplefilter("ignore")
+                torch.onnx.export(
+                    self.module, (example,), buf, dynamo=False, input_names=["hr"],
+                    dynamic_axes={"hr": {0: "batch"}}, opset_version=17,
+                )
+            self.module.eval()  # export restores the wrapper's mode; the teacher stays in eval regardless
+            opts = ort.SessionOptions()
+            opts.intra_op_num_threads = self.threads
+            opts.inter_op_num_threads = 1
+            opts.log_severity_level = 3
+            opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+            self.sessions[key] = ort.InferenceSession(buf.getvalue(), opts, providers=["CPUExecutionProvider"])
+        return self.sessions[key]
+
+    def __call__(self, x: torch.Tensor, return_maps: bool = False):
+        session = self._session(x)
+        outs = session.run(None, {"hr": x.detach().cpu().contiguous().numpy()})
+        outs = [torch.from_numpy(o).to(x.device) for o in outs]
+        logits, rest = outs[0], outs[1:]
+        maps = [(rest[i], rest[i + 1]) for i in range(0, len(rest), 2)]
+        return (logits, maps) if return_maps else logits
