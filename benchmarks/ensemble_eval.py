@@ -23,7 +23,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args()
     from gmenet_cli import checkpoint
-    from gmenet_cli.calibrate import ece, nll, softmax, temperature_for
+    from gmenet_cli.calibrate import calibrated_softmax, ece, nll, softmax, temperatures_for
     from gmenet_cli.data.store import Store
     from gmenet_cli.evaluate import confusion_from, logits_and_labels, metrics_from_confusion
 
@@ -41,7 +41,7 @@ def main() -> None:
         for path, model, cal in models:
             z, y = logits_and_labels(model, split, scale, "cpu", 256, tta=True)
             raw = z if raw is None else raw
-            probs.append((path, softmax(z, temperature_for(cal, px) if cal else 1.0)))
+            probs.append((path, calibrated_softmax(z, temperatures_for(cal, px))))
         rows = list(probs)
         if len(probs) > 1:
             rows += [(f"average, second model weighted {w}", (1 - float(w)) * probs[0][1] + float(w) * probs[1][1])

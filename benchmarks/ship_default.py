@@ -116,7 +116,9 @@ def main() -> None:
     m = report["models"][0]
     rows = ["  | face | accuracy | mean class acc | macro F1 | ECE (temperature) |", "  |---|---|---|---|---|"]
     for r in m["results"]:
-        ece = f"{r['ece']:.3f} (T {r['temperature']:.3f})" if "ece" in r else "not measured"
+        per = r.get("class_temperature")
+        temps = f"T {min(per):.2f}-{max(per):.2f} per predicted class" if per else f"T {r['temperature']:.3f}"
+        ece = f"{r['ece']:.3f} ({temps})" if "ece" in r else "not measured"
         rows.append(f"  | {r['face_px']} px ({r['view']}) | {r['accuracy'] * 100:.2f}% | "
                     f"{r['mean_class_accuracy'] * 100:.2f}% | {r['macro_f1'] * 100:.2f}% | {ece} |")
     classes = report["classes"]  # recall of every class at every size: where the rare ones stand

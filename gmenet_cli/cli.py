@@ -666,7 +666,7 @@ def calibrate(
     ),
     device: Optional[str] = DeviceOpt,
 ):
-    """Fit a temperature per trained face size, so that predict's confidences are probabilities.
+    """Fit temperatures per trained face size and predicted class, so that predict's confidences are probabilities.
 
     Training does this by itself at its end; use it for checkpoints from before, or to fit on other
     validation faces. The labels never change, only the confidences. Then gmenet export carries it into
@@ -690,7 +690,12 @@ def calibrate(
         raise UsageError(f"{store.path} has no '{split}' split (it has {', '.join(store.splits)})")
     cal = calibrate_checkpoint(weights, store.split(split), dev, batch_size, tta=True)
     for px, t in cal["temperature"].items():
-        err.print(f"{px:>3}px: temperature {t:.3f}, ECE {cal['ece_before'][px]:.4f} -> {cal['ece_after'][px]:.4f}")
+        per = cal["class_temperature"][px]
+        err.print(
+            f"{px:>3}px: temperature {t:.3f}, per predicted class {min(per):.3f}-{max(per):.3f}; ECE "
+            f"{cal['ece_before'][px]:.4f} -> {cal['ece_temperature'][px]:.4f} (one T) -> {cal['ece_after'][px]:.4f}"
+            f" (held out: {cal['ece_heldout'][px]:.4f})"
+        )
     err.print(f"wrote the temperatures into {weights} (fitted on {store.path} {split})")
     err.print(f"Next: gmenet export --weights {weights}")
 

@@ -197,7 +197,7 @@ def evaluate(
         "tta": tta,
         "models": [],
     }
-    from gmenet_cli.calibrate import ece, reliability, softmax, temperature_for
+    from gmenet_cli.calibrate import calibrated_softmax, ece, reliability, softmax, temperature_for, temperatures_for
 
     for path, ckpt in ckpts:
         model = checkpoint.build_model(ckpt, path).to(device)
@@ -206,9 +206,10 @@ def evaluate(
             logits, labels = logits_and_labels(model, part, None if s == 1 else s, device, batch_size, tta)
             m = metrics_from_confusion(confusion_from(logits, labels, len(store.classes)), store.classes)
             face_px = store.hr_size // s
-            # confidences as predict gives them: with the checkpoint's temperature for this size (1 if none)
+            # confidences as predict gives them: with the checkpoint's temperatures for this size (1 if none)
             t = temperature_for(ckpt.get("calibration"), face_px)
-            rel = reliability(softmax(logits, t), labels)
+            temps = temperatures_for(ckpt.get("calibration"), face_px)
+            rel = reliability(calibrated_softmax(logits, temps), labels)
             results.append(
                 {
                     "view": "hr" if s == 1 else f"x{s}",
@@ -216,6 +217,7 @@ def evaluate(
                     "face_px": face_px,
                     **m,
                     "temperature": t,
+                    "class_temperature": temps if isinstance(temps, list) else None,
                     "ece": rel["ece"],
                     "ece_uncalibrated": ece(softmax(logits), labels),
                     "reliability": rel,

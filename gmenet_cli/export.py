@@ -57,7 +57,7 @@ def onnx_metadata(ckpt: dict, sizes: list[int], working_size: int) -> dict[str, 
             "working_size": str(int(working_size)),
             "view": str(spec.get("view", "lr")), "sizes": json.dumps(sizes),
             "trained_sizes": json.dumps(trained_sizes(ckpt)), "input_range": "float32 in [0, 1]",
-            # a temperature per face size (calibrate.py); predict divides the logits by it
+            # temperatures per face size and predicted class (calibrate.py); predict divides the logits by them
             "calibration": json.dumps(ckpt.get("calibration") or {})}
 
 

@@ -240,7 +240,7 @@ def evaluation_report(report: dict) -> None:
                 f"{r['accuracy']:.4f}",
                 f"{r['mean_class_accuracy']:.4f}",
                 f"{r['macro_f1']:.4f}",
-                f"{r['ece']:.3f}" + ("" if r["temperature"] == 1 else f" (T {r['temperature']:.2f})"),
+                f"{r['ece']:.3f}" + _temperatures(r),
             )
     err.print(table)
     model = report["models"][0]
@@ -410,3 +410,11 @@ def models_table(rows: list[dict], hr_size: int, lr_size: int, channels: int, cl
         table.add_row(r["name"], r["kind"], f"{r['params']:,}", f"{r['gflops']:.3f}", str(r["input_px"]),
                       str(r["working_px"]), r["about"])
     table_console().print(table)
+
+
+def _temperatures(r: dict) -> str:
+    """The calibration behind an ECE: class temperatures (their range), one temperature, or none."""
+    per = r.get("class_temperature")
+    if per:
+        return f" (T {min(per):.2f}-{max(per):.2f} by class)"
+    return "" if r["temperature"] == 1 else f" (T {r['temperature']:.2f})"

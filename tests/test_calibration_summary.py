@@ -12,7 +12,18 @@ import torch
 from conftest import ASTRONAUT, json_lines
 
 from gmenet_cli import checkpoint
-from gmenet_cli.calibrate import ece, fit_temperature, nll, reliability, softmax, temperature_for
+from gmenet_cli.calibrate import (
+    calibrate,
+    calibrated_softmax,
+    ece,
+    fit_class_temperatures,
+    fit_temperature,
+    nll,
+    reliability,
+    softmax,
+    temperature_for,
+    temperatures_for,
+)
 
 
 def test_fit_temperature_recovers_a_known_temperature_and_lowers_the_error():
@@ -29,6 +40,33 @@ def test_fit_temperature_recovers_a_known_temperature_and_lowers_the_error():
     assert temperature_for({"temperature": {"12": 1.7}}, 12) == 1.7 and temperature_for(None, 12) == 1.0
 
 
+def test_class_temperatures_fit_what_one_temperature_cannot():
+    """Faces the model labels 0 are over-confident (true T 3), those it labels 1 under-confident (true T 0.5):
+    one temperature per predicted class recovers both and brings the ECE down where one T cannot; the label
+    (argmax) never moves."""
+    rng = np.random.default_rng(0)
+    logits = rng.normal(size=(6000, 4)) * 2
+    true_t = np.where(logits.argmax(1) == 0, 3.0, np.where(logits.argmax(1) == 1, 0.5, 1.0))
+    p = softmax(logits / true_t[:, None])
+    labels = np.array([rng.choice(4, p=row) for row in p])
+    temps = fit_class_temperatures(logits, labels)
+    assert temps[0] == pytest.approx(3.0, rel=0.15) and temps[1] == pytest.approx(0.5, rel=0.15)
+    probs = calibrated_softmax(logits, temps)
+    assert np.allclose(probs.sum(1), 1) and (probs.argmax(1) == logits.argmax(1)).all()
+    one = fit_temperature(logits, labels)
+    assert ece(probs, labels) < 0.02 < ece(softmax(logits, one), labels)
+    cal = calibrate({12: (logits, labels)})
+    assert cal["method"] == "class-temperature" and len(cal["class_temperature"]["12"]) == 4
+    assert cal["ece_after"]["12"] < cal["ece_temperature"]["12"] and cal["ece_heldout"]["12"] < 0.03
+    # a class predicted for fewer than MIN_CLASS faces keeps the size's one temperature
+    few = logits.argmax(1) != 3
+    few[np.flatnonzero(logits.argmax(1) == 3)[:5]] = True
+    assert fit_class_temperatures(logits[few], labels[few])[3] == pytest.approx(fit_temperature(logits[few], labels[few]))
+    # older checkpoints: the one temperature; none: 1
+    assert temperatures_for({"temperature": {"12": 1.7}}, 12) == 1.7 and temperatures_for(None, 6) == 1.0
+    assert temperatures_for(cal, 12) == cal["class_temperature"]["12"]
+
+
 def test_training_calibrates_best_pt_for_every_trained_size(tiny_runs):
     for kind, sizes in (("student", {"12", "24"}), ("teacher", {"48"})):
         cal = checkpoint.load(tiny_runs[kind])["calibration"]
@@ -36,9 +74,10 @@ def test_training_calibrates_best_pt_for_every_trained_size(tiny_runs):
         assert all(0.05 <= t <= 20 for t in cal["temperature"].values())
 
 
-def _with_temperature(src, dst, temps: dict):
+def _with_temperature(src, dst, temps: dict, per_class: dict | None = None):
     ckpt = checkpoint.load(src)
-    checkpoint.save(dst, {**ckpt, "calibration": {"temperature": temps}})
+    cal = {"temperature": temps, **({"class_temperature": per_class} if per_class else {})}
+    checkpoint.save(dst, {**ckpt, "calibration": cal})
     return dst
 
 
@@ -62,9 +101,17 @@ def test_predict_divides_the_logits_by_the_temperature_of_the_face_size(tiny_run
         got[name] = np.array(list(r["probs"].values()))
     expect = got["one"] ** (1 / 3)
     assert np.allclose(got["three"], expect / expect.sum(), atol=2e-3)
-    assert cli("export", "--weights", three).exit_code == 0
-    (r,) = json_lines(cli("predict", face, "--no-detect", "--json", "--weights", three.with_suffix(".onnx")).stdout)
+    # class temperatures: T 3 for the class this face's logits put on top, 1 for the others (and a single
+    # temperature of 1, which they override): the face gets T 3, the probabilities of "three"
+    top = int(got["one"].argmax())
+    per_class = {"12": [3.0 if k == top else 1.0 for k in range(len(got["one"]))], "24": [1.0] * len(got["one"])}
+    by_class = _with_temperature(tiny_runs["student"], workdir / "tk.pt", {"12": 1.0, "24": 1.0}, per_class)
+    (r,) = json_lines(cli("predict", face, "--no-detect", "--json", "--weights", by_class).stdout)
     assert np.allclose(np.array(list(r["probs"].values())), got["three"], atol=2e-3)
+    for w in (three, by_class):  # the temperatures travel in the ONNX metadata
+        assert cli("export", "--weights", w).exit_code == 0
+        (r,) = json_lines(cli("predict", face, "--no-detect", "--json", "--weights", w.with_suffix(".onnx")).stdout)
+        assert np.allclose(np.array(list(r["probs"].values())), got["three"], atol=2e-3)
 
 
 def test_evaluate_reports_ece_with_the_stored_temperature_and_draws_the_diagram(tiny_runs, tiny_store, cli, workdir):
@@ -87,7 +134,8 @@ def test_calibrate_command_fits_an_uncalibrated_checkpoint(tiny_runs, tiny_store
     res = cli("calibrate", "--weights", bare, "--data", tiny_store)
     assert res.exit_code == 0, res.output
     cal = checkpoint.load(bare)["calibration"]
-    assert set(cal["temperature"]) == {"12", "24"} and "Next: gmenet export" in res.stderr
+    assert set(cal["temperature"]) == set(cal["class_temperature"]) == {"12", "24"}
+    assert "Next: gmenet export" in res.stderr and "per predicted class" in res.stderr
     after = checkpoint.load(bare)["state_dict"]
     assert all(torch.equal(after[k], v) for k, v in ckpt["state_dict"].items())  # only the confidences change
     res = cli("calibrate", "--weights", bare, "--data", tiny_store, "--split", "nope")

@@ -33,12 +33,13 @@ class Classifier:
     channels: int
     sizes: list[int]  # trained face sizes (LR sizes for a student, the HR size for a teacher)
     tta: bool = True  # flip test-time augmentation: average the logits of each crop and its mirror image
-    calibration: dict | None = None  # the model's temperature per face size (calibrate.py); None: T = 1
+    calibration: dict | None = None  # the model's temperatures per face size (calibrate.py); None: T = 1
 
-    def temperature(self, size: int) -> float:
-        from gmenet_cli.calibrate import temperature_for
+    def temperature(self, size: int):
+        """For faces read at `size`: a temperature per predicted class (a list), or one number (older files)."""
+        from gmenet_cli.calibrate import temperatures_for
 
-        return temperature_for(self.calibration, size)
+        return temperatures_for(self.calibration, size)
 
     def input_size(self, face_px: float) -> int:
         """Largest trained size not above the face's own size (never invent detail); else the smallest."""
@@ -59,8 +60,8 @@ class Classifier:
 
     def classify(self, crops: list[np.ndarray]) -> np.ndarray:
         """Same-size uint8 (C, s, s) crops -> (N, K) probabilities: the softmax of the (optionally flip-averaged,
-        tta.flip_average) logits divided by the model's temperature for s."""
-        from gmenet_cli.calibrate import softmax
+        tta.flip_average) logits divided by the model's temperature for s and the class on top."""
+        from gmenet_cli.calibrate import calibrated_softmax
         from gmenet_cli.tta import flip_average
 
         x = np.stack(crops)
@@ -69,7 +70,7 @@ class Classifier:
             return self.logits(np.ascontiguousarray(faces)).astype(np.float64)
 
         z = flip_average(run, x, lambda f: f[..., ::-1]) if self.tta else run(x)
-        return softmax(z, self.temperature(x.shape[-1])).astype(np.float32)
+        return calibrated_softmax(z, self.temperature(x.shape[-1])).astype(np.float32)
 
     def logits(self, x: np.ndarray) -> np.ndarray:
         """(N, C, s, s) uint8 -> (N, K) logits."""
@@ -142,7 +143,7 @@ class RoutedClassifier(Classifier):
         """Same-size crops (and, with TTA, their mirror images: Classifier.classify) to the model for their size."""
         return self.route[x.shape[-1]].logits(x)
 
-    def temperature(self, size: int) -> float:
+    def temperature(self, size: int):
         return self.route[size].temperature(size)
 
 
@@ -174,7 +175,7 @@ class LazyClassifier(Classifier):
     def logits(self, x: np.ndarray) -> np.ndarray:
         return self.model.logits(x)
 
-    def temperature(self, size: int) -> float:
+    def temperature(self, size: int):
         return self.model.temperature(size)
 
 
