@@ -63,7 +63,8 @@ def test_class_temperatures_fit_what_one_temperature_cannot():
     few[np.flatnonzero(logits.argmax(1) == 3)[:5]] = True
     assert fit_class_temperatures(logits[few], labels[few])[3] == pytest.approx(fit_temperature(logits[few], labels[few]))
     # older checkpoints: the one temperature; none: 1
-    assert temperatures_for({"temperature": {"12": 1.7}}, 12) == 1.7 and temperatures_for(None, 6) == 1.0
+    assert temperatures_for({"temperature": {"12": 1.7}}, 12) == 1.7
+    assert temperatures_for(None, 6) == 1.0
     assert temperatures_for(cal, 12) == cal["class_temperature"]["12"]
 
 

@@ -439,7 +439,8 @@ def _calibrate(run: _Run, val_split, progress: Callbacks) -> None:
         + val_split.name
         + ": "
         + ", ".join(
-            f"{px}px T={t:.2f}, per class {min(cal['class_temperature'][px]):.2f}-{max(cal['class_temperature'][px]):.2f}"
+            f"{px}px T={t:.2f}, by class {min(cal['class_temperature'][px]):.2f}-"
+            f"{max(cal['class_temperature'][px]):.2f}"
             f" (ECE {cal['ece_before'][px]:.3f} -> {cal['ece_after'][px]:.3f}, held out {cal['ece_heldout'][px]:.3f})"
             for px, t in cal["temperature"].items()
         )
