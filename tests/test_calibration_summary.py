@@ -61,7 +61,8 @@ def test_class_temperatures_fit_what_one_temperature_cannot():
     # a class predicted for fewer than MIN_CLASS faces keeps the size's one temperature
     few = logits.argmax(1) != 3
     few[np.flatnonzero(logits.argmax(1) == 3)[:5]] = True
-    assert fit_class_temperatures(logits[few], labels[few])[3] == pytest.approx(fit_temperature(logits[few], labels[few]))
+    z, y = logits[few], labels[few]
+    assert fit_class_temperatures(z, y)[3] == pytest.approx(fit_temperature(z, y))
     # older checkpoints: the one temperature; none: 1
     assert temperatures_for({"temperature": {"12": 1.7}}, 12) == 1.7
     assert temperatures_for(None, 6) == 1.0
