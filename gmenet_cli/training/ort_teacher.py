@@ -25,15 +25,15 @@ RUNTIMES = ("auto", "torch", "onnxruntime")
 
 
 def available() -> bool:
-    try:
-        import onnxruntime  # noqa: F401
-    except ImportError:
-        return False
-    return True
+    """onnxruntime (a gmenet dependency) and onnx (the `onnx` extra: torch's exporter writes through it)."""
+    import importlib.util
+
+    return all(importlib.util.find_spec(m) is not None for m in ("onnx", "onnxruntime"))
 
 
 def resolve(choice: str, device: torch.device) -> str:
-    """auto -> onnxruntime on the CPU when it is installed, torch otherwise (CUDA keeps the teacher on the GPU)."""
+    """auto -> onnxruntime on the CPU when onnx is installed too, torch otherwise (CUDA keeps the teacher on the
+    GPU)."""
     if choice == "auto":
         return "onnxruntime" if device.type == "cpu" and available() else "torch"
     if choice == "onnxruntime":
@@ -43,7 +43,7 @@ def resolve(choice: str, device: torch.device) -> str:
                 f"{device.type}: use auto or torch there"
             )
         if not available():
-            raise UsageError("distill.teacher_runtime onnxruntime needs onnxruntime: pip install 'gmenet-cli[onnx]'")
+            raise UsageError("distill.teacher_runtime onnxruntime needs the onnx extra: pip install 'gmenet-cli[onnx]'")
     return choice
 
 
@@ -83,10 +83,15 @@ class OrtTeacher:
             example = x[:1].detach().cpu().contiguous()
             with warnings.catch_warnings(), torch.no_grad():
                 warnings.simplefilter("ignore")
-                torch.onnx.export(
-                    self.module, (example,), buf, dynamo=False, input_names=["hr"],
-                    dynamic_axes={"hr": {0: "batch"}}, opset_version=17,
-                )
+                try:
+                    torch.onnx.export(
+                        self.module, (example,), buf, dynamo=False, input_names=["hr"],
+                        dynamic_axes={"hr": {0: "batch"}}, opset_version=17,
+                    )
+                except Exception as e:  # exporter errors are long graph dumps: keep the first line
+                    first = str(e).strip().splitlines()[0][:160] if str(e).strip() else type(e).__name__
+                    raise UsageError(f"could not export the teacher for onnxruntime ({first}); "
+                                     "run with --set distill.teacher_runtime=torch") from None
             self.module.eval()  # export restores the wrapper's mode; the teacher stays in eval regardless
             opts = ort.SessionOptions()
             opts.intra_op_num_threads = self.threads
