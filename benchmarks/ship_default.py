@@ -117,7 +117,8 @@ def main() -> None:
     rows = ["  | face | accuracy | mean class acc | macro F1 | ECE (temperature) |", "  |---|---|---|---|---|"]
     for r in m["results"]:
         per = r.get("class_temperature")
-        temps = f"T {min(per):.2f}-{max(per):.2f} per predicted class" if per else f"T {r['temperature']:.3f}"
+        temps = (f"T {min(per):.2f}-{max(per):.2f} per predicted class" if per and min(per) < max(per)
+                 else f"T {r['temperature']:.3f}")
         ece = f"{r['ece']:.3f} ({temps})" if "ece" in r else "not measured"
         rows.append(f"  | {r['face_px']} px ({r['view']}) | {r['accuracy'] * 100:.2f}% | "
                     f"{r['mean_class_accuracy'] * 100:.2f}% | {r['macro_f1'] * 100:.2f}% | {ece} |")

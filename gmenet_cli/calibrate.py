@@ -12,8 +12,11 @@ validation faces the model labels k (a class predicted for fewer than MIN_CLASS 
 trained with the logit-adjusted loss labels by a class-balanced rule, so its "disgust" is right less often
 than its "neutral" at the same logit margin: one temperature cannot fit both (6 px ECE 0.058 at best), one per
 predicted class can. The label is still the argmax of the logits (z / T_{s,k} keeps k on top), so accuracy is
-untouched. Fitted on the whole split; `ece_heldout` is the same procedure fitted on one half and measured on
-the other (two folds, averaged): the error to expect on faces the temperatures were not fitted on.
+untouched. Per size, the class temperatures are kept only where they calibrate faces they were not fitted on
+better than the one temperature does, by at least MIN_GAIN: each is fitted on one half of the validation faces
+and its ECE measured on the other (two folds, averaged: `ece_heldout`); smaller differences are within the
+folds' noise. Otherwise (the 48 px model, already calibrated by one temperature) every class gets the one
+temperature. The kept choice is then fitted on the whole split.
 
 numpy only: `gmenet predict` imports this without torch.
 """
@@ -25,6 +28,7 @@ import numpy as np
 BINS = 15  # ECE bins (Guo et al. used 15)
 T_RANGE = (0.05, 20.0)
 MIN_CLASS = 30  # validation faces a predicted class needs for its own temperature
+MIN_GAIN = 0.005  # held-out ECE the class temperatures must save over one temperature to be kept
 
 
 def softmax(z: np.ndarray, temperature: float = 1.0) -> np.ndarray:
@@ -101,36 +105,41 @@ def calibrated_softmax(logits: np.ndarray, temperature) -> np.ndarray:
     return softmax(z / t[z.argmax(axis=1)][:, None]) if len(z) else softmax(z)
 
 
-def _heldout_ece(z: np.ndarray, y: np.ndarray, seed: int = 0) -> float:
-    """Class temperatures fitted on one half of the faces, ECE measured on the other; two folds, averaged."""
+def _heldout_ece(z: np.ndarray, y: np.ndarray, per_class: bool, seed: int = 0) -> float:
+    """Temperatures (per class, or one) fitted on one half of the faces, ECE measured on the other; two folds,
+    averaged."""
     order = np.random.default_rng(seed).permutation(len(y))
     halves = (order[: len(y) // 2], order[len(y) // 2 :])
     errors = []
     for fit_on, test_on in (halves, halves[::-1]):
         if len(fit_on) == 0 or len(test_on) == 0:
             continue
-        temps = fit_class_temperatures(z[fit_on], y[fit_on])
+        temps = (fit_class_temperatures if per_class else fit_temperature)(z[fit_on], y[fit_on])
         errors.append(ece(calibrated_softmax(z[test_on], temps), y[test_on]))
     return float(np.mean(errors)) if errors else float("nan")
 
 
 def calibrate(logits_by_size: dict[int, tuple[np.ndarray, np.ndarray]]) -> dict:
-    """{face px: (logits (N, K), labels (N,))} -> the checkpoint's `calibration` entry: a temperature per
-    size and per size and predicted class (keys are strings: checkpoints and ONNX metadata hold plain data),
-    the ECE before, with the size's one temperature, after (class temperatures) and held out."""
-    out: dict = {"method": "class-temperature", "temperature": {}, "class_temperature": {}, "ece_before": {},
-                 "ece_temperature": {}, "ece_after": {}, "ece_heldout": {}}
+    """{face px: (logits (N, K), labels (N,))} -> the checkpoint's `calibration` entry: per size, one
+    temperature and the temperature of each predicted class (all equal where one temperature calibrates better
+    held out; keys are strings: checkpoints and ONNX metadata hold plain data), which of the two was kept, and
+    the ECE before, with one temperature, after (what predict applies) and held out (of the kept choice)."""
+    out: dict = {"method": "class-temperature", "temperature": {}, "class_temperature": {}, "kept": {},
+                 "ece_before": {}, "ece_temperature": {}, "ece_after": {}, "ece_heldout": {}}
     for px, (z, y) in sorted(logits_by_size.items()):
         z, y = np.asarray(z), np.asarray(y, dtype=np.int64)
         t = fit_temperature(z, y)
-        temps = fit_class_temperatures(z, y, t)
+        heldout = {kind: _heldout_ece(z, y, kind == "class") for kind in ("class", "one")}
+        kept = "class" if heldout["class"] < heldout["one"] - MIN_GAIN else "one"
+        temps = fit_class_temperatures(z, y, t) if kept == "class" else [t] * z.shape[1]
         key = str(px)
         out["temperature"][key] = round(t, 4)
         out["class_temperature"][key] = [round(v, 4) for v in temps]
+        out["kept"][key] = kept
         out["ece_before"][key] = round(ece(softmax(z), y), 4)
         out["ece_temperature"][key] = round(ece(softmax(z, t), y), 4)
         out["ece_after"][key] = round(ece(calibrated_softmax(z, out["class_temperature"][key]), y), 4)
-        out["ece_heldout"][key] = round(_heldout_ece(z, y), 4)
+        out["ece_heldout"][key] = round(heldout[kept], 4)
     return out
 
 

@@ -691,10 +691,11 @@ def calibrate(
     cal = calibrate_checkpoint(weights, store.split(split), dev, batch_size, tta=True)
     for px, t in cal["temperature"].items():
         per = cal["class_temperature"][px]
+        kept = (f"per predicted class {min(per):.3f}-{max(per):.3f}" if cal["kept"][px] == "class"
+                else "one for every class (class temperatures no better held out)")
         err.print(
-            f"{px:>3}px: temperature {t:.3f}, per predicted class {min(per):.3f}-{max(per):.3f}; ECE "
-            f"{cal['ece_before'][px]:.4f} -> {cal['ece_temperature'][px]:.4f} (one T) -> {cal['ece_after'][px]:.4f}"
-            f" (held out: {cal['ece_heldout'][px]:.4f})"
+            f"{px:>3}px: temperature {t:.3f}, {kept}; ECE {cal['ece_before'][px]:.4f} -> "
+            f"{cal['ece_after'][px]:.4f} (held out: {cal['ece_heldout'][px]:.4f})"
         )
     err.print(f"wrote the temperatures into {weights} (fitted on {store.path} {split})")
     err.print(f"Next: gmenet export --weights {weights}")

@@ -415,6 +415,6 @@ def models_table(rows: list[dict], hr_size: int, lr_size: int, channels: int, cl
 def _temperatures(r: dict) -> str:
     """The calibration behind an ECE: class temperatures (their range), one temperature, or none."""
     per = r.get("class_temperature")
-    if per:
+    if per and min(per) < max(per):
         return f" (T {min(per):.2f}-{max(per):.2f} by class)"
     return "" if r["temperature"] == 1 else f" (T {r['temperature']:.2f})"

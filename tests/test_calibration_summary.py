@@ -57,7 +57,14 @@ def test_class_temperatures_fit_what_one_temperature_cannot():
     assert ece(probs, labels) < 0.02 < ece(softmax(logits, one), labels)
     cal = calibrate({12: (logits, labels)})
     assert cal["method"] == "class-temperature" and len(cal["class_temperature"]["12"]) == 4
+    assert cal["kept"]["12"] == "class" and cal["class_temperature"]["12"][0] == pytest.approx(temps[0], abs=1e-4)
     assert cal["ece_after"]["12"] < cal["ece_temperature"]["12"] and cal["ece_heldout"]["12"] < 0.03
+    # faces that one temperature calibrates (true T 2.5 for every class): held out, class temperatures do no
+    # better, so every class gets the one temperature
+    p = softmax(logits, 2.5)
+    labels = np.array([rng.choice(4, p=row) for row in p])
+    one_t = calibrate({24: (logits, labels)})
+    assert one_t["kept"]["24"] == "one" and one_t["class_temperature"]["24"] == [one_t["temperature"]["24"]] * 4
     # a class predicted for fewer than MIN_CLASS faces keeps the size's one temperature
     few = logits.argmax(1) != 3
     few[np.flatnonzero(logits.argmax(1) == 3)[:5]] = True
@@ -137,7 +144,8 @@ def test_calibrate_command_fits_an_uncalibrated_checkpoint(tiny_runs, tiny_store
     assert res.exit_code == 0, res.output
     cal = checkpoint.load(bare)["calibration"]
     assert set(cal["temperature"]) == set(cal["class_temperature"]) == {"12", "24"}
-    assert "Next: gmenet export" in res.stderr and "per predicted class" in res.stderr
+    assert cal["kept"]["12"] in ("class", "one") and len(cal["class_temperature"]["12"]) == 8
+    assert "Next: gmenet export" in res.stderr and "temperature" in res.stderr
     after = checkpoint.load(bare)["state_dict"]
     assert all(torch.equal(after[k], v) for k, v in ckpt["state_dict"].items())  # only the confidences change
     res = cli("calibrate", "--weights", bare, "--data", tiny_store, "--split", "nope")

@@ -427,8 +427,9 @@ def fit(
 
 
 def _calibrate(run: _Run, val_split, progress: Callbacks) -> None:
-    """After the last epoch: a temperature per trained face size, fitted on the validation split, goes into
-    best.pt (calibrate.py), so that predict's confidences are probabilities a user can act on."""
+    """After the last epoch: temperatures per trained face size (and predicted class where that calibrates
+    better), fitted on the validation split, go into best.pt (calibrate.py), so that predict's confidences are
+    probabilities a user can act on."""
     from gmenet_cli.evaluate import calibrate_checkpoint
 
     cal = calibrate_checkpoint(
@@ -439,9 +440,10 @@ def _calibrate(run: _Run, val_split, progress: Callbacks) -> None:
         + val_split.name
         + ": "
         + ", ".join(
-            f"{px}px T={t:.2f}, by class {min(cal['class_temperature'][px]):.2f}-"
-            f"{max(cal['class_temperature'][px]):.2f}"
-            f" (ECE {cal['ece_before'][px]:.3f} -> {cal['ece_after'][px]:.3f}, held out {cal['ece_heldout'][px]:.3f})"
+            f"{px}px T="
+            + (f"{min(cal['class_temperature'][px]):.2f}-{max(cal['class_temperature'][px]):.2f} by class"
+               if cal["kept"][px] == "class" else f"{t:.2f}")
+            + f" (ECE {cal['ece_before'][px]:.3f} -> {cal['ece_after'][px]:.3f}, held out {cal['ece_heldout'][px]:.3f})"
             for px, t in cal["temperature"].items()
         )
     )
