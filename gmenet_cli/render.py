@@ -416,5 +416,5 @@ def _temperatures(r: dict) -> str:
     """The calibration behind an ECE: class temperatures (their range), one temperature, or none."""
     per = r.get("class_temperature")
     if per and min(per) < max(per):
-        return " (T per class)"  # their range is in metrics.json and the checkpoint: a narrow table stays readable
+        return " (T/class)"  # their range is in metrics.json and the checkpoint: a narrow table stays readable
     return "" if r["temperature"] == 1 else f" (T {r['temperature']:.2f})"
