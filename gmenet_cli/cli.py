@@ -312,12 +312,31 @@ def _init(init: Optional[Path], resume: bool) -> Optional[str]:
     return str(init) if init else None
 
 
+def _shipped(name) -> Optional[Path]:
+    """A shipped one-size model by its name (default-12px -> weights/default-12px.onnx), else None."""
+    import re
+
+    if not re.fullmatch(r"default-\d+px", str(name)):
+        return None
+    from gmenet_cli.predict.classify import DEFAULT_WEIGHTS
+
+    path = DEFAULT_WEIGHTS.parent / f"{name}.onnx"
+    if not path.is_file():
+        from gmenet_cli.errors import UsageError
+
+        shipped = sorted(p.stem for p in DEFAULT_WEIGHTS.parent.glob("default-*px.onnx"))
+        raise UsageError(f"no shipped model named {name} (shipped: default, {', '.join(shipped)})")
+    return path
+
+
 def _model_path(weights: Optional[Path], verb: str, allow_default: bool = True) -> Path:
     """--weights for evaluate, calibrate and export: a path; `default` (the shipped student, as train --init
     default); or, when not given, the newest best.pt under runs/, said in one line (and whether its run is
     still unfinished)."""
     from gmenet_cli.errors import UsageError
 
+    if weights is not None and allow_default and _shipped(weights) is not None:
+        return _shipped(weights)
     if weights is not None and str(weights) == "default":
         if not allow_default:
             raise UsageError(f"{verb} rewrites the checkpoint it is given: copy the shipped model first "
@@ -541,8 +560,8 @@ def evaluate(
         "--weights",
         "-w",
         rich_help_panel="Model",
-        help="Checkpoint to evaluate (default: the most recent train run's best.pt, else distill-teacher's; "
-        "'default': the shipped student).",
+        help="Checkpoint or gmenet .onnx export to evaluate (default: the most recent train run's best.pt, else "
+        "distill-teacher's; 'default', 'default-12px', 'default-48px': the shipped models).",
     ),
     data: Optional[Path] = typer.Option(
         None,
@@ -571,7 +590,8 @@ def evaluate(
         "--compare",
         metavar="CKPT",
         rich_help_panel="Model",
-        help="More checkpoints to evaluate side by side (e.g. the teacher); repeatable.",
+        help="More checkpoints (or .onnx exports, or a shipped model's name) to evaluate side by side (e.g. the "
+        "teacher); repeatable.",
     ),
     out: Optional[Path] = typer.Option(
         None,
@@ -613,7 +633,7 @@ def evaluate(
     dev = select_device(device)
     weights = _model_path(weights, "evaluating")
     report = run_evaluate(
-        [str(weights)] + [str(c) for c in compare or []],
+        [str(weights)] + [str(_shipped(c) or c) for c in compare or []],
         str(data) if data else None,
         split,
         _scales(scale),

@@ -153,6 +153,53 @@ def _check_compatible(ckpt: dict, store: Store, path: str) -> None:
         raise DataError(f"{path} expects {ckpt['input']['channels']}-channel faces, {store.path} has {store.channels}")
 
 
+class OnnxEvalModel(torch.nn.Module):
+    """A gmenet .onnx export (the shipped one-size models, a user's `gmenet export`) in evaluate's loop: faces
+    as torch tensors (a batch, or LR groups {scale: (positions, faces)}) -> logits from onnxruntime on the CPU,
+    through ortmodel.OnnxModel exactly as predict runs it (its own upsampling to the graph's size)."""
+
+    def __init__(self, path: str):
+        super().__init__()
+        from gmenet_cli.ortmodel import OnnxModel
+
+        self.onnx = OnnxModel(path)
+        self.num_classes = len(self.onnx.classes)
+
+    def forward(self, faces):
+        if torch.is_tensor(faces):
+            x = np.ascontiguousarray(faces.cpu().numpy())
+            return torch.from_numpy(self.onnx.logits(x)).to(faces.device)
+        total = sum(len(pos) for pos, _ in faces.values())
+        out = None
+        for pos, group in faces.values():
+            z = self.forward(group)
+            out = z.new_empty((total, z.shape[1])) if out is None else out
+            out[pos.to(z.device)] = z
+        return out
+
+    def description(self, path: str) -> dict:
+        """The parts of a checkpoint evaluate reads, from the export's metadata."""
+        m = self.onnx
+        teacher = m.trained_sizes == [m.hr_size]
+        scales = [] if teacher else sorted(m.hr_size // s for s in m.trained_sizes)
+        return {
+            "classes": m.classes,
+            "kind": "teacher" if teacher else "student",
+            "model": {"name": Path(path).stem},
+            "input": {"channels": m.channels, "hr_size": m.hr_size, "scales": scales,
+                      **({"view": "hr"} if teacher else {})},
+            "calibration": m.calibration,
+        }
+
+
+def _load(path: str) -> tuple[dict, torch.nn.Module | None]:
+    """(checkpoint description, the model when it is already built: an ONNX export's)."""
+    if str(path).lower().endswith(".onnx"):
+        model = OnnxEvalModel(str(path))
+        return model.description(str(path)), model
+    return checkpoint.load(path), None
+
+
 def evaluate(
     weights: list[str],
     data: str | None,
@@ -164,7 +211,8 @@ def evaluate(
     tta: bool = True,
 ) -> dict:
     """Evaluate each checkpoint in `weights` on the same split and views. Scale 1 = the HR faces."""
-    ckpts = [(w, checkpoint.load(w)) for w in weights]
+    loaded = {str(w): _load(w) for w in weights}
+    ckpts = [(w, loaded[str(w)][0]) for w in weights]
     if data is None:
         data = ckpts[0][1].get("data", {}).get("path")
         if not data:
@@ -200,7 +248,8 @@ def evaluate(
     from gmenet_cli.calibrate import calibrated_softmax, ece, reliability, softmax, temperature_for, temperatures_for
 
     for path, ckpt in ckpts:
-        model = checkpoint.build_model(ckpt, path).to(device)
+        built = loaded[str(path)][1]
+        model = built if built is not None else checkpoint.build_model(ckpt, path).to(device)
         results = []
         for s in scales:
             logits, labels = logits_and_labels(model, part, None if s == 1 else s, device, batch_size, tta)
@@ -241,7 +290,7 @@ def evaluate(
                 "primary_view": primary,
                 "trained_scales": ckpt["input"].get("scales", []),
                 "distill": ckpt.get("distill"),
-                "params": sum(p.numel() for p in model.parameters()),
+                "params": sum(p.numel() for p in model.parameters()) if built is None else None,
                 "results": results,
             }
         )

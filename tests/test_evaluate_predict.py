@@ -65,6 +65,31 @@ def test_evaluate_json_agrees_with_running_the_model(tiny_store, tiny_runs, cli,
         assert (workdir / "ev" / name).is_file()
 
 
+def test_evaluate_reads_onnx_exports_and_the_shipped_one_size_models(tiny_store, tiny_runs, cli, workdir):
+    """An exported .onnx is evaluated through onnxruntime as predict runs it: the same confusion matrices as its
+    checkpoint at every trained size (float rounding aside), side by side with --compare; the shipped one-size
+    models answer to their names."""
+    import shutil
+
+    pt = workdir / "student.pt"
+    shutil.copy(tiny_runs["student"], pt)
+    assert cli("export", "--weights", pt).exit_code == 0
+    args = ("--data", tiny_store, "--split", "val", "--scales", "2,4", "--json")
+    ref = json.loads(cli("evaluate", "--weights", pt, *args, "--out", workdir / "a").stdout)
+    res = cli("evaluate", "--weights", pt.with_suffix(".onnx"), "--compare", pt, *args, "--out", workdir / "b")
+    assert res.exit_code == 0, res.output
+    onnx_report = json.loads(res.stdout)
+    mine, theirs = onnx_report["models"][0], ref["models"][0]
+    assert mine["kind"] == "student" and mine["trained_scales"] == [2, 4] and mine["params"] is None
+    for a, b in zip(mine["results"], theirs["results"]):
+        assert a["face_px"] == b["face_px"] and np.array_equal(a["confusion"], b["confusion"])
+        assert a["ece"] == pytest.approx(b["ece"], abs=1e-3)
+    assert onnx_report["models"][1]["results"][0]["confusion"] == theirs["results"][0]["confusion"]
+    res = cli("evaluate", "--weights", "default-7px", *args)
+    assert res.exit_code == 2 and "no shipped model named default-7px" in res.stderr
+    assert "default-12px" in res.stderr
+
+
 def test_evaluate_refuses_mismatched_data(tiny_runs, cli, workdir, tmp_path):
     import synth
 
