@@ -335,8 +335,8 @@ def _model_path(weights: Optional[Path], verb: str, allow_default: bool = True) 
     still unfinished)."""
     from gmenet_cli.errors import UsageError
 
-    if weights is not None and allow_default and _shipped(weights) is not None:
-        return _shipped(weights)
+    if weights is not None and allow_default and (shipped := _shipped(weights)) is not None:
+        return shipped
     if weights is not None and str(weights) == "default":
         if not allow_default:
             raise UsageError(f"{verb} rewrites the checkpoint it is given: copy the shipped model first "
