@@ -63,9 +63,10 @@ def upsample(x: np.ndarray, size: int) -> np.ndarray:
     return np.clip(out, 0.0, 1.0, out=out)
 
 
-def cpu_session(path: str | Path, threads: int = 0):
-    """An onnxruntime CPU session for an ONNX file (the classifiers and the YuNet detector alike); ORT's own
-    exception when the file does not load, a UsageError when onnxruntime is not installed."""
+def cpu_session(path: str | Path | bytes, threads: int = 0, spin: bool = True):
+    """An onnxruntime CPU session for an ONNX file or serialised graph (the classifiers, the YuNet detector, the
+    frozen teacher in training); ORT's own exception when it does not load, a UsageError when onnxruntime is
+    not installed. spin=False: idle worker threads sleep instead of spinning (other work shares the cores)."""
     try:
         import onnxruntime as ort
     except ImportError:
@@ -73,7 +74,11 @@ def cpu_session(path: str | Path, threads: int = 0):
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = threads
     opts.log_severity_level = 3  # errors only: ORT's warnings are not the user's business
-    return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    if not spin:
+        opts.inter_op_num_threads = 1
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    source = path if isinstance(path, bytes) else str(path)
+    return ort.InferenceSession(source, opts, providers=["CPUExecutionProvider"])
 
 
 class OnnxModel:

@@ -77,7 +77,7 @@ class OrtTeacher:
     def _session(self, x: torch.Tensor):
         key = (x.dtype, *x.shape[1:])
         if key not in self.sessions:
-            import onnxruntime as ort
+            from gmenet_cli.ortmodel import cpu_session
 
             buf = io.BytesIO()
             example = x[:1].detach().cpu().contiguous()
@@ -93,12 +93,7 @@ class OrtTeacher:
                     raise UsageError(f"could not export the teacher for onnxruntime ({first}); "
                                      "run with --set distill.teacher_runtime=torch") from None
             self.module.eval()  # export restores the wrapper's mode; the teacher stays in eval regardless
-            opts = ort.SessionOptions()
-            opts.intra_op_num_threads = self.threads
-            opts.inter_op_num_threads = 1
-            opts.log_severity_level = 3
-            opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-            self.sessions[key] = ort.InferenceSession(buf.getvalue(), opts, providers=["CPUExecutionProvider"])
+            self.sessions[key] = cpu_session(buf.getvalue(), self.threads, spin=False)
         return self.sessions[key]
 
     def __call__(self, x: torch.Tensor, return_maps: bool = False):
