@@ -3,7 +3,7 @@ student: predict argmax(logits - tau * log(prior)), prior = the training split's
 sweep of tau. It trades accuracy for mean per-class accuracy on the rare expressions. The sweep is read on
 the evaluation split itself, so it shows the trade-off, not a tuned operating point.
 
-    python benchmarks/logit_adjust.py --weights gmenet_cli/weights/default.pt --store prepared/ferplus-x2-4-8
+    python benchmarks/logit_adjust.py --weights gmenet_cli/weights/default.onnx --store prepared/ferplus-x2-4-8
 """
 
 from __future__ import annotations

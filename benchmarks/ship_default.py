@@ -1,16 +1,15 @@
 """Package a trained checkpoint as the default model that `gmenet predict` uses without --weights.
 
-Copies best.pt to gmenet_cli/weights/default.pt without training state (optimiser, scheduler, RNG), with
-machine-specific paths reduced to names and the weights stored as float16 (half the file; they load into the
-float32 model unchanged otherwise), exports the same weights to gmenet_cli/weights/default.onnx (graph fixed
-at the working size, its weights stored as float16 too; what `predict` runs on the CPU without torch), checks
-that the .pt loads with weights_only=True and that each file stays under 10 MB, and writes the model card
-(gmenet_cli/weights/MODEL_CARD.md) from an `evaluate` metrics.json of the shipped default.pt.
+Takes best.pt without training state (optimiser, scheduler, RNG), with machine-specific paths reduced to
+names and the weights stored as float16 (half the file; they load into the float32 model unchanged
+otherwise), and exports it to gmenet_cli/weights/default.onnx (graph fixed at the working size, float16
+weights; what `predict` runs on the CPU without torch). The .onnx carries the checkpoint, so PyTorch rebuilds
+the model from it (--device cuda, train --init default) and no .pt ships (the package's weights stay within
+25 MB). Checks the file stays under 10 MB and writes the model card (gmenet_cli/weights/MODEL_CARD.md) from an
+`evaluate` metrics.json of the float16 checkpoint.
 
-`--name default-12px` ships a one-size model beside it instead (default-12px.pt/.onnx, which predict uses
-for the faces it reads at that size) and writes its own section of the model card; with `--onnx-only` it
-keeps the .onnx alone (predict runs a one-size .onnx on the CPU even with --device cuda), which keeps the
-package's weights within 25 MB.
+`--name default-12px` ships a one-size model beside it instead (default-12px.onnx, which predict uses for
+the faces it reads at that size) and writes its own section of the model card.
 """
 
 from __future__ import annotations
@@ -18,6 +17,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import tempfile
 from pathlib import Path
 
 from _common import REPO
@@ -35,12 +35,11 @@ CARD = """# gmenet default model: {name}
   batch {batch}, weight EMA {ema}, augmentation drawn on the fly (shift {shift} px, zoom +-{zoom}, rotation
   +-{rotate} deg, flip) with the LR faces degraded from the augmented HR faces; {objective}; trained {date} on
   {machine}.
-- **Files**: `default.pt` ({pt_mb:.1f} MB; PyTorch checkpoint, weights stored as float16 to halve the file,
-  computed in float32) and `default.onnx` ({onnx_mb:.1f} MB; the same float16 weights, cast to float32 when
-  loaded, with the graph at {working} px: what `gmenet predict` runs on the CPU through onnxruntime, without
-  importing torch; logits within {parity:.0e} of the .pt at every trained size; {agree}). `--device cuda`
-  or `--weights default.pt` runs the .pt.
-- **Accuracy on FERPlus {split}** (measured on `default.pt` with flip TTA, as `gmenet evaluate` and
+- **Files**: `default.onnx` ({onnx_mb:.1f} MB; weights stored as float16 to halve the file, cast to float32
+  when loaded, graph at {working} px: what `gmenet predict` runs on the CPU through onnxruntime, without
+  importing torch; logits within {parity:.0e} of the float16 checkpoint at every trained size; {agree}). It
+  carries that checkpoint too: `--device cuda` and `train --init default` rebuild the model in PyTorch from it.
+- **Accuracy on FERPlus {split}** (measured on the float16 checkpoint with flip TTA, as `gmenet evaluate` and
   `predict` run it; 3,555 faces; the model was selected on this split):
 
 {table}
@@ -73,12 +72,8 @@ def main() -> None:
     ap.add_argument("--name", default="default", help="default, or default-<N>px for a one-size model")
     ap.add_argument("--command", help="one-size model: the commands that trained it (for the card)")
     ap.add_argument("--cross", help="cross_eval.py --json of this model on another source (muxspace-val), for the card")
-    ap.add_argument("--onnx-only", action="store_true",
-                    help="one-size model: ship the .onnx alone (checked against the checkpoint, then the .pt removed)")
     args = ap.parse_args()
     one_size = args.name != "default"
-    assert one_size or not args.onnx_only, "--onnx-only is for one-size models: default.pt serves --device cuda"
-    import torch
 
     from gmenet_cli import checkpoint
 
@@ -98,17 +93,17 @@ def main() -> None:
         if ckpt.get("init"):
             ckpt["init"] = {**ckpt["init"], "path": Path(ckpt["init"]["path"]).name}
     out.parent.mkdir(parents=True, exist_ok=True)
-    checkpoint.save(out, {k: v for k, v in ckpt.items() if k not in ("format", "format_version")})
-    torch.load(out, weights_only=True)
     from gmenet_cli.export import export
 
     model = checkpoint.build_model(ckpt)
-    # graph at the working size, float16 weights like the .pt's
-    info = export(str(out), "onnx", str(out.with_suffix(".onnx")), int(model.input_size), half_weights=True)
+    with tempfile.TemporaryDirectory() as tmp:  # the float16 checkpoint, exported and then not shipped
+        half = Path(tmp) / out.name
+        checkpoint.save(half, {k: v for k, v in ckpt.items() if k not in ("format", "format_version")})
+        # graph at the working size, float16 weights; the file carries this checkpoint (checked by export)
+        info = export(str(half), "onnx", str(out.with_suffix(".onnx")), int(model.input_size), half_weights=True)
     print(f"wrote {info['path']}: parity {info['max_abs_diff']:.1e} at {info['checked_sizes']} px")
-    pt_mb, onnx_mb = out.stat().st_size / 1e6, out.with_suffix(".onnx").stat().st_size / 1e6
-    assert max(pt_mb, onnx_mb) <= 10, f"{out.name} is {pt_mb:.1f} MB, .onnx {onnx_mb:.1f} MB (limit 10 each)"
-    size_mb = pt_mb + onnx_mb
+    onnx_mb = out.with_suffix(".onnx").stat().st_size / 1e6
+    assert onnx_mb <= 10, f"{out.with_suffix('.onnx').name} is {onnx_mb:.1f} MB (limit 10)"
     report = json.loads(Path(args.metrics).read_text())
     teacher = ckpt["input"].get("view") == "hr"
     scales = [1] if teacher else ckpt["input"]["scales"]
@@ -132,20 +127,15 @@ def main() -> None:
                 f"{sum(v.numel() for v in ckpt['state_dict'].values() if v.is_floating_point()):,} weights, that "
                 "the students are distilled from; same classes and input channels" if teacher else
                 f"same architecture, classes and input; trained at {sizes[0]} px only")
-        files = (f"`{args.name}.onnx` alone ({onnx_mb:.1f} MB; `predict` runs it through onnxruntime on the CPU, "
-                 "also with `--device cuda`)" if args.onnx_only else
-                 f"`{args.name}.pt` ({pt_mb:.1f} MB) and `{args.name}.onnx` ({onnx_mb:.1f} MB)")
-        if args.onnx_only:
-            out.unlink()
-            size_mb = onnx_mb
+        files = (f"`{args.name}.onnx` ({onnx_mb:.1f} MB; onnxruntime on the CPU, PyTorch from the checkpoint it "
+                 "carries with `--device cuda`)")
         section = ONE_SIZE.format(name=args.name, size=sizes[0], command=args.command, what=what, files=files,
                                   agree=agree, split=report["split"],
                                   parity=max(info["max_abs_diff"], 1e-6), table="\n".join(rows),
                                   date=dt.date.today().isoformat(), machine=args.machine)
         main_card, sections = read_card(out.parent / "MODEL_CARD.md")
         write_card(out.parent / "MODEL_CARD.md", main_card, {**sections, args.name: section})
-        print(f"wrote {out.with_suffix('.onnx') if args.onnx_only else f'{out} and .onnx'} ({size_mb:.1f} MB) "
-              f"and its section of {out.parent / 'MODEL_CARD.md'}")
+        print(f"wrote {out.with_suffix('.onnx')} ({onnx_mb:.1f} MB) and its section of {out.parent / 'MODEL_CARD.md'}")
         return
     cfg = ckpt["config"]
     from gmenet_cli.config import build_config
@@ -197,13 +187,12 @@ def main() -> None:
         split=report["split"],
         table="\n".join(rows),
         parity=max(info["max_abs_diff"], 1e-6),
-        pt_mb=pt_mb,
         onnx_mb=onnx_mb,
         agree=agree,
         cross=cross_lines(args.cross),
     )
     write_card(out.parent / "MODEL_CARD.md", card, read_card(out.parent / "MODEL_CARD.md")[1])
-    print(f"wrote {out} and .onnx ({size_mb:.1f} MB together) and {out.parent / 'MODEL_CARD.md'}")
+    print(f"wrote {out.with_suffix('.onnx')} ({onnx_mb:.1f} MB) and {out.parent / 'MODEL_CARD.md'}")
 
 
 def cross_lines(path: str | None) -> str:

@@ -61,6 +61,9 @@ def save(path: str | Path, payload: dict) -> None:
 def load(path: str | Path, map_location="cpu", mmap: bool = False) -> dict:
     """Load and validate a checkpoint; every failure is a one-line CheckpointError.
 
+    A gmenet ONNX export is read as the checkpoint it was made from (its weights are the graph's
+    initializers, the rest is in its metadata; see from_onnx), so the shipped models need no .pt twin.
+
     mmap=True maps the tensors instead of reading them: for looking at metadata (a run's `finished` flag)
     without reading a large model and its optimiser state."""
     path = Path(path)
@@ -68,6 +71,8 @@ def load(path: str | Path, map_location="cpu", mmap: bool = False) -> dict:
         raise CheckpointError(f"checkpoint not found: {path}", exit_code=2)
     if path.is_dir():
         raise CheckpointError(f"{path} is a folder, not a checkpoint file (try {path}/weights/best.pt)", exit_code=2)
+    if path.suffix.lower() == ".onnx":
+        return from_onnx(path)
     _check_kind(path)
     try:
         data = torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
@@ -86,6 +91,70 @@ def load(path: str | Path, map_location="cpu", mmap: bool = False) -> dict:
     for key in ("model", "state_dict", "classes", "input"):
         if key not in data:
             raise CheckpointError(f"{path} is missing '{key}'; it was not written by gmenet distill-teacher/train")
+    return data
+
+
+ONNX_KEY = "gmenet_checkpoint"  # the ONNX metadata entry holding the checkpoint without its tensors
+_TRAINING_STATE = ("state_dict", "train_state_dict", "optimizer", "scheduler", "scaler", "ema_state")
+
+
+def onnx_entry(ckpt: dict, aliases: dict | None = None) -> str:
+    """The checkpoint as one JSON string for an ONNX export's metadata: everything but the tensors (the
+    graph holds the weights under their state_dict names, or under `aliases[name]` where the exporter kept
+    one initializer for equal tensors) and the training state; the integer BatchNorm counters, which the
+    graph has no use for, ride along by name."""
+    import json
+
+    data = {}
+    for key, value in ckpt.items():
+        if key in _TRAINING_STATE:
+            continue
+        try:
+            data[key] = json.loads(json.dumps(plain(value)))
+        except (TypeError, ValueError):  # tensors, bytes: not part of what rebuilds the model
+            continue
+    data["state_keys"] = list(ckpt["state_dict"])  # the graph's other initializers are ONNX constants
+    data["aliases"] = dict(aliases or {})
+    data["int_buffers"] = {k: int(v) for k, v in ckpt["state_dict"].items() if not v.is_floating_point()}
+    return json.dumps(data)
+
+
+def from_onnx(path: str | Path) -> dict:
+    """The checkpoint a gmenet ONNX export was made from: its metadata entry plus a state_dict taken from the
+    graph's initializers (the export keeps BatchNorm as a node, so they are the checkpoint's own tensors, in
+    float16 when it was exported with --half-weights; build_model checks that every one is there)."""
+    import json
+
+    path = Path(path)
+    hint = "pass a best.pt from gmenet train or distill-teacher (gmenet predict also reads its .onnx export)"
+    try:
+        import onnx
+        from onnx import numpy_helper
+    except ImportError:
+        raise CheckpointError(f"{path}: reading an ONNX model as a checkpoint needs the onnx package "
+                              "(pip install onnx)", exit_code=2) from None
+    try:
+        proto = onnx.load(str(path))
+    except Exception as e:  # protobuf's DecodeError and friends
+        first = str(e).strip().splitlines()[0][:160] if str(e).strip() else type(e).__name__
+        raise CheckpointError(f"{path} is not a loadable ONNX model: {first}", exit_code=2) from None
+    meta = {p.key: p.value for p in proto.metadata_props}
+    if ONNX_KEY not in meta:
+        raise CheckpointError(f"{path} is not a gmenet checkpoint but an ONNX model without the checkpoint in its "
+                              "metadata (from another tool, or an older gmenet: re-export it with gmenet export); "
+                              f"{hint}", exit_code=2)
+    data = json.loads(meta[ONNX_KEY])
+    state = {}
+    for init in proto.graph.initializer:
+        name = init.name.removesuffix("__fp16")  # export --half-weights renames what it stores as float16
+        state[name] = torch.from_numpy(numpy_helper.to_array(init).copy())
+    state.update({k: torch.tensor(v) for k, v in data.pop("int_buffers", {}).items()})
+    state.update({k: state[v] for k, v in data.pop("aliases", {}).items() if v in state})
+    keys = data.pop("state_keys", None)
+    data["state_dict"] = {k: state[k] for k in keys if k in state} if keys else state
+    if keys and len(data["state_dict"]) != len(keys):
+        missing = [k for k in keys if k not in state]
+        raise CheckpointError(f"{path}: the graph lacks {len(missing)} of the model's tensors ({missing[0]}, ...)")
     return data
 
 

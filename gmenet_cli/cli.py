@@ -339,9 +339,8 @@ def _model_path(weights: Optional[Path], verb: str, allow_default: bool = True) 
         return shipped
     if weights is not None and str(weights) == "default":
         if not allow_default:
-            raise UsageError(f"{verb} rewrites the checkpoint it is given: copy the shipped model first "
-                             "(cp $(python -c 'import gmenet_cli, os; print(os.path.dirname(gmenet_cli.__file__))')"
-                             "/weights/default.pt my.pt) and pass --weights my.pt")
+            raise UsageError(f"{verb} rewrites the .pt checkpoint it is given, and the shipped models are calibrated "
+                             "already (see gmenet_cli/weights/MODEL_CARD.md); pass --weights runs/.../best.pt")
         from gmenet_cli.predict.classify import DEFAULT_WEIGHTS
 
         return DEFAULT_WEIGHTS
@@ -700,6 +699,9 @@ def calibrate(
 
     dev = select_device(device)
     weights = _model_path(weights, "calibrating", allow_default=False)
+    if Path(weights).suffix.lower() == ".onnx":
+        raise UsageError(f"{weights}: calibrate rewrites a .pt checkpoint; calibrate the run's best.pt, then "
+                         "gmenet export it again")
     ckpt = checkpoint.load(weights)
     path = str(data) if data else ckpt.get("data", {}).get("path")
     if not path:
@@ -942,7 +944,7 @@ def export_cmd(
         "--format",
         "-f",
         rich_help_panel="Output",
-        help="onnx (needs the onnx extra) or torchscript.",
+        help="onnx or torchscript.",
     ),
     out: Optional[Path] = typer.Option(
         None,

@@ -20,11 +20,12 @@ _CLICK_ERRORS = tuple(c for c in typer.BadParameter.__mro__ if c.__name__ == "Cl
 err = Console(stderr=True, highlight=False, soft_wrap=True)  # long lines (commands, paths) stay copy-pasteable
 
 
-def table_console() -> Console:
-    """Where tables for the user's eyes go (stdout). On a terminal Rich fits them to its width; piped or
-    redirected there is no width to fit, so nothing wraps (Rich would otherwise assume 80 columns and
-    split file names and boxes over lines)."""
-    return Console(highlight=False, width=None if sys.stdout.isatty() else 10_000)
+def table_console(stderr: bool = False) -> Console:
+    """Where tables for the user's eyes go (stdout, or stderr for the reports of commands whose stdout is
+    data). On a terminal Rich fits them to its width; piped or redirected there is no width to fit, so
+    nothing wraps (Rich would otherwise assume 80 columns and split model names and boxes over lines)."""
+    stream = sys.stderr if stderr else sys.stdout
+    return Console(stderr=stderr, highlight=False, width=None if stream.isatty() else 10_000)
 
 
 def data_out(line: str) -> None:
@@ -93,7 +94,7 @@ def handle_errors(fn):
 
 # Modules that a predict-only install (requirements-predict.txt) leaves out, and how to get each.
 OPTIONAL_MODULES = {"torch": "pip install torch==2.14.1 torchvision==0.29.1", "torchvision": "pip install torchvision",
-                    "onnx": "pip install onnx (the onnx extra)", "matplotlib": "pip install matplotlib"}
+                    "onnx": "pip install onnx", "matplotlib": "pip install matplotlib"}
 
 
 def _internal(e: Exception):

@@ -185,16 +185,17 @@ class OnnxEvalModel(torch.nn.Module):
         return {
             "classes": m.classes,
             "kind": "teacher" if teacher else "student",
-            "model": {"name": Path(path).stem},
+            "model": {"name": m.model_name},
             "input": {"channels": m.channels, "hr_size": m.hr_size, "scales": scales,
                       **({"view": "hr"} if teacher else {})},
             "calibration": m.calibration,
         }
 
 
-def _load(path: str) -> tuple[dict, torch.nn.Module | None]:
-    """(checkpoint description, the model when it is already built: an ONNX export's)."""
-    if str(path).lower().endswith(".onnx"):
+def _load(path: str, device) -> tuple[dict, torch.nn.Module | None]:
+    """(checkpoint description, the model when it is already built: an ONNX export's, through onnxruntime on
+    the CPU as predict runs it; on CUDA, PyTorch rebuilds it from the checkpoint the export carries)."""
+    if str(path).lower().endswith(".onnx") and torch.device(device).type != "cuda":
         model = OnnxEvalModel(str(path))
         return model.description(str(path)), model
     return checkpoint.load(path), None
@@ -211,7 +212,7 @@ def evaluate(
     tta: bool = True,
 ) -> dict:
     """Evaluate each checkpoint in `weights` on the same split and views. Scale 1 = the HR faces."""
-    loaded = {str(w): _load(w) for w in weights}
+    loaded = {str(w): _load(w, device) for w in weights}
     ckpts = [(w, loaded[str(w)][0]) for w in weights]
     if data is None:
         data = ckpts[0][1].get("data", {}).get("path")
@@ -299,7 +300,7 @@ def evaluate(
 
 def run_name(path) -> str:
     """How a model is named in tables and plots: its run (runs/train/<name>/weights/best.pt -> <name>), else
-    its file name without the suffix (the shipped weights/default.pt -> default)."""
+    its file name without the suffix (the shipped weights/default.onnx -> default)."""
     p = Path(path)
     in_run = p.parent.name == "weights" and p.parent.parent.parent.parent.name == "runs"
     return p.parent.parent.name if in_run else p.stem

@@ -44,7 +44,7 @@ def _quiet_fds():
             os.close(fd)
 
 
-def onnx_metadata(ckpt: dict, sizes: list[int], working_size: int) -> dict[str, str]:
+def onnx_metadata(ckpt: dict, sizes: list[int], working_size: int, aliases: dict | None = None) -> dict[str, str]:
     """What predict needs to run an ONNX file alone (stored as ONNX metadata_props, all strings)."""
     import json
 
@@ -58,15 +58,18 @@ def onnx_metadata(ckpt: dict, sizes: list[int], working_size: int) -> dict[str, 
             "view": str(spec.get("view", "lr")), "sizes": json.dumps(sizes),
             "trained_sizes": json.dumps(trained_sizes(ckpt)), "input_range": "float32 in [0, 1]",
             # temperatures per face size and predicted class (calibrate.py); predict divides the logits by them
-            "calibration": json.dumps(ckpt.get("calibration") or {})}
+            "calibration": json.dumps(ckpt.get("calibration") or {}),
+            # the checkpoint itself less its tensors: the .onnx file alone rebuilds the PyTorch model
+            # (checkpoint.from_onnx), so a model need not ship twice
+            checkpoint.ONNX_KEY: checkpoint.onnx_entry(ckpt, aliases)}
 
 
 def export(weights: str, fmt: str, out: str | None, input_size: int | None, atol: float = 1e-4,
            half_weights: bool = False) -> dict:
     """half_weights: store the ONNX file's float weights as float16 (half the file), cast to float32 once when
     onnxruntime loads it, so faces are still computed in float32. The eager model the parity check compares
-    with gets its weights rounded the same way (a float16 checkpoint like the shipped default.pt has them
-    so already), so the parity check holds to the same tolerance."""
+    with gets its weights rounded the same way (a float16 checkpoint, like the ones the shipped .onnx files
+    carry, has them so already), so the parity check holds to the same tolerance."""
     if fmt not in ("onnx", "torchscript"):
         raise UsageError(f"--format must be onnx or torchscript, got '{fmt}'")
     if half_weights and fmt != "onnx":
@@ -88,6 +91,8 @@ def export(weights: str, fmt: str, out: str | None, input_size: int | None, atol
     c = int(ckpt["input"]["channels"])
     suffix = ".onnx" if fmt == "onnx" else ".torchscript.pt"
     path = Path(out) if out else Path(weights).with_name(Path(weights).stem + suffix)  # best.pt -> best.onnx
+    if path.resolve() == Path(weights).resolve():
+        raise UsageError(f"exporting {weights} would write over it; pass --out")
     path.parent.mkdir(parents=True, exist_ok=True)
     example = torch.rand(2, c, sizes[0], sizes[0], generator=torch.Generator().manual_seed(0))
     # Parity inputs: another batch size, every size the graph is meant to take.
@@ -145,7 +150,7 @@ def _write_onnx(model, ckpt: dict, tmp: Path, example, sizes: list[int], dynamic
         import onnx
         import onnxruntime as ort
     except ImportError:
-        raise UsageError("ONNX export needs the onnx extra: pip install 'gmenet-cli[onnx]'") from None
+        raise UsageError("ONNX export needs the onnx package: pip install onnx") from None
     axes = {0: "batch", 2: "size", 3: "size"} if dynamic_size else {0: "batch"}
     with warnings.catch_warnings(), _quiet_fds():
         warnings.simplefilter("ignore")
@@ -168,13 +173,35 @@ def _write_onnx(model, ckpt: dict, tmp: Path, example, sizes: list[int], dynamic
             first = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
             raise UsageError(f"ONNX export failed: {first}") from None
     proto = onnx.load(str(tmp))
-    for key, value in onnx_metadata(ckpt, sizes, model.input_size).items():
+    for key, value in onnx_metadata(ckpt, sizes, model.input_size, _aliases(proto, model)).items():
         proto.metadata_props.add(key=key, value=value)
     if half_weights:
         _half_initializers(proto)
     onnx.save(proto, str(tmp))
+    back = checkpoint.from_onnx(tmp)["state_dict"]  # the file rebuilds the model it was made from
+    for key, value in model.state_dict().items():
+        if not torch.equal(back[key].to(value.dtype), value):
+            raise UsageError(f"ONNX export: the file does not hold {key} exactly; nothing written")
     session = ort.InferenceSession(str(tmp), providers=["CPUExecutionProvider"])
     return lambda x: session.run(None, {"faces": x.numpy()})[0]
+
+
+def _aliases(proto, model) -> dict[str, str]:
+    """State-dict tensors the exporter stored under another tensor's name (it keeps one initializer for
+    tensors of equal value, such as two one-channel BatchNorm weights) -> that name."""
+    from onnx import numpy_helper
+
+    inits = {i.name: i for i in proto.graph.initializer}
+    aliases = {}
+    for key, value in model.state_dict().items():
+        if key in inits or not value.is_floating_point():
+            continue
+        arr = value.detach().cpu().numpy()
+        for name, init in inits.items():
+            if tuple(init.dims) == arr.shape and np.array_equal(numpy_helper.to_array(init), arr):
+                aliases[key] = name
+                break
+    return aliases
 
 
 def _half_initializers(proto) -> None:

@@ -111,6 +111,7 @@ class OnnxModel:
             self.working_size = int(meta.get("working_size", meta["hr_size"]))
             self.trained_sizes = [int(v) for v in json.loads(meta.get("trained_sizes", meta["sizes"]))]
             self.calibration = json.loads(meta.get("calibration", "{}"))  # exports before calibration: none
+            self.model_name = meta.get("model", path.stem)
         except (KeyError, ValueError, TypeError) as e:
             raise CheckpointError(f"{path}: damaged gmenet metadata ({type(e).__name__}: {e})") from None
         inp = self.session.get_inputs()[0]

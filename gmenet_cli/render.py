@@ -221,6 +221,7 @@ def training_done(result, next_command: str) -> None:
 
 
 def evaluation_report(report: dict) -> None:
+    out = table_console(stderr=True)  # stdout carries --json; a log file gets whole rows
     table = Table(
         title=f"{report['split']} split of {report['data']} ({report['count']} faces"
         f"{', flip TTA' if report.get('tta') else ''})",
@@ -242,7 +243,7 @@ def evaluation_report(report: dict) -> None:
                 f"{r['macro_f1']:.4f}",
                 f"{r['ece']:.3f}" + _temperatures(r),
             )
-    err.print(table)
+    out.print(table)
     model = report["models"][0]
     first = model["results"][model.get("primary_view", 0)]
     per = Table(title=f"per class ({model['model']}, {first['view']}, {first['face_px']}px)", title_justify="left")
@@ -250,7 +251,7 @@ def evaluation_report(report: dict) -> None:
         per.add_column(col, justify="left" if col == "class" else "right", no_wrap=True)
     for c, v in first["per_class"].items():
         per.add_row(c, f"{v['precision']:.3f}", f"{v['recall']:.3f}", f"{v['f1']:.3f}", str(v["support"]))
-    err.print(per)
+    out.print(per)
     # recall of every class at every size: where the rare classes (disgust, contempt, fear) are lost
     recall = Table(title="recall per class and face size", title_justify="left")
     recall.add_column("model / view", no_wrap=True)
@@ -262,7 +263,7 @@ def evaluation_report(report: dict) -> None:
                 f"{m['label']} {r['view']} {r['face_px']}px",
                 *(f"{r['per_class'][c]['recall']:.3f}" for c in report["classes"]),
             )
-    err.print(recall)
+    out.print(recall)
 
 
 # ---------------------------------------------------------------------------------------------- predict

@@ -240,7 +240,9 @@ def test_export_half_weights_halves_the_onnx_file_and_computes_in_float32(tiny_r
     assert res.exit_code == 0, res.output
     info = json.loads(res.stdout)
     assert info["weights_dtype"] == "float16" and info["max_abs_diff"] < 1e-4
-    assert half.stat().st_size < 0.6 * full.stat().st_size
+    # the weights take half the bytes (the metadata, the same in both, is most of a tiny model's rest)
+    meta = sum(len(p.value) for p in onnx.load(str(full)).metadata_props)
+    assert half.stat().st_size - meta < 0.6 * (full.stat().st_size - meta)
     graph = onnx.load(str(half)).graph
     import numpy
 
@@ -292,7 +294,7 @@ def test_predict_runs_onnx_exports_like_the_checkpoint(tiny_runs, cli, workdir):
             assert max(abs(g["probs"][c] - r["probs"][c]) for c in r["probs"]) <= 2e-4, graph
 
 
-def test_predict_refuses_bad_onnx_files(tiny_runs, cli, workdir):
+def test_predict_refuses_bad_onnx_files(tiny_runs, cli, workdir, monkeypatch):
     onnx = pytest.importorskip("onnx")
     garbage = workdir / "garbage.onnx"
     garbage.write_bytes(b"not a protobuf at all" * 10)
@@ -304,8 +306,16 @@ def test_predict_refuses_bad_onnx_files(tiny_runs, cli, workdir):
     onnx.save(proto, str(workdir / "bare.onnx"))
     res = cli("predict", ASTRONAUT, "--weights", workdir / "bare.onnx")
     assert res.exit_code == 2 and "without gmenet metadata" in res.stderr
-    res = cli("predict", ASTRONAUT, "--weights", workdir / "s.onnx", "--device", "cuda")
-    assert res.exit_code == 2 and "run on the CPU" in res.stderr
+    # --device cuda rebuilds a gmenet export in PyTorch (the checkpoint it carries); a bare graph cannot be
+    from gmenet_cli.predict import classify
+
+    monkeypatch.setattr(classify, "onnxruntime_available", lambda: False)  # the PyTorch path, on any machine
+    res = cli("predict", ASTRONAUT, "--weights", workdir / "bare.onnx", "--no-detect")
+    assert res.exit_code == 2 and "without the checkpoint in its metadata" in res.stderr
+    assert "Traceback" not in res.output
+    res = cli("predict", ASTRONAUT, "--weights", workdir / "s.onnx", "--no-detect", "--json")
+    assert res.exit_code == 0 and json_lines(res.stdout)[0]["label"]
+    monkeypatch.undo()
     res = cli("predict", ASTRONAUT, "--weights", workdir / "s.onnx", "--device", "gpu")
     assert res.exit_code == 2 and "--device must be" in res.stderr
     res = cli("predict", ASTRONAUT, "--weights", workdir / "missing.onnx")
@@ -314,29 +324,31 @@ def test_predict_refuses_bad_onnx_files(tiny_runs, cli, workdir):
 
 def test_shipped_default_model_reads_the_example_photo(cli, workdir):
     """The README's first command: no options, the model inside the package, the astronaut smiles."""
-    from gmenet_cli.predict import DEFAULT_ONNX, DEFAULT_WEIGHTS
+    from gmenet_cli import checkpoint
+    from gmenet_cli.predict import DEFAULT_ONNX
 
-    if not DEFAULT_WEIGHTS.is_file():
+    if not DEFAULT_ONNX.is_file():
         pytest.skip("no default model in this checkout")
-    # each form of the model at most 10 MB (the pair was under 10 MiB until the 2.6 M-parameter gmenet_s2:
-    # 5.3 + 5.3 MB, both with float16 weights)
-    assert max(DEFAULT_WEIGHTS.stat().st_size, DEFAULT_ONNX.stat().st_size) <= 10e6
-    torch.load(DEFAULT_WEIGHTS, weights_only=True)
+    assert DEFAULT_ONNX.stat().st_size <= 10e6
     res = cli("predict", ASTRONAUT, "--json")
     assert res.exit_code == 0, res.output
     (face,) = json_lines(res.stdout)
     assert face["label"] == "happiness"
     # a 110 px face: the 48 px model where one ships, else the all-sizes model's largest size (x2 of 48)
-    big = DEFAULT_WEIGHTS.parent / "default-48px.onnx"
+    big = DEFAULT_ONNX.parent / "default-48px.onnx"
     assert face["input_px"] == (48 if big.is_file() else 24)
-    # the shipped .onnx (the default backend) and the shipped .pt are the same model (a 30 px crop: read at 24)
-    crop = ["--no-detect", "--json"]
+    # onnxruntime (the default backend) and PyTorch rebuilding the model from the same file (what --device
+    # cuda and train --init default use) agree (a 30 px crop: read at 24)
+    ckpt = checkpoint.load(DEFAULT_ONNX)
+    assert ckpt["model"]["name"] == "gmenet_s2" and ckpt["calibration"]["method"] == "class-temperature"
+    from gmenet_cli.predict import classify
+
     face30 = cv2.resize(cv2.imread(str(ASTRONAUT))[40:200, 150:310], (30, 30), interpolation=cv2.INTER_AREA)
-    cv2.imwrite(str(workdir / "f.png"), face30)
-    (got,) = json_lines(cli("predict", workdir / "f.png", *crop, "--weights", DEFAULT_ONNX).stdout)
-    (ref,) = json_lines(cli("predict", workdir / "f.png", *crop, "--weights", DEFAULT_WEIGHTS).stdout)
-    assert got["input_px"] == ref["input_px"] == 24
-    assert max(abs(got["probs"][c] - ref["probs"][c]) for c in ref["probs"]) <= 2e-4
+    crop = cv2.resize(cv2.cvtColor(face30, cv2.COLOR_BGR2GRAY), (24, 24), interpolation=cv2.INTER_AREA)[None]
+    ort_clf = classify.OnnxClassifier(str(DEFAULT_ONNX))
+    torch_clf = classify.TorchClassifier(str(DEFAULT_ONNX), torch.device("cpu"))
+    assert ort_clf.input_size(30) == torch_clf.input_size(30) == 24 and ort_clf.classes == torch_clf.classes
+    np.testing.assert_allclose(ort_clf.classify([crop]), torch_clf.classify([crop]), atol=2e-4)
 
 
 def test_shipped_weights_fit_the_package_budget():
@@ -348,23 +360,22 @@ def test_shipped_weights_fit_the_package_budget():
 
 
 def test_shipped_one_size_models_take_the_faces_of_their_size(cli, workdir, monkeypatch):
-    """Any default-<N>px model shipped beside the default: an N px face goes to it (onnx and .pt alike)."""
+    """Any default-<N>px model shipped beside the default: an N px face goes to it, through onnxruntime and
+    through PyTorch (--device cuda, or no onnxruntime) alike."""
     from gmenet_cli.predict.classify import WEIGHTS_DIR, default_files
 
-    specialists = default_files(".onnx")[1:]
+    specialists = default_files()[1:]
     if not specialists:
         pytest.skip("no one-size model ships in this checkout")
-    # a one-size .pt ships only beside its .onnx (the .onnx alone serves --device cuda too)
-    assert {p.with_suffix(".onnx") for p in default_files(".pt")[1:]} <= set(specialists)
+    assert not list(WEIGHTS_DIR.glob("*.pt"))  # every model ships once, as .onnx carrying its checkpoint
     face = cv2.imread(str(ASTRONAUT))[40:200, 150:310]
     sized = [(int(p.stem.split("-")[1][:-2]), p) for p in specialists]  # default-<px>px.onnx
+    crops = {}
     for px, onnx_file in sized:
-        pt_file = onnx_file.with_suffix(".pt")
         assert onnx_file.stat().st_size <= 10e6
-        if pt_file.is_file():
-            assert pt_file.stat().st_size <= 10e6
-            torch.load(pt_file, weights_only=True)
-        cv2.imwrite(str(workdir / "f.png"), cv2.resize(face, (px + 2, px + 2), interpolation=cv2.INTER_AREA))
+        small = cv2.resize(face, (px + 2, px + 2), interpolation=cv2.INTER_AREA)
+        cv2.imwrite(str(workdir / "f.png"), small)
+        crops[px] = cv2.resize(cv2.cvtColor(small, cv2.COLOR_BGR2GRAY), (px, px), interpolation=cv2.INTER_AREA)[None]
         (got,) = json_lines(cli("predict", workdir / "f.png", "--no-detect", "--json").stdout)
         (ref,) = json_lines(cli("predict", workdir / "f.png", "--no-detect", "--json", "--weights", onnx_file).stdout)
         (main,) = json_lines(
@@ -372,18 +383,17 @@ def test_shipped_one_size_models_take_the_faces_of_their_size(cli, workdir, monk
         )
         assert got["input_px"] == px and got["probs"] == ref["probs"] and got["probs"] != main["probs"]
 
-    # without onnxruntime (and with --device cuda) the default is the .pt files, routed the same way
+    # without onnxruntime (and with --device cuda) PyTorch runs the same files, routed the same way
     from gmenet_cli.predict import classify
 
+    ort_clf = classify.load_classifier(None, "cpu")
     monkeypatch.setattr(classify, "onnxruntime_available", lambda: False)
     clf = classify.load_classifier(None, "cpu")
-    pts = default_files(".pt")
-    assert clf.backend == "torch" and [Path(m.path).name for m in getattr(clf, "members", [clf])] == [
-        p.name for p in pts
-    ]
+    assert clf.backend == "torch" and [Path(m.path).name for m in clf.members] == [p.name for p in default_files()]
     for px, onnx_file in sized:
-        if onnx_file.with_suffix(".pt") in pts:
-            assert Path(clf.route[px].path).name == onnx_file.with_suffix(".pt").name
+        assert Path(clf.route[px].path).name == onnx_file.name
+        np.testing.assert_allclose(clf.classify([crops[px]]), ort_clf.classify([crops[px]]), atol=2e-4)
+        assert clf.route[px].model.backend == "torch"
 
 
 def test_default_predict_does_not_import_torch():
@@ -467,7 +477,7 @@ def test_detected_faces_are_routed_by_the_crop_the_model_reads(tiny_runs, cli, w
 def test_shipped_one_size_models_load_only_when_a_face_of_their_size_comes():
     from gmenet_cli.predict.classify import LazyClassifier, default_files, load_classifier
 
-    if len(default_files(".onnx")) < 2:
+    if len(default_files()) < 2:
         pytest.skip("no one-size model ships in this checkout")
     clf = load_classifier(None)
     lazy = [m for m in clf.members if isinstance(m, LazyClassifier)]
@@ -480,19 +490,40 @@ def test_shipped_one_size_models_load_only_when_a_face_of_their_size_comes():
     assert lazy[0].loaded and clf.route[px] is lazy[0]
 
 
-def test_default_members_by_device_and_files(tmp_path, monkeypatch):
-    """Which shipped files predict runs: the .onnx on the CPU; the .pt with --device cuda or without
-    onnxruntime, plus a one-size model that ships only as .onnx (on the CPU, through onnxruntime)."""
+def test_default_files_and_onnx_checkpoints(tmp_path, monkeypatch, tiny_runs, tiny_store, cli):
+    """The shipped files predict runs: default.onnx, then the one-size models by size. A gmenet .onnx export
+    carries its checkpoint: PyTorch rebuilds the same tensors from it (train --init, evaluate, --device cuda);
+    an export without that entry is refused in one line."""
+    import onnx
+
+    from gmenet_cli import checkpoint
     from gmenet_cli.predict import classify
 
-    for name in ("default.pt", "default.onnx", "default-12px.pt", "default-12px.onnx", "default-48px.onnx"):
+    for name in ("default.onnx", "default-24px.onnx", "default-12px.onnx", "default-48px.onnx", "other.onnx"):
         (tmp_path / name).touch()
     monkeypatch.setattr(classify, "WEIGHTS_DIR", tmp_path)
-    names = lambda cuda, ort: [p.name for p in classify.default_members(cuda, ort)]  # noqa: E731
-    assert names(False, True) == ["default.onnx", "default-12px.onnx", "default-48px.onnx"]
-    assert names(True, True) == ["default.pt", "default-12px.pt", "default-48px.onnx"]
-    assert names(False, False) == names(True, False) == ["default.pt", "default-12px.pt"]
-    main = classify.TorchClassifier.__new__(classify.TorchClassifier)  # its fields, not a model
-    main.classes, main.channels = ["a", "b"], 1
-    lazy = classify.LazyClassifier(str(tmp_path / "default-48px.onnx"), 48, main, lambda p: None)
-    assert lazy.backend == "onnxruntime" and lazy.sizes == [48]
+    assert [p.name for p in classify.default_files()] == [
+        "default.onnx", "default-12px.onnx", "default-24px.onnx", "default-48px.onnx"]
+
+    out = tmp_path / "s.onnx"
+    assert cli("export", "--weights", tiny_runs["student"], "--out", out, "--half-weights").exit_code == 0
+    want, got = checkpoint.load(tiny_runs["student"]), checkpoint.load(out)
+    assert list(got["state_dict"]) == list(want["state_dict"])
+    for k, v in want["state_dict"].items():
+        ref = v.half() if v.is_floating_point() else v
+        assert torch.equal(got["state_dict"][k], ref), k
+    assert got["model"] == want["model"] and got["input"] == want["input"] and got["classes"] == want["classes"]
+    proto = onnx.load(str(out))
+    keep = [p for p in proto.metadata_props if p.key != checkpoint.ONNX_KEY]
+    del proto.metadata_props[:]
+    proto.metadata_props.extend(keep)
+    onnx.save(proto, str(tmp_path / "old.onnx"))
+    with pytest.raises(checkpoint.CheckpointError, match="without the checkpoint in its metadata"):
+        checkpoint.load(tmp_path / "old.onnx")
+    # an export of an .onnx needs somewhere else to go; calibrate rewrites .pt checkpoints only
+    res = cli("export", "--weights", out)
+    assert res.exit_code == 2 and "would write over it; pass --out" in res.stderr
+    res = cli("calibrate", "--weights", out, "--data", tiny_store)
+    assert res.exit_code == 2 and "calibrate rewrites a .pt checkpoint" in res.stderr
+    res = cli("calibrate", "--weights", "default")
+    assert res.exit_code == 2 and "calibrated already" in res.stderr

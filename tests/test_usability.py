@@ -111,11 +111,12 @@ def test_small_data_shrinks_the_batch_and_stores_without_val_hold_out_part_of_tr
 )
 def test_wrong_kind_of_file_as_a_checkpoint(tiny_store, cli, workdir, name, kind):
     path = workdir / name
-    shutil.copy(ASTRONAUT if name.endswith(".png") else REPO / "gmenet_cli/weights/default.onnx", path)
+    # another tool's ONNX model (a gmenet export carries its checkpoint and loads: test_evaluate_predict.py)
+    shutil.copy(ASTRONAUT if name.endswith(".png") else REPO / "gmenet_cli/weights/yunet.onnx", path)
     if name.endswith(".csv"):
         path.write_text("epoch,loss\n1,0.5\n")
     cmds = [["export", "--weights", path], ["train", "--teacher", path, "--data", tiny_store, "--preset", "tiny"]]
-    if not name.endswith(".onnx"):  # evaluate reads gmenet ONNX exports (test_evaluate_predict.py)
+    if not name.endswith(".onnx"):  # evaluate reads ONNX models through onnxruntime (its own message)
         cmds.insert(0, ["evaluate", "--weights", path, "--data", tiny_store])
     for cmd in cmds:
         res = cli(*cmd)
@@ -416,7 +417,7 @@ def test_small_confusions_are_gone(tiny_runs, tiny_store, cli, workdir):
     assert json.loads(res.stdout)["models"][0]["label"].endswith("(mine)")
     from gmenet_cli.evaluate import run_name
 
-    assert run_name(REPO / "gmenet_cli/weights/default.pt") == "default"
+    assert run_name(REPO / "gmenet_cli/weights/default.onnx") == "default"
 
 
 def test_evaluate_warns_when_a_model_gives_every_face_one_class(tiny_runs, tiny_store, cli, workdir):

@@ -2,6 +2,8 @@
 
 Two backends share one interface: `TorchClassifier` (a .pt checkpoint, CPU or CUDA) and `OnnxClassifier`
 (a gmenet .onnx export through onnxruntime on the CPU, no torch import: the shipped default's fast path).
+A gmenet .onnx export also carries its checkpoint (checkpoint.from_onnx), so with --device cuda, or
+without onnxruntime, PyTorch rebuilds the model from the same file: the shipped models ship once, as .onnx.
 """
 
 from __future__ import annotations
@@ -16,9 +18,10 @@ from gmenet_cli.data.imageio import to_channels
 from gmenet_cli.errors import UsageError
 
 WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
-DEFAULT_WEIGHTS = WEIGHTS_DIR / "default.pt"
-# The same weights as ONNX (graph fixed at the working size): the default on the CPU, no torch import.
+# The shipped all-sizes student: an ONNX export with float16 weights that also carries its checkpoint, so
+# onnxruntime runs it on the CPU (no torch import) and PyTorch rebuilds it (--device cuda, train --init default).
 DEFAULT_ONNX = WEIGHTS_DIR / "default.onnx"
+DEFAULT_WEIGHTS = DEFAULT_ONNX
 
 
 class Classifier:
@@ -154,7 +157,7 @@ class LazyClassifier(Classifier):
 
     def __init__(self, path: str, size: int, like: Classifier, load):
         self.path, self.sizes = path, [size]
-        self.backend = OnnxClassifier.backend if path.endswith(".onnx") else like.backend
+        self.backend = like.backend  # both loaded by _load_classifier on the same --device
         self.classes, self.channels = like.classes, like.channels
         self._load, self._model = load, None
 
@@ -179,19 +182,23 @@ class LazyClassifier(Classifier):
         return self.model.temperature(size)
 
 
+def onnx_file(path) -> bool:
+    return Path(path).suffix.lower() == ".onnx"
+
+
 def onnxruntime_available() -> bool:
     import importlib.util
 
     return importlib.util.find_spec("onnxruntime") is not None
 
 
-def default_files(suffix: str) -> list[Path]:
-    """The shipped default models with this suffix: default<suffix> (every face size) first, then any
-    specialists for one size (default-12px<suffix>, ...)."""
-    name = re.compile(rf"default-(\d+)px{re.escape(suffix)}")
-    found = sorted((int(m.group(1)), p) for p in WEIGHTS_DIR.glob(f"default-*px{suffix}")
+def default_files() -> list[Path]:
+    """The shipped default models: default.onnx (every face size) first, then any specialists for one size
+    (default-12px.onnx, ...)."""
+    name = re.compile(r"default-(\d+)px\.onnx")
+    found = sorted((int(m.group(1)), p) for p in WEIGHTS_DIR.glob("default-*px.onnx")
                    if (m := name.fullmatch(p.name)))
-    main = WEIGHTS_DIR / f"default{suffix}"
+    main = WEIGHTS_DIR / "default.onnx"
     return ([main] if main.is_file() else []) + [p for _, p in found]
 
 
@@ -205,48 +212,29 @@ def load_classifier(weights: str | list[str] | None, device: str | None = None, 
     return clf
 
 
-def default_members(cuda: bool, ort: bool) -> list[Path]:
-    """The shipped files `predict` runs without --weights: the .onnx files through onnxruntime on the CPU;
-    with --device cuda (or without onnxruntime) the .pt files, and a one-size model that ships only as .onnx
-    (to keep the package small) still through onnxruntime on the CPU when it is there."""
-    onnx = default_files(".onnx") if ort else []
-    if onnx and not cuda:
-        return onnx
-    pt = default_files(".pt")
-    if not pt:
-        return onnx
-    have = {p.stem for p in pt}
-    return pt + [p for p in onnx[1:] if p.stem not in have]
-
-
 def _load_default(device: str | None) -> list[Classifier]:
-    """The shipped default (default_members): the all-sizes model, then the one-size ones, each loaded only
-    when a face of its size comes (no torch import on the default path: predict starts in about a second)."""
+    """The shipped default (default_files): the all-sizes model, then the one-size ones, each loaded only
+    when a face of its size comes (no torch import on the default CPU path: predict starts in about a
+    second). With --device cuda PyTorch runs them all, rebuilt from the same files."""
     device = parse_device(device)
-    files = default_members(device.startswith("cuda"), onnxruntime_available())
+    files = default_files()
     if not files:
         raise UsageError(
             "no default model ships with this install; pass --weights runs/train/<name>/weights/best.pt "
             "(train one: gmenet prepare, gmenet distill-teacher, gmenet train)"
         )
     main = _load_classifier(str(files[0]), device)
-    sized = re.compile(r"default-(\d+)px\.(onnx|pt)")
-
-    def load(path: str) -> Classifier:  # an .onnx file always runs on the CPU
-        return _load_classifier(path, "cpu" if path.endswith(".onnx") else device)
-
+    sized = re.compile(r"default-(\d+)px\.onnx")
+    load = lambda path: _load_classifier(path, device)  # noqa: E731
     return [main] + [LazyClassifier(str(p), int(sized.fullmatch(p.name).group(1)), main, load) for p in files[1:]]
 
 
 def _load_classifier(weights: str, device: str | None = None) -> Classifier:
-    """One `--weights` file (a .pt checkpoint or a gmenet .onnx export) on `--device`. An .onnx file always
-    runs on the CPU."""
+    """One `--weights` file (a .pt checkpoint or a gmenet .onnx export) on `--device`. An .onnx file runs
+    through onnxruntime on the CPU; with --device cuda (or without onnxruntime) PyTorch rebuilds it from the
+    checkpoint the export carries."""
     device = parse_device(device)
-    if Path(weights).suffix.lower() == ".onnx":
-        if device.startswith("cuda"):
-            raise UsageError(
-                f"{weights}: .onnx models run on the CPU (onnxruntime); pass the .pt checkpoint for --device {device}"
-            )
+    if onnx_file(weights) and not device.startswith("cuda") and onnxruntime_available():
         return OnnxClassifier(weights)
     from gmenet_cli.runtime import select_device
 

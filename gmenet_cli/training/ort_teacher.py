@@ -43,7 +43,7 @@ def resolve(choice: str, device: torch.device) -> str:
                 f"{device.type}: use auto or torch there"
             )
         if not available():
-            raise UsageError("distill.teacher_runtime onnxruntime needs the onnx extra: pip install 'gmenet-cli[onnx]'")
+            raise UsageError("distill.teacher_runtime onnxruntime needs the onnx package: pip install onnx")
     return choice
 
 
