@@ -225,8 +225,8 @@ def write_card(path: Path, main: str, sections: dict[str, str]) -> None:
 
 
 def agreement(model, onnx_path: Path, store_path: Path, split: str, scales: list[int]) -> str:
-    """How often default.onnx and the model of default.pt (built once in main) give the same label on the
-    store's faces (each LR scale; scale 1: the HR faces, for a teacher)."""
+    """How often the .onnx (onnxruntime) and its float16 checkpoint in PyTorch (built once in main) give the
+    same label on the store's faces (each LR scale; scale 1: the HR faces, for a teacher)."""
     import numpy as np
     import torch
 
@@ -247,7 +247,7 @@ def agreement(model, onnx_path: Path, store_path: Path, split: str, scales: list
                 ref = model(torch.from_numpy(x).float() / 255.0).argmax(1).numpy()
             same += int((onnx.logits(x).argmax(1) == ref).sum())
             total += len(x)
-    print(f"{onnx_path.name} and its .pt agree on {same}/{total} {split} faces")
+    print(f"{onnx_path.name} and the float16 checkpoint it carries agree on {same}/{total} {split} faces")
     return f"the same label on {same:,} of {total:,} FERPlus {split} faces at x{'/x'.join(map(str, sorted(scales)))}"
 
 
