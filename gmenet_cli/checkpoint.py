@@ -94,6 +94,10 @@ def load(path: str | Path, map_location="cpu", mmap: bool = False) -> dict:
     return data
 
 
+class NoCheckpointError(CheckpointError):
+    """An ONNX file without the checkpoint entry (another tool's model, or an export from an older gmenet)."""
+
+
 ONNX_KEY = "gmenet_checkpoint"  # the ONNX metadata entry holding the checkpoint without its tensors
 _TRAINING_STATE = ("state_dict", "train_state_dict", "optimizer", "scheduler", "scaler", "ema_state")
 
@@ -140,7 +144,7 @@ def from_onnx(path: str | Path) -> dict:
         raise CheckpointError(f"{path} is not a loadable ONNX model: {first}", exit_code=2) from None
     meta = {p.key: p.value for p in proto.metadata_props}
     if ONNX_KEY not in meta:
-        raise CheckpointError(f"{path} is not a gmenet checkpoint but an ONNX model without the checkpoint in its "
+        raise NoCheckpointError(f"{path} is not a gmenet checkpoint but an ONNX model without the checkpoint in its "
                               "metadata (from another tool, or an older gmenet: re-export it with gmenet export); "
                               f"{hint}", exit_code=2)
     data = json.loads(meta[ONNX_KEY])

@@ -236,6 +236,13 @@ def _load_classifier(weights: str, device: str | None = None) -> Classifier:
     device = parse_device(device)
     if onnx_file(weights) and not device.startswith("cuda") and onnxruntime_available():
         return OnnxClassifier(weights)
+    from gmenet_cli.checkpoint import NoCheckpointError
     from gmenet_cli.runtime import select_device
 
-    return TorchClassifier(weights, select_device(device))
+    dev = select_device(device)
+    try:
+        return TorchClassifier(weights, dev)
+    except NoCheckpointError:
+        fix = f"drop --device {device}" if device.startswith("cuda") else "install onnxruntime"
+        raise UsageError(f"{weights} carries no checkpoint (an export from an older gmenet or another tool), so "
+                         f"only onnxruntime on the CPU runs it: {fix}, or re-export it with gmenet export") from None
