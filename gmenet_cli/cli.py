@@ -971,7 +971,8 @@ def export_cmd(
     """Export a checkpoint to ONNX or TorchScript, checking parity with the eager model.
 
     The graph takes (N, C, s, s) float32 faces in [0, 1] (dynamic N and s) and returns logits. An ONNX file
-    carries the classes and sizes in its metadata: `gmenet predict --weights model.onnx` runs it without torch.
+    carries the classes and sizes in its metadata, so `gmenet predict --weights model.onnx` runs it without
+    torch, and the checkpoint itself, so PyTorch rebuilds the model from it (`--device cuda`, `train --init`).
     Example: gmenet export --weights runs/train/exp/weights/best.pt --half-weights
     """
     from gmenet_cli.export import export
