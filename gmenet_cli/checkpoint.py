@@ -82,6 +82,10 @@ def load(path: str | Path, map_location="cpu", mmap: bool = False) -> dict:
     except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise CheckpointError(f"{path} is not a readable checkpoint (corrupt or truncated): {first[:160]}") from None
+    return _validated(path, data)
+
+
+def _validated(path: Path, data) -> dict:
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not a gmenet checkpoint (a plain state_dict or another tool's file?)")
     version = data.get("format_version")
@@ -144,10 +148,14 @@ def from_onnx(path: str | Path) -> dict:
         raise CheckpointError(f"{path} is not a loadable ONNX model: {first}", exit_code=2) from None
     meta = {p.key: p.value for p in proto.metadata_props}
     if ONNX_KEY not in meta:
-        raise NoCheckpointError(f"{path} is not a gmenet checkpoint but an ONNX model without the checkpoint in its "
-                              "metadata (from another tool, or an older gmenet: re-export it with gmenet export); "
-                              f"{hint}", exit_code=2)
-    data = json.loads(meta[ONNX_KEY])
+        raise NoCheckpointError(f"{path} is not a gmenet checkpoint but an ONNX model without the checkpoint in "
+                                "its metadata (from another tool, or an older gmenet: re-export it with gmenet "
+                                f"export); {hint}", exit_code=2)
+    try:
+        data = json.loads(meta[ONNX_KEY])
+        assert isinstance(data, dict)
+    except (ValueError, AssertionError):
+        raise CheckpointError(f"{path}: its checkpoint metadata is damaged (not a JSON object)") from None
     state = {}
     for init in proto.graph.initializer:
         name = init.name.removesuffix("__fp16")  # export --half-weights renames what it stores as float16
@@ -159,7 +167,7 @@ def from_onnx(path: str | Path) -> dict:
     if keys and len(data["state_dict"]) != len(keys):
         missing = [k for k in keys if k not in state]
         raise CheckpointError(f"{path}: the graph lacks {len(missing)} of the model's tensors ({missing[0]}, ...)")
-    return data
+    return _validated(path, data)
 
 
 def _check_kind(path: Path) -> None:

@@ -520,6 +520,10 @@ def test_default_files_and_onnx_checkpoints(tmp_path, monkeypatch, tiny_runs, ti
     onnx.save(proto, str(tmp_path / "old.onnx"))
     with pytest.raises(checkpoint.CheckpointError, match="without the checkpoint in its metadata"):
         checkpoint.load(tmp_path / "old.onnx")
+    proto.metadata_props.add(key=checkpoint.ONNX_KEY, value="{not json")
+    onnx.save(proto, str(tmp_path / "damaged.onnx"))
+    with pytest.raises(checkpoint.CheckpointError, match="checkpoint metadata is damaged"):
+        checkpoint.load(tmp_path / "damaged.onnx")
     # an export of an .onnx needs somewhere else to go; calibrate rewrites .pt checkpoints only
     res = cli("export", "--weights", out)
     assert res.exit_code == 2 and "would write over it; pass --out" in res.stderr
