@@ -44,6 +44,30 @@ def test_cuda_training_and_evaluation_match_the_cpu(tiny_store, cli, workdir):
 
 @pytest.mark.gpu
 @needs_cuda
+def test_shipped_models_on_cuda_match_onnxruntime(cli, workdir):
+    """--device cuda runs every shipped model in PyTorch, rebuilt from the .onnx files (no .pt ships): the
+    same labels and probabilities as onnxruntime on the CPU, for a face of each routed size."""
+    import cv2
+    from conftest import ASTRONAUT
+
+    face = cv2.imread(str(ASTRONAUT))[40:200, 150:310]
+    files = []
+    for px in (8, 14, 30, 110):
+        files.append(workdir / f"f{px}.png")
+        cv2.imwrite(str(files[-1]), cv2.resize(face, (px, px), interpolation=cv2.INTER_AREA))
+    rows = {}
+    for dev in ("cuda", "cpu"):
+        res = cli("predict", *files, "--no-detect", "--json", "--device", dev)
+        assert res.exit_code == 0, res.output
+        rows[dev] = [json.loads(line) for line in res.stdout.splitlines() if '"label"' in line]
+    assert len(rows["cuda"]) == len(files)
+    for a, b in zip(rows["cuda"], rows["cpu"]):
+        assert a["input_px"] == b["input_px"] and a["label"] == b["label"]
+        assert max(abs(a["probs"][c] - b["probs"][c]) for c in b["probs"]) <= 1e-3
+
+
+@pytest.mark.gpu
+@needs_cuda
 def test_cuda_bf16_compiled_training_with_a_large_batch(tiny_store, cli, workdir):
     res = cli("distill-teacher", "--data", tiny_store, "--preset", "tiny", "--epochs", "1", "--device", "cuda",
               "--batch-size", "1024", "--set", "train.compile=true", "-q")
