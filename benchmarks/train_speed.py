@@ -44,6 +44,8 @@ def configs(size: str) -> list[dict]:
              cl=True),
         dict(name="gmenet_s2 @24 + teacher_s2, channels_last, teacher in onnxruntime (the CPU default now)",
              teacher="teacher_s2", student="gmenet_s2", online=True, cl=True, ort=True),
+        dict(name="gmenet_s2 @24 + teacher_s2, channels_last, teacher in onnxruntime int8 (opt-in)",
+             teacher="teacher_s2", student="gmenet_s2", online=True, cl=True, ort="onnxruntime-int8"),
         dict(name="gmenet_s2 @24 + teacher_s2, channels_last, teacher BN not folded", teacher="teacher_s2",
              student="gmenet_s2", online=True, cl=True, fuse=False),
         dict(name="gmenet_s2 @24 + teacher_s2, channels_last, kernels not cut to small maps", teacher="teacher_s2",
@@ -82,7 +84,8 @@ def build(cfg: dict, store, batch_size: int, device):
         model = create_model(cfg["student"], **kw, input_size=working_size(cfg["student"], store.hr_size),
                              **cfg.get("kwargs", {})).to(device)
         task = DistillTask(model, teacher, loss, ASKDLoss(1.0), 1.0, fuse_teacher=cfg.get("fuse", True),
-                           teacher_runtime="onnxruntime" if cfg.get("ort") else "torch") \
+                           teacher_runtime=(cfg["ort"] if isinstance(cfg.get("ort"), str) else "onnxruntime")
+                           if cfg.get("ort") else "torch") \
             if teacher is not None else ClassifierTask(model, loss, "lowres")
         scales = store.scales
     else:

@@ -855,7 +855,8 @@ def predict(
         "--device",
         rich_help_panel="Run",
         help="For .pt checkpoints: auto (CUDA if present), cpu, cuda or cuda:N. The default models and .onnx files run"
-        " on the CPU through onnxruntime; --device cuda switches the default to its .pt files.",
+        " on the CPU through onnxruntime; --device cuda runs them in PyTorch, rebuilt from the checkpoint each .onnx"
+        " carries.",
     ),
 ):
     """Detect faces, classify their expression, print one result per face.

@@ -49,10 +49,10 @@ class DistillTask(ClassifierTask):
         teacher = fuse_batchnorm(teacher) if fuse_teacher else teacher.eval()
         for p in teacher.parameters():
             p.requires_grad_(False)
-        if teacher_runtime == "onnxruntime":  # the same forward through onnxruntime's CPU kernels (faster here)
+        if teacher_runtime.startswith("onnxruntime"):  # the forward in onnxruntime's CPU kernels (faster here)
             from gmenet_cli.training.ort_teacher import OrtTeacher
 
-            teacher = OrtTeacher(teacher)
+            teacher = OrtTeacher(teacher, int8=teacher_runtime == "onnxruntime-int8")
         self.teacher, self.teacher_runtime = teacher, teacher_runtime
         self.askd, self.kd_weight, self.kd_temperature = askd, kd_weight, kd_temperature
 

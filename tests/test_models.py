@@ -207,8 +207,45 @@ def test_teacher_runtime_choice():
     cpu, cuda = torch.device("cpu"), torch.device("cuda")
     assert ort_teacher.resolve("auto", cuda) == "torch" and ort_teacher.resolve("torch", cpu) == "torch"
     assert ort_teacher.resolve("auto", cpu) == ("onnxruntime" if ort_teacher.available() else "torch")
-    with pytest.raises(UsageError, match="runs the teacher on the CPU"):
-        ort_teacher.resolve("onnxruntime", cuda)
+    for choice in ("onnxruntime", "onnxruntime-int8"):
+        with pytest.raises(UsageError, match=f"{choice} runs the teacher on the CPU"):
+            ort_teacher.resolve(choice, cuda)
+
+
+def test_int8_teacher_is_quantised_and_close_to_the_float_one():
+    """distill.teacher_runtime onnxruntime-int8: the teacher's convolutions run as int8 (QDQ nodes in the graph
+    the session is made from), calibrated on the first batch, and its outputs stay close to the float teacher's
+    (not equal: that is why it is opt-in); a distillation step runs through it."""
+    pytest.importorskip("onnxruntime")
+    import onnx
+
+    from gmenet_cli.training import ort_teacher
+
+    torch.manual_seed(0)
+    teacher = create_model("teacher_t2", in_chans=1, num_classes=8, input_size=48).eval()
+    student = create_model("gmenet_t2", in_chans=1, num_classes=8, input_size=24)
+    hr = torch.rand(32, 1, 48, 48)
+    tasks = {rt: DistillTask(copy.deepcopy(student), teacher, ClassificationLoss(), ASKDLoss(1.0), kd_weight=1.0,
+                             teacher_runtime=rt).train() for rt in ("onnxruntime", "onnxruntime-int8")}
+    calls = []
+    real = ort_teacher.quantized
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(ort_teacher, "quantized", lambda g, c: calls.append(real(g, c)) or calls[-1])
+        logits, maps = tasks["onnxruntime-int8"].teacher(hr, return_maps=True)
+        tasks["onnxruntime-int8"].teacher(hr[:4], return_maps=True)  # same input type: the same session
+    assert len(calls) == 1
+    ops = {n.op_type for n in onnx.load_from_string(calls[0]).graph.node}
+    assert {"QuantizeLinear", "DequantizeLinear"} <= ops
+    ref_logits, ref_maps = tasks["onnxruntime"].teacher(hr, return_maps=True)
+    assert not torch.equal(logits, ref_logits)
+    assert (logits - ref_logits).abs().mean() < 0.1 * ref_logits.abs().mean()
+    for (c, s), (rc, rs) in zip(maps, ref_maps):
+        assert (c - rc).abs().mean() < 0.1 * rc.abs().mean() and (s - rs).abs().mean() < 0.1 * rs.abs().mean()
+    batch = {"hr": hr[:5], "lowres": {4: (torch.arange(5), torch.randint(0, 256, (5, 1, 12, 12), dtype=torch.uint8))},
+             "target": torch.tensor([0, 1, 2, 3, 4])}
+    out = tasks["onnxruntime-int8"](batch)
+    out["loss"].backward()
+    assert torch.isfinite(out["loss"]) and out["askd"] > 0
 
 
 @pytest.mark.parametrize("name", ["gmenet_s2", "teacher_s2"])
