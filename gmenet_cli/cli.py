@@ -560,7 +560,7 @@ def evaluate(
         "-w",
         rich_help_panel="Model",
         help="Checkpoint or gmenet .onnx export to evaluate (default: the most recent train run's best.pt, else "
-        "distill-teacher's; 'default', 'default-12px', 'default-48px': the shipped models).",
+        "distill-teacher's; 'default', 'default-12px', 'default-24px', 'default-48px': the shipped models).",
     ),
     data: Optional[Path] = typer.Option(
         None,
