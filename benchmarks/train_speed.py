@@ -83,9 +83,14 @@ def build(cfg: dict, store, batch_size: int, device):
     if cfg.get("student"):
         model = create_model(cfg["student"], **kw, input_size=working_size(cfg["student"], store.hr_size),
                              **cfg.get("kwargs", {})).to(device)
+        runtime = (cfg["ort"] if isinstance(cfg.get("ort"), str) else "onnxruntime") if cfg.get("ort") else "torch"
+        calibration = None
+        if runtime == "onnxruntime-int8":
+            from gmenet_cli.training.ort_teacher import calibration_faces
+
+            calibration = calibration_faces(store.split("train"))
         task = DistillTask(model, teacher, loss, ASKDLoss(1.0), 1.0, fuse_teacher=cfg.get("fuse", True),
-                           teacher_runtime=(cfg["ort"] if isinstance(cfg.get("ort"), str) else "onnxruntime")
-                           if cfg.get("ort") else "torch") \
+                           teacher_runtime=runtime, teacher_calibration=calibration) \
             if teacher is not None else ClassifierTask(model, loss, "lowres")
         scales = store.scales
     else:

@@ -41,7 +41,7 @@ class DistillTask(ClassifierTask):
 
     def __init__(self, student: nn.Module, teacher: nn.Module, loss: ClassificationLoss, askd: ASKDLoss,
                  kd_weight: float = 0.0, kd_temperature: float = 4.0, fuse_teacher: bool = True,
-                 teacher_runtime: str = "torch"):
+                 teacher_runtime: str = "torch", teacher_calibration: torch.Tensor | None = None):
         super().__init__(student, loss, view="lowres")
         from gmenet_cli.models.fuse import fuse_batchnorm
 
@@ -52,7 +52,7 @@ class DistillTask(ClassifierTask):
         if teacher_runtime.startswith("onnxruntime"):  # the forward in onnxruntime's CPU kernels (faster here)
             from gmenet_cli.training.ort_teacher import OrtTeacher
 
-            teacher = OrtTeacher(teacher, int8=teacher_runtime == "onnxruntime-int8")
+            teacher = OrtTeacher(teacher, int8=teacher_runtime == "onnxruntime-int8", calibration=teacher_calibration)
         self.teacher, self.teacher_runtime = teacher, teacher_runtime
         self.askd, self.kd_weight, self.kd_temperature = askd, kd_weight, kd_temperature
 

@@ -125,6 +125,8 @@ def train_student(cfg: Config, runtime: Runtime, data: str | None = None, teache
         cfg.distill.kd_weight,
         cfg.distill.kd_temperature,
         teacher_runtime=teacher_runtime,
+        teacher_calibration=ort_teacher.calibration_faces(store.split("train"))
+        if teacher_runtime == "onnxruntime-int8" else None,
     )
     task.check_pairing(store.channels, store.hr_size)
     meta["teacher"] = {

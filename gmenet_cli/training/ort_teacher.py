@@ -11,8 +11,9 @@ ORT's worker threads are told not to spin between calls: the student's forward a
 cores in between, and a spinning pool would take them.
 
 `onnxruntime-int8` (opt-in) quantises the teacher's convolutions to int8 (onnxruntime's static QDQ
-quantisation: int8 weights per output channel, uint8 activations whose ranges are read off the first batch
-the teacher sees), which runs its forward about 1.8x faster on CPUs with VNNI. Not exact: its logits and maps
+quantisation: int8 weights per output channel, uint8 activations whose ranges are read off a sample of the
+training set's HR faces, given when the teacher is made: not the first batch it sees, which is the all-zero
+probe of DistillTask.check_pairing), which runs its forward about 1.8x faster on CPUs with VNNI. Not exact: its logits and maps
 differ from the float teacher's by about 2% (BENCHMARKS.md), so it is an option, not the default.
 """
 
@@ -68,10 +69,14 @@ class OrtTeacher:
     """Callable like the teacher (`teacher(x, return_maps=True)` -> logits, [(channel, spatial), ...]) for a
     frozen, BN-folded teacher in eval mode. Not an nn.Module: it has no parameters to move or train."""
 
-    def __init__(self, fused: nn.Module, threads: int | None = None, int8: bool = False):
+    def __init__(self, fused: nn.Module, threads: int | None = None, int8: bool = False,
+                 calibration: torch.Tensor | None = None):
+        """int8: quantise the convolutions, calibrated on `calibration`, HR faces as stored (uint8, N C H W)."""
+        if int8 and (calibration is None or calibration.dtype != torch.uint8 or len(calibration) == 0):
+            raise ValueError("an int8 teacher needs calibration faces (uint8, N C H W)")
         self.module = _Flat(fused).eval()
         self.threads = threads if threads is not None else torch.get_num_threads()
-        self.int8 = int8
+        self.int8, self.calibration = int8, calibration
         self.sessions: dict = {}  # (dtype, channels, h, w) -> onnxruntime session
 
     def eval(self):
@@ -99,9 +104,14 @@ class OrtTeacher:
                     raise UsageError(f"could not export the teacher for onnxruntime ({first}); "
                                      "run with --set distill.teacher_runtime=torch") from None
             self.module.eval()  # export restores the wrapper's mode; the teacher stays in eval regardless
-            graph = quantized(buf.getvalue(), x.detach().cpu().numpy()) if self.int8 else buf.getvalue()
+            graph = quantized(buf.getvalue(), self._calibration_like(x)) if self.int8 else buf.getvalue()
             self.sessions[key] = cpu_session(graph, self.threads, spin=False)
         return self.sessions[key]
+
+    def _calibration_like(self, x: torch.Tensor):
+        """The calibration faces as this input type arrives: uint8 as stored, or float in [0, 1]."""
+        faces = self.calibration.cpu()
+        return (faces if x.dtype == torch.uint8 else faces.to(x.dtype) / 255).contiguous().numpy()
 
     def __call__(self, x: torch.Tensor, return_maps: bool = False):
         session = self._session(x)
@@ -110,6 +120,14 @@ class OrtTeacher:
         logits, rest = outs[0], outs[1:]
         maps = [(rest[i], rest[i + 1]) for i in range(0, len(rest), 2)]
         return (logits, maps) if return_maps else logits
+
+
+def calibration_faces(split, count: int = 512, seed: int = 0) -> torch.Tensor:
+    """A fixed sample of a split's HR faces (uint8), for the int8 teacher's activation ranges."""
+    import numpy as np
+
+    rows = np.sort(np.random.default_rng(seed).choice(split.count, min(count, split.count), replace=False))
+    return torch.from_numpy(np.ascontiguousarray(split.hr[rows]))
 
 
 def quantized(graph: bytes, calibration, chunk: int = 64) -> bytes:
