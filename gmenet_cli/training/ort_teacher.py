@@ -13,8 +13,8 @@ cores in between, and a spinning pool would take them.
 `onnxruntime-int8` (opt-in) quantises the teacher's convolutions to int8 (onnxruntime's static QDQ
 quantisation: int8 weights per output channel, uint8 activations whose ranges are read off a sample of the
 training set's HR faces, given when the teacher is made: not the first batch it sees, which is the all-zero
-probe of DistillTask.check_pairing), which runs its forward about 1.8x faster on CPUs with VNNI. Not exact: its logits and maps
-differ from the float teacher's by about 2% (BENCHMARKS.md), so it is an option, not the default.
+probe of DistillTask.check_pairing), which runs its forward about 1.8x faster on CPUs with VNNI. Not exact:
+its logits and maps differ from the float teacher's by about 2% (BENCHMARKS.md), so it is opt-in.
 """
 
 from __future__ import annotations
