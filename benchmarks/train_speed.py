@@ -43,7 +43,7 @@ def configs(size: str) -> list[dict]:
         dict(name="gmenet_s2 @24 + teacher_s2, channels_last", teacher="teacher_s2", student="gmenet_s2", online=True,
              cl=True),
         dict(name="gmenet_s2 @24 + teacher_s2, channels_last, teacher in onnxruntime (the CPU default now)",
-             teacher="teacher_s2", student="gmenet_s2", online=True, cl=True, ort=True),
+             teacher="teacher_s2", student="gmenet_s2", online=True, cl=True, ort="onnxruntime"),
         dict(name="gmenet_s2 @24 + teacher_s2, channels_last, teacher in onnxruntime int8 (opt-in)",
              teacher="teacher_s2", student="gmenet_s2", online=True, cl=True, ort="onnxruntime-int8"),
         dict(name="gmenet_s2 @24 + teacher_s2, channels_last, teacher BN not folded", teacher="teacher_s2",
@@ -83,7 +83,7 @@ def build(cfg: dict, store, batch_size: int, device):
     if cfg.get("student"):
         model = create_model(cfg["student"], **kw, input_size=working_size(cfg["student"], store.hr_size),
                              **cfg.get("kwargs", {})).to(device)
-        runtime = (cfg["ort"] if isinstance(cfg.get("ort"), str) else "onnxruntime") if cfg.get("ort") else "torch"
+        runtime = cfg.get("ort", "torch")  # where the frozen teacher runs (distill.teacher_runtime)
         calibration = None
         if runtime == "onnxruntime-int8":
             from gmenet_cli.training.ort_teacher import calibration_faces
