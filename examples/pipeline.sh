@@ -6,5 +6,5 @@ dir=${1:?usage: $0 PHOTO_DIR [gmenet predict options]}
 shift
 find "$dir" -type f \( -iname '*.jpg' -o -iname '*.jpeg' -o -iname '*.png' \) \
   | gmenet predict - --json "$@" \
-  | jq -r 'select(.label) | .label' \
+  | jq -r .label \
   | sort | uniq -c | sort -rn

@@ -834,8 +834,15 @@ def predict(
         "--json",
         metavar="",
         rich_help_panel="Output",
-        help="JSON lines on stdout: one object per face, one summary per input with faces, and one per faceless (note)"
-        " or unreadable (error) input.",
+        help="JSON lines on stdout: one object per face (jq -r .label: one label per face).",
+    ),
+    per_input: bool = typer.Option(
+        False,
+        "--summary",
+        metavar="",
+        rich_help_panel="Output",
+        help="With --json: also one record per input, after its faces: its summary (faces, label counts; tracks for"
+        " a video), or why it has none (faces 0 and a note, or an error). The table always ends with the summaries.",
     ),
     as_csv: bool = typer.Option(
         False,
@@ -865,7 +872,7 @@ def predict(
     (the rest are still processed), 2 for usage errors and inputs that do not exist (the rest are still
     processed), 130 on Ctrl-C (what was done is still printed).
     Data goes to stdout, messages to stderr. Videos: faces are tracked across frames (track id and a
-    smoothed label). Example: ls photos/*.jpg | gmenet predict - --json | jq -r 'select(.label).label'
+    smoothed label). Example: ls photos/*.jpg | gmenet predict - --json | jq -r .label
     """
     from gmenet_cli.predict import expand_inputs, load_classifier, make_detector, read_box_csv, run
     from gmenet_cli.predict.inputs import is_stream
@@ -873,6 +880,10 @@ def predict(
 
     if as_json and as_csv:
         raise typer.BadParameter("choose one of --json and --csv", param_hint="--json")
+    if per_input and not as_json:
+        raise typer.BadParameter("--summary adds per-input records to --json (the table always ends with the "
+                                 "summaries; --csv has a row for each faceless or unreadable input)",
+                                 param_hint="--summary")
     files, skipped = expand_inputs(inputs)
     for f in skipped:
         err.print(f"skipped {f}: not an image or video file")
@@ -895,7 +906,7 @@ def predict(
     )
     box_map = read_box_csv(str(boxes)) if boxes else None
     saver = _saver(save)
-    output = PredictOutput("json" if as_json else "csv" if as_csv else "table", clf.classes)
+    output = PredictOutput("json" if as_json else "csv" if as_csv else "table", clf.classes, per_input)
     try:
         for item, results in run(files, clf, det, margin, every, batch_size, box_map, smooth, min_confidence,
                                  all_frames=saver is not None):

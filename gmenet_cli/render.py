@@ -272,13 +272,15 @@ def evaluation_report(report: dict) -> None:
 class PredictOutput:
     """One result dict at a time -> JSON lines, CSV rows (both streamed to stdout) or a table at the end.
 
-    The contract: `--json` and `--csv` give one record per face and one per input without a face
-    (`faces: 0` and a `note`) or that could not be read (`error`), so the output accounts for every input;
-    the CSV's last column `note` says why a row has no face. Errors and faceless inputs are also reported
-    on stderr as they come, and counted for the exit code."""
+    The contract: `--json` gives one record per face (every record has a `label`: `jq -r .label` gives one
+    line per face); with `per_input` (predict --summary) also one record per input after its faces: its
+    summary, or `faces: 0` and a `note` (no face), or `error` (unreadable). `--csv` gives one row per face and
+    one per faceless or unreadable input (its last column `note` says why). Errors and faceless inputs are
+    also reported on stderr as they come, and counted for the exit code."""
 
-    def __init__(self, mode: str, classes: list[str]):
+    def __init__(self, mode: str, classes: list[str], per_input: bool = False):
         self.mode, self.classes = mode, classes  # mode: json | csv | table
+        self.per_input = per_input
         self.rows: list[dict] = []
         self.summary = None  # InputSummary of the input being reported (its records arrive together)
         self.summaries: list = []
@@ -310,13 +312,13 @@ class PredictOutput:
 
     def _summarise(self, r: dict | None) -> None:
         """Close the previous input's summary when another input's records begin (or at the end): a JSON
-        summary record follows the input's faces; the table lists them all after its rows."""
+        summary record (predict --summary) follows the input's faces; the table lists them all after its rows."""
         from gmenet_cli.predict.summary import InputSummary
 
         if self.summary is not None and (r is None or r["file"] != self.summary.file):
             if not self.summary.empty:
                 self.summaries.append(self.summary)
-                if self.mode == "json":
+                if self.mode == "json" and self.per_input:
                     data_out(json.dumps(self.summary.record()))
             self.summary = None
         if r is not None:
@@ -332,7 +334,8 @@ class PredictOutput:
             self.faceless += 1
             err.print(f"{r['file']}: {r.get('note', 'no face found')}", soft_wrap=True)
         if self.mode == "json":
-            data_out(json.dumps(r))
+            if "label" in r or self.per_input:
+                data_out(json.dumps(r))
         elif self.mode == "csv":
             self._csv_row(r)
         elif "label" in r:

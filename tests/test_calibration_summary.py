@@ -168,11 +168,18 @@ def test_min_confidence_marks_uncertain_faces_and_keeps_the_guess(tiny_runs, cli
 
 
 def test_predict_summarises_each_input(tiny_runs, cli, workdir):
-    """--json: one summary record after each input's faces; the table ends with one line per input."""
+    """--json --summary: one summary record after each input's faces (plain --json: faces only, each with a
+    label, so `jq -r .label` gives one line per face); the table ends with one line per input."""
     boxes = workdir / "boxes.csv"
     two = _face(workdir, 64)
+    blank = workdir / "blank.png"
+    cv2.imwrite(str(blank), np.full((200, 200, 3), 127, np.uint8))
     boxes.write_text(f"file,x,y,w,h\n{two},0,0,32,32\n{two},32,32,32,32\n{ASTRONAUT},176,66,96,96\n")
-    res = cli("predict", two, ASTRONAUT, "--boxes", boxes, "--json", "--weights", tiny_runs["student"])
+    plain = cli("predict", two, ASTRONAUT, blank, "--boxes", boxes, "--json", "--weights", tiny_runs["student"])
+    assert plain.exit_code == 1 and "blank.png" in plain.stderr  # the faceless input: on stderr and the exit code
+    assert [("label" in r, r["file"]) for r in json_lines(plain.stdout, summaries=True)] == [
+        (True, str(two)), (True, str(two)), (True, str(ASTRONAUT))]
+    res = cli("predict", two, ASTRONAUT, "--boxes", boxes, "--json", "--summary", "--weights", tiny_runs["student"])
     records = json_lines(res.stdout, summaries=True)
     assert [("summary" in r, r["file"]) for r in records] == [
         (False, str(two)), (False, str(two)), (True, str(two)), (False, str(ASTRONAUT)), (True, str(ASTRONAUT))]

@@ -112,7 +112,7 @@ def test_predict_defaults_to_yunet_and_reports_min_face(tiny_runs, cli, workdir)
     assert res.exit_code == 0 and len(json_lines(res.stdout)) >= 26
     blank = workdir / "blank.png"
     cv2.imwrite(str(blank), np.full((120, 160, 3), 128, np.uint8))
-    res = cli("predict", blank, "--weights", tiny_runs["student"], "--min-face", "16", "--json")
+    res = cli("predict", blank, "--weights", tiny_runs["student"], "--min-face", "16", "--json", "--summary")
     assert res.exit_code == 1 and "faces under about 16px" in json_lines(res.stdout)[0]["note"]
 
 
@@ -177,7 +177,7 @@ def test_smoothed_label_is_the_mean_of_the_window():
 
 
 def test_unavailable_camera_is_an_error_record(tiny_runs, cli):
-    res = cli("predict", "97", "--weights", tiny_runs["student"], "--json")
+    res = cli("predict", "97", "--weights", tiny_runs["student"], "--json", "--summary")
     assert res.exit_code == 1
     (record,) = json_lines(res.stdout)
     assert record == {"file": "97", "error": "cannot open camera (in use, or no camera with that index)"}

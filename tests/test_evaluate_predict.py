@@ -166,7 +166,7 @@ def test_predict_stdin_mixed_directory_and_exit_codes(tiny_runs, cli, workdir):
 def test_predict_no_face_no_detect_csv_and_save(tiny_runs, cli, workdir):
     blank = workdir / "blank.png"
     cv2.imwrite(str(blank), np.full((120, 160, 3), 128, np.uint8))
-    res = cli("predict", blank, "--weights", tiny_runs["student"], "--json")
+    res = cli("predict", blank, "--weights", tiny_runs["student"], "--json", "--summary")
     assert res.exit_code == 1
     assert json_lines(res.stdout) == [{"file": str(blank), "faces": 0, "note": json_lines(res.stdout)[0]["note"]}]
     assert "no face found" in res.stderr

@@ -134,11 +134,16 @@ def test_output_contracts_account_for_every_input(tiny_runs, cli, workdir):
     cv2.imwrite(str(blank), np.full((120, 160, 3), 128, np.uint8))
     broken.write_bytes(ASTRONAUT.read_bytes()[:3000])  # a truncated PNG
     inputs = f"{ASTRONAUT}\n{blank}\n{broken}\n"
-    res = cli("predict", "-", "--weights", tiny_runs["student"], "--json", input=inputs)
+    res = cli("predict", "-", "--weights", tiny_runs["student"], "--json", "--summary", input=inputs)
     assert res.exit_code == 1
     records = json_lines(res.stdout)
     assert [r["file"] for r in records] == [str(ASTRONAUT), str(blank), str(broken)]
     assert "label" in records[0] and records[1]["faces"] == 0 and "error" in records[2]
+    plain = cli("predict", "-", "--weights", tiny_runs["student"], "--json", input=inputs)
+    assert plain.exit_code == 1 and [r["file"] for r in json_lines(plain.stdout, summaries=True)] == [str(ASTRONAUT)]
+    assert str(blank) in plain.stderr and str(broken) in plain.stderr  # reported where messages go
+    res = cli("predict", ASTRONAUT, "--weights", tiny_runs["student"], "--summary")
+    assert res.exit_code == 2 and "--summary" in res.stderr and "--json" in res.stderr
     assert "WARN" not in res.stderr  # OpenCV's own log lines stay off stderr
     res = cli("predict", "-", "--weights", tiny_runs["student"], "--csv", input=inputs)
     rows = [line.split(",") for line in res.stdout.strip().splitlines()]
@@ -350,7 +355,7 @@ def test_one_exit_code_rule_across_commands(tiny_runs, tiny_store, cli, workdir)
     shutil.copy(ASTRONAUT, good)
     res = cli("predict", workdir / "nothere.jpg")
     assert res.exit_code == 2 and "nothere.jpg" in res.stderr
-    res = cli("predict", good, workdir / "nothere.jpg", "--json", "--weights", tiny_runs["student"])
+    res = cli("predict", good, workdir / "nothere.jpg", "--json", "--summary", "--weights", tiny_runs["student"])
     records = [json.loads(line) for line in res.stdout.splitlines()]
     assert res.exit_code == 2 and [("label" in r, "error" in r) for r in records if "summary" not in r] == [
         (True, False), (False, True)]
