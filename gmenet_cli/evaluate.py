@@ -216,9 +216,17 @@ def evaluate(
     ckpts = [(w, loaded[str(w)][0]) for w in weights]
     if data is None:
         data = ckpts[0][1].get("data", {}).get("path")
-        if not data:
-            raise UsageError("pass --data PREPARED (the checkpoint does not name its store)")
-        if not Path(data, "manifest.json").is_file():
+        if not data:  # a shipped model or an export: the newest store prepared here, as bare `gmenet train` takes
+            from gmenet_cli.data.store import find_latest_store
+
+            latest = find_latest_store()
+            if latest is None:
+                raise UsageError(f"{ckpts[0][0]} does not name the store it was trained on and there is none under "
+                                 "prepared/: run gmenet prepare (e.g. --src ferplus --root DIR --scale 2,4,8) "
+                                 "or pass --data PREPARED")
+            message(f"using the most recent prepared store: {latest} ({ckpts[0][0]} does not name its own)")
+            data = str(latest)
+        elif not Path(data, "manifest.json").is_file():
             raise UsageError(f"pass --data PREPARED: the store {ckpts[0][0]} was trained on ({data}) is not here "
                              "(gmenet prepare makes one)")
         message(f"using the store the model was trained on: {data}")

@@ -398,8 +398,12 @@ def test_small_confusions_are_gone(tiny_runs, tiny_store, cli, workdir):
     assert "--preset ferplus is the full recipe" in res.stderr and "no test split" in res.stderr
     res = cli("evaluate", "--weights", "default", "--data", tiny_store, "--json", "--out", workdir / "ev0")
     assert res.exit_code == 0 and json.loads(res.stdout)["models"][0]["label"] == "gmenet_s2 (default)"
-    res = cli("evaluate", "--weights", "default")
-    assert res.exit_code == 2 and "pass --data PREPARED" in res.stderr
+    res = cli("evaluate", "--weights", "default")  # the shipped model names no store, and none is under prepared/
+    assert res.exit_code == 2 and "run gmenet prepare" in res.stderr and "--data PREPARED" in res.stderr
+    shutil.copytree(tiny_store, workdir / "prepared" / "tiny")
+    res = cli("evaluate", "--weights", "default", "--json", "--out", workdir / "ev1")  # the newest store here
+    assert res.exit_code == 0 and f"using the most recent prepared store: {Path('prepared', 'tiny')}" in res.stderr
+    shutil.rmtree(workdir / "prepared")
     assert cli("calibrate", "--weights", "default").exit_code == 2
     run = workdir / "runs" / "train" / "mine" / "weights"
     run.mkdir(parents=True)
