@@ -121,7 +121,8 @@ class DistillConfig:
     kd_temperature: float = 4.0
     # where the frozen teacher's forward runs: auto = onnxruntime on the CPU when installed (about 1.6x faster
     # than eager PyTorch there, same outputs to float rounding), torch on CUDA; onnxruntime-int8: its
-    # convolutions quantised to int8 (about 1.8x faster again, outputs within about 2%)
+    # convolutions quantised to int8 (about 1.8x faster again, outputs within about 2%); auto-int8: that on
+    # the CPU, torch on CUDA
     teacher_runtime: str = "auto"
 
 
@@ -152,7 +153,7 @@ CHOICES = {
     "optim.scale_lr": ("auto", "linear", "sqrt", "none"),
     "train.lowres": ("online", "prepared"),
     "distill.maps": ("both", "channel", "spatial"),
-    "distill.teacher_runtime": ("auto", "torch", "onnxruntime", "onnxruntime-int8"),
+    "distill.teacher_runtime": ("auto", "auto-int8", "torch", "onnxruntime", "onnxruntime-int8"),
 }
 INF = float("inf")
 # key: (low, high, low included, high included); list values are checked element by element

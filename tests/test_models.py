@@ -207,6 +207,8 @@ def test_teacher_runtime_choice():
     cpu, cuda = torch.device("cpu"), torch.device("cuda")
     assert ort_teacher.resolve("auto", cuda) == "torch" and ort_teacher.resolve("torch", cpu) == "torch"
     assert ort_teacher.resolve("auto", cpu) == ("onnxruntime" if ort_teacher.available() else "torch")
+    assert ort_teacher.resolve("auto-int8", cpu) == ("onnxruntime-int8" if ort_teacher.available() else "torch")
+    assert ort_teacher.resolve("auto-int8", cuda) == "torch"  # a preset naming it still trains on a GPU
     for choice in ("onnxruntime", "onnxruntime-int8"):
         with pytest.raises(UsageError, match=f"{choice} runs the teacher on the CPU"):
             ort_teacher.resolve(choice, cuda)

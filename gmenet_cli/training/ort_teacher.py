@@ -27,7 +27,7 @@ from torch import nn
 
 from gmenet_cli.errors import UsageError
 
-RUNTIMES = ("auto", "torch", "onnxruntime", "onnxruntime-int8")
+RUNTIMES = ("auto", "auto-int8", "torch", "onnxruntime", "onnxruntime-int8")
 
 
 def available() -> bool:
@@ -39,9 +39,12 @@ def available() -> bool:
 
 def resolve(choice: str, device: torch.device) -> str:
     """auto -> onnxruntime on the CPU when onnx is installed too, torch otherwise (CUDA keeps the teacher on the
-    GPU)."""
-    if choice == "auto":
-        return "onnxruntime" if device.type == "cpu" and available() else "torch"
+    GPU); auto-int8 -> the same, with the teacher's convolutions in int8 where it runs in onnxruntime (a preset
+    that names it still trains on CUDA, with the float teacher there)."""
+    if choice in ("auto", "auto-int8"):
+        if device.type == "cpu" and available():
+            return "onnxruntime-int8" if choice == "auto-int8" else "onnxruntime"
+        return "torch"
     if choice.startswith("onnxruntime"):
         if device.type != "cpu":
             raise UsageError(
