@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import re
 import tempfile
 from pathlib import Path
 
@@ -26,7 +27,7 @@ CARD = """# gmenet default model: {name}
 
 - **Architecture**: `{name}` (GME-Net student, {params:,} parameters, {gflops:.3f} GFLOPs per face), input
   {channels}-channel faces; trained LR sizes {sizes} px (scales {scales} of {hr} px HR faces), working size
-  {working} px. `predict` picks the largest trained size not above each detected face's size.
+  {working} px. `predict` picks the largest trained size not above each detected face's size{routing}.
 - **Data**: FERPlus (FER2013 images, Microsoft FERPlus crowd labels, 8 classes: {classes}); trained on the
   crowd-vote distributions, evaluated on majority labels. Train split for training, Valid split for model
   selection and the numbers below. FER2013 images are for research use only: so is this model.
@@ -150,7 +151,14 @@ def main() -> None:
         and preset[sec].get(k) != v
         and not (sec == "train" and k == "scales" and sorted(v) == sorted(ckpt["input"]["scales"]))
     ]
+    others = sorted(int(m.group(1)) for p in out.parent.glob("default-*px.onnx")
+                    if (m := re.fullmatch(r"default-(\d+)px\.onnx", p.name)))
+    above = [o for o in others if o > max(sizes)]
+    reads = f"{min(sizes)}-{above[0] - 1} px" if above else f"{min(sizes)} px"
+    routing = (f"; with the one-size models below shipped beside it ({', '.join(map(str, others))} px), this model "
+               f"reads only the faces of {reads}" if others else "")
     card = CARD.format(
+        routing=routing,
         name=ckpt["model"]["name"],
         params=sum(p.numel() for p in model.parameters()),
         gflops=count_flops(model, int(ckpt["input"]["channels"]), int(model.input_size)) / 1e9,
@@ -160,7 +168,10 @@ def main() -> None:
         hr=ckpt["input"]["hr_size"],
         working=model.input_size,
         classes=", ".join(ckpt["classes"]),
-        command="gmenet train --preset ferplus" + "".join(f" {d}" for d in differs),
+        command="gmenet train --preset ferplus"
+        + ("" if sorted(ckpt["input"]["scales"]) == sorted(preset["prepare"]["scales"])
+           else " --scales " + ",".join(str(s) for s in ckpt["input"]["scales"]))
+        + "".join(f" {d}" for d in differs),
         schedule=cfg["optim"]["schedule"],
         ema=cfg["train"]["ema"],
         shift=cfg["augment"]["shift"],
