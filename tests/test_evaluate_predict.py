@@ -474,20 +474,41 @@ def test_detected_faces_are_routed_by_the_crop_the_model_reads(tiny_runs, cli, w
     assert rows["0.1"]["input_px"] == 24 and rows["0"]["input_px"] == 12
 
 
-def test_shipped_one_size_models_load_only_when_a_face_of_their_size_comes():
+def test_shipped_models_load_only_when_a_face_of_their_size_comes():
+    """Every shipped model, default.onnx included, is described by its metadata at start-up (read without an
+    onnxruntime session) and gets its session only when a face of its size is classified."""
+    pytest.importorskip("onnxruntime")
+    from gmenet_cli.ortmodel import OnnxModel, read_metadata
     from gmenet_cli.predict.classify import LazyClassifier, default_files, load_classifier
 
     if len(default_files()) < 2:
         pytest.skip("no one-size model ships in this checkout")
+    main = default_files()[0]
+    assert read_metadata(main) == OnnxModel(main).session.get_modelmeta().custom_metadata_map
     clf = load_classifier(None)
     lazy = [m for m in clf.members if isinstance(m, LazyClassifier)]
-    assert lazy and not any(m.loaded for m in lazy)
-    px = lazy[0].sizes[0]
+    assert len(lazy) == len(clf.members) == len(default_files()) and not any(m.loaded for m in lazy)
+    px = lazy[1].sizes[0]
     others = [s for s in clf.sizes if s != px]
     clf.classify([np.zeros((1, others[-1], others[-1]), np.uint8)])
-    assert not lazy[0].loaded  # a face of another size does not load it
+    assert not lazy[1].loaded and not lazy[0].loaded  # a face of another size loads only its own model
     clf.classify([np.zeros((1, px, px), np.uint8)])
-    assert lazy[0].loaded and clf.route[px] is lazy[0]
+    assert lazy[1].loaded and clf.route[px] is lazy[1]
+    smallest = min(clf.sizes)
+    clf.classify([np.zeros((1, smallest, smallest), np.uint8)])
+    assert clf.route[smallest].loaded
+    assert clf.classes == OnnxModel(main).classes
+
+
+def test_onnx_metadata_reader_refuses_what_is_not_onnx(tmp_path):
+    from gmenet_cli.ortmodel import read_metadata
+    from gmenet_cli.predict.classify import DEFAULT_ONNX
+
+    data = DEFAULT_ONNX.read_bytes()
+    for name, body in (("text.onnx", b"not a model at all"), ("cut.onnx", data[: len(data) // 2])):
+        (tmp_path / name).write_bytes(body)
+        with pytest.raises(ValueError):
+            read_metadata(tmp_path / name)
 
 
 def test_default_files_and_onnx_checkpoints(tmp_path, monkeypatch, tiny_runs, tiny_store, cli):

@@ -151,23 +151,23 @@ class RoutedClassifier(Classifier):
 
 
 class LazyClassifier(Classifier):
-    """A shipped one-size model (default-<N>px), loaded only when a face of its size is classified: start-up
-    pays for the models it uses, not for every file that ships. Its size comes from the file name; its class
-    list and channels must be those of the default it sits beside (checked when it loads)."""
+    """A shipped model loaded only when a face of its size is classified: start-up pays for the models it uses,
+    not for every file that ships. Its sizes, class list and channels come from the file's metadata (or, for a
+    one-size model, its name and the default beside it) and are checked against the model when it loads."""
 
-    def __init__(self, path: str, size: int, like: Classifier, load):
-        self.path, self.sizes = path, [size]
-        self.backend = like.backend  # both loaded by _load_classifier on the same --device
-        self.classes, self.channels = like.classes, like.channels
+    def __init__(self, path: str, sizes: list[int], classes: list[str], channels: int, backend: str, load):
+        self.path, self.sizes = path, sorted(sizes)
+        self.backend = backend  # loaded by _load_classifier on the same --device as the others
+        self.classes, self.channels = classes, channels
         self._load, self._model = load, None
 
     @property
     def model(self) -> Classifier:
         if self._model is None:
             m = self._load(self.path)
-            if m.classes != self.classes or m.channels != self.channels or self.sizes[0] not in m.sizes:
+            if m.classes != self.classes or m.channels != self.channels or not set(self.sizes) <= set(m.sizes):
                 raise UsageError(f"{self.path} does not match the default model beside it (classes, channels or "
-                                 f"face size {self.sizes[0]} px); reinstall gmenet")
+                                 f"face sizes {', '.join(map(str, self.sizes))} px); reinstall gmenet")
             self._model = m
         return self._model
 
@@ -214,8 +214,9 @@ def load_classifier(weights: str | list[str] | None, device: str | None = None, 
 
 def _load_default(device: str | None) -> list[Classifier]:
     """The shipped default (default_files): the all-sizes model, then the one-size ones, each loaded only
-    when a face of its size comes (no torch import on the default CPU path: predict starts in about a
-    second). With --device cuda PyTorch runs them all, rebuilt from the same files."""
+    when a face of its size comes (no torch import on the default CPU path, and no onnxruntime session for a
+    model no face needs: predict starts in about a second). With --device cuda PyTorch runs them all, rebuilt
+    from the same files."""
     device = parse_device(device)
     files = default_files()
     if not files:
@@ -223,10 +224,32 @@ def _load_default(device: str | None) -> list[Classifier]:
             "no default model ships with this install; pass --weights runs/train/<name>/weights/best.pt "
             "(train one: gmenet prepare, gmenet distill-teacher, gmenet train)"
         )
-    main = _load_classifier(str(files[0]), device)
-    sized = re.compile(r"default-(\d+)px\.onnx")
     load = lambda path: _load_classifier(path, device)  # noqa: E731
-    return [main] + [LazyClassifier(str(p), int(sized.fullmatch(p.name).group(1)), main, load) for p in files[1:]]
+    main = _lazy_main(str(files[0]), device, load) or _load_classifier(str(files[0]), device)
+    sized = re.compile(r"default-(\d+)px\.onnx")
+    return [main] + [LazyClassifier(str(p), [int(sized.fullmatch(p.name).group(1))], main.classes, main.channels,
+                                    main.backend, load) for p in files[1:]]
+
+
+def _lazy_main(path: str, device: str, load) -> Classifier | None:
+    """The shipped default.onnx as a LazyClassifier described by its metadata, when onnxruntime will run it;
+    None (load it now, with load's own errors) on CUDA, without onnxruntime, or for a file whose metadata
+    cannot be read."""
+    if device.startswith("cuda") or not onnxruntime_available():
+        return None
+    import json
+
+    from gmenet_cli.ortmodel import FORMAT, read_metadata
+
+    try:
+        meta = read_metadata(path)
+        if meta.get("gmenet_format") != FORMAT:
+            return None
+        sizes = [int(v) for v in json.loads(meta.get("trained_sizes", meta["sizes"]))]
+        return LazyClassifier(path, sizes, list(json.loads(meta["classes"])), int(meta["channels"]),
+                              "onnxruntime", load)
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 def _load_classifier(weights: str, device: str | None = None) -> Classifier:
