@@ -82,6 +82,9 @@ class TrainConfig:
     soft_labels: bool = False  # train on FERPlus vote distributions (every FERPlus store has them)
     # tau of the logit-adjusted loss (Menon et al. 2021): rare classes get a margin; 0 = off, 1 = balanced softmax
     logit_adjust: float = 0.0
+    # deferred re-weighting (Cao et al. 2019): from this fraction of the epochs on, the classification loss
+    # weights each class by its class-balanced weight (Cui et al. 2019, beta 0.9999); 0 = off
+    drw: float = 0.0
     ema: float = 0.998  # decay of an exponential moving average of the weights (0 = off); validated and saved
     tta: bool = True  # validation averages the logits of each face and its mirror image (as evaluate does)
     lowres: str = "online"  # online: LR faces degraded on the device from each augmented HR face, every epoch;
@@ -178,6 +181,7 @@ RANGES = {
     "train.batch_size": (1, INF, True, False),
     "train.label_smoothing": (0, 1, True, False),
     "train.logit_adjust": (0, INF, True, False),
+    "train.drw": (0, 1, True, False),
     "train.ema": (0, 1, True, False),
     "train.holdout": (0, 1, True, False),
     "train.threads": (0, INF, True, False),

@@ -80,13 +80,22 @@ class ClassificationLoss(nn.Module):
     longer wins every ambiguous face, and rare ones (disgust, contempt: under 1%) get a margin that grows
     with their rarity. tau = 0 is plain cross-entropy; tau = 1 is the balanced softmax."""
 
-    def __init__(self, label_smoothing: float = 0.0, soft: bool = False, prior=None, tau: float = 0.0):
+    def __init__(self, label_smoothing: float = 0.0, soft: bool = False, prior=None, tau: float = 0.0,
+                 drw: float = 0.0, train_size: int = 0):
         super().__init__()
-        self.label_smoothing, self.soft, self.tau = label_smoothing, soft, tau
-        if tau and prior is None:
-            raise UsageError("train.logit_adjust needs the class prior of the training split")
+        self.label_smoothing, self.soft, self.tau, self.drw = label_smoothing, soft, tau, drw
+        if (tau or drw) and prior is None:
+            raise UsageError("train.logit_adjust and train.drw need the class prior of the training split")
         shift = torch.zeros(0) if not tau else tau * torch.log(torch.as_tensor(prior, dtype=torch.float32))
         self.register_buffer("shift", shift, persistent=False)  # (K,) tau * log(prior); empty when off
+        weight = torch.zeros(0) if not drw else class_balanced_weights(prior, train_size)
+        self.register_buffer("class_weight", weight, persistent=False)  # (K,); used once set_epoch turns it on
+        self.reweight = False
+
+    def set_epoch(self, epoch: int, epochs: int) -> None:
+        """Deferred re-weighting (train.drw): the class-balanced weights apply from epoch int(drw * epochs) on
+        (0-based), so the features are learnt on the natural distribution first (Cao et al., NeurIPS 2019)."""
+        self.reweight = bool(self.drw) and epoch >= int(self.drw * epochs)
 
     def forward(self, logits: torch.Tensor, batch: dict) -> torch.Tensor:
         logits = logits.float()
@@ -97,9 +106,16 @@ class ClassificationLoss(nn.Module):
                 raise UsageError(
                     "train.soft_labels needs vote distributions; this store has none (only FERPlus has crowd votes)"
                 )
-            # F.cross_entropy takes probability targets and applies label smoothing to them the same way
-            return F.cross_entropy(logits, batch["votes"], label_smoothing=self.label_smoothing)
-        return F.cross_entropy(logits, batch["target"], label_smoothing=self.label_smoothing)
+            target = batch["votes"]  # F.cross_entropy takes probability targets (and smooths them the same way)
+        else:
+            target = batch["target"]
+        if not self.reweight:
+            return F.cross_entropy(logits, target, label_smoothing=self.label_smoothing)
+        # per face: the weight of its class (of its vote distribution's classes, weighted by the votes), so
+        # hard and soft targets are normalised alike (F.cross_entropy's weight= would divide them differently)
+        per_face = F.cross_entropy(logits, target, label_smoothing=self.label_smoothing, reduction="none")
+        w = target.float() @ self.class_weight if target.is_floating_point() else self.class_weight[target]
+        return (w * per_face).mean()
 
 
 def class_prior(split, num_classes: int, soft: bool, floor: float = 1e-4) -> list[float]:
@@ -113,6 +129,16 @@ def class_prior(split, num_classes: int, soft: bool, floor: float = 1e-4) -> lis
         p = np.bincount(np.asarray(split.labels), minlength=num_classes).astype(np.float64)
     p = np.maximum(p / max(p.sum(), 1e-12), floor)
     return (p / p.sum()).tolist()
+
+
+def class_balanced_weights(prior, train_size: int, beta: float = 0.9999) -> torch.Tensor:
+    """Class-balanced loss weights (Cui et al., CVPR 2019): (1 - beta) / (1 - beta ** n_k) for the n_k = prior_k
+    x train_size faces of class k, scaled so that their mean over the training faces is 1 (the loss keeps its
+    scale, and so the learning rate its meaning). (K,) float32."""
+    p = torch.as_tensor(prior, dtype=torch.float64)
+    n = (p * max(train_size, 1)).clamp_min(1.0)
+    w = (1 - beta) / (1 - beta**n)
+    return (w / (p * w).sum()).float()
 
 
 def logit_kd(student: torch.Tensor, teacher: torch.Tensor, temperature: float) -> torch.Tensor:

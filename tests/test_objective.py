@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from gmenet_cli.data.augment import draw, gaussian_blur, make_views
-from gmenet_cli.losses import ClassificationLoss, class_prior
+from gmenet_cli.losses import ClassificationLoss, class_balanced_weights, class_prior
 
 
 def test_logit_adjusted_loss_is_cross_entropy_on_shifted_logits():
@@ -38,6 +38,41 @@ def test_raw_logits_learn_the_balanced_posterior_under_logit_adjustment(tau, gap
         loss(bias.expand(100, 2), {"target": labels}).backward()
         opt.step()
     assert (bias[0] - bias[1]).item() == pytest.approx(gap, abs=0.02)
+
+
+def test_class_balanced_weights_favour_rare_classes_and_keep_the_loss_scale():
+    prior = [0.7, 0.25, 0.05]
+    w = class_balanced_weights(prior, 20000)
+    assert w[0] < w[1] < w[2]
+    assert (torch.tensor(prior) * w).sum().item() == pytest.approx(1, abs=1e-5)  # mean 1 over the training faces
+    # with n_k in the thousands, beta 0.9999 sits between equal weights and inverse frequency
+    assert 1 < (w[2] / w[0]).item() < 0.7 / 0.05
+
+
+def test_deferred_reweighting_is_plain_cross_entropy_until_its_epoch():
+    torch.manual_seed(0)
+    logits, target = torch.randn(16, 3), torch.randint(0, 3, (16,))
+    votes = torch.softmax(torch.randn(16, 3), 1)
+    prior = [0.7, 0.25, 0.05]
+    w = class_balanced_weights(prior, 1000)
+    hard, soft = ClassificationLoss(prior=prior, drw=0.8, train_size=1000), ClassificationLoss(
+        soft=True, prior=prior, drw=0.8, train_size=1000)
+    on = []
+    for epoch in range(10):
+        hard.set_epoch(epoch, 10)
+        on.append(hard.reweight)
+    assert on == [False] * 8 + [True] * 2  # 0-based: epochs 9 and 10 of 10
+    hard.set_epoch(0, 10), soft.set_epoch(0, 10)
+    assert hard(logits, {"target": target}) == pytest.approx(F.cross_entropy(logits, target).item(), abs=1e-6)
+    assert soft(logits, {"votes": votes}) == pytest.approx(F.cross_entropy(logits, votes).item(), abs=1e-6)
+    hard.set_epoch(8, 10), soft.set_epoch(8, 10)
+    per_face = F.cross_entropy(logits, target, reduction="none")
+    assert hard(logits, {"target": target}) == pytest.approx((w[target] * per_face).mean().item(), abs=1e-6)
+    per_face = -(votes * torch.log_softmax(logits, 1)).sum(1)
+    assert soft(logits, {"votes": votes}) == pytest.approx(((votes @ w) * per_face).mean().item(), abs=1e-6)
+    off = ClassificationLoss(prior=prior)
+    off.set_epoch(9, 10)
+    assert not off.reweight
 
 
 def test_class_prior_from_votes_or_labels_is_floored():
@@ -90,3 +125,23 @@ def test_the_tiny_recipe_trains_with_logit_adjustment_and_camera_augmentation(ti
     res = cli("distill-teacher", "--data", tiny_store, "--preset", "tiny", "--epochs", "1", "--name", "bad", "-q",
               "--set", "train.logit_adjust=-1")
     assert res.exit_code == 2 and "logit_adjust" in res.stderr
+
+
+def test_training_turns_deferred_reweighting_on_at_its_epoch(tiny_store, cli, workdir, monkeypatch):
+    """train.drw through the real loop: the loss is told each epoch (so a resumed run re-derives it), and the
+    class weights are on only from the epoch the fraction names."""
+    seen = []
+    set_epoch = ClassificationLoss.set_epoch
+
+    def spy(self, epoch, epochs):
+        set_epoch(self, epoch, epochs)
+        seen.append((epoch, self.reweight))
+
+    monkeypatch.setattr(ClassificationLoss, "set_epoch", spy)
+    res = cli("distill-teacher", "--data", tiny_store, "--preset", "tiny", "--epochs", "2", "--name", "drw", "-q",
+              "--set", "train.drw=0.5")
+    assert res.exit_code == 0, res.output
+    assert seen == [(0, False), (1, True)]
+    res = cli("distill-teacher", "--data", tiny_store, "--preset", "tiny", "--epochs", "1", "--name", "bad", "-q",
+              "--set", "train.drw=1")
+    assert res.exit_code == 2 and "train.drw" in res.stderr

@@ -156,8 +156,9 @@ def _classification_loss(cfg: Config, store: Store) -> tuple[ClassificationLoss,
     """The classification loss of both commands, and the training split's class prior it may adjust by
     (kept in the checkpoint: predict-time corrections and model cards read it from there)."""
     t = cfg.train
-    prior = class_prior(store.split("train"), len(store.classes), t.soft_labels)
-    return ClassificationLoss(t.label_smoothing, t.soft_labels, prior, t.logit_adjust), prior
+    split = store.split("train")
+    prior = class_prior(split, len(store.classes), t.soft_labels)
+    return ClassificationLoss(t.label_smoothing, t.soft_labels, prior, t.logit_adjust, t.drw, len(split.labels)), prior
 
 
 def _init_weights(

@@ -194,6 +194,8 @@ class _Run:
         """Train one epoch; -> the epoch's row of training scalars (summed over ranks)."""
         runtime, task = self.runtime, self.task
         self.loader.set_epoch(epoch)
+        if hasattr(task.loss, "set_epoch"):  # train.drw: the class weights come on at their epoch (resume too)
+            task.loss.set_epoch(epoch, self.cfg.train.epochs)
         torch.manual_seed(epoch_seed(self.cfg.train.seed, epoch, runtime.rank))  # dropout: CPU and every CUDA device
         self.progress.epoch_start(epoch, self.cfg.train.epochs, len(self.loader))
         t0 = time.perf_counter()
