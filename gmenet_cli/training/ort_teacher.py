@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import io
 import warnings
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -133,9 +134,26 @@ def calibration_faces(split, count: int = 512, seed: int = 0) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(split.hr[rows]))
 
 
+def saturates() -> bool:
+    """Whether onnxruntime's uint8 x int8 convolutions may saturate here: x86 CPUs without VNNI multiply-add
+    pairs of products into int16 (AVX2 / AVX-512 vpmaddubsw), which overflows for large weights; VNNI and ARM
+    accumulate in int32. Where the flags cannot be read, an x86 CPU is taken to lack VNNI."""
+    import platform
+
+    if platform.machine().lower() not in ("x86_64", "amd64", "i386", "i686", "x86"):
+        return False
+    try:
+        flags = Path("/proc/cpuinfo").read_text().split()
+    except OSError:
+        return True
+    return not {"avx512_vnni", "avx_vnni", "amx_int8"} & set(flags)
+
+
 def quantized(graph: bytes, calibration, chunk: int = 64) -> bytes:
     """The float graph with its convolutions quantised to int8 (static QDQ: weights per output channel, uint8
-    activations calibrated by min/max on `calibration`, a batch of the graph's input "hr")."""
+    activations calibrated by min/max on `calibration`, a batch of the graph's input "hr"). On CPUs where the
+    int8 products can saturate (`saturates`), the weights use 7 bits (onnxruntime's reduce_range), its
+    documented remedy."""
     import tempfile
     from pathlib import Path
 
@@ -155,5 +173,6 @@ def quantized(graph: bytes, calibration, chunk: int = 64) -> bytes:
         pre, out = Path(tmp) / "pre.onnx", Path(tmp) / "int8.onnx"
         quant_pre_process(onnx.load_from_string(graph), pre)
         quantize_static(pre, out, Batches(), quant_format=QuantFormat.QDQ, op_types_to_quantize=["Conv"],
-                        per_channel=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
+                        per_channel=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                        reduce_range=saturates())
         return out.read_bytes()
