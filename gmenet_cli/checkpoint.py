@@ -191,10 +191,11 @@ def _check_kind(path: Path) -> None:
     if path.suffix.lower() == ".onnx":
         what = "an ONNX model"
     elif path.suffix.lower() in (".pt", ".pth", ".ckpt"):
-        what = "neither a PyTorch zip archive nor a pickle"
+        what = None
     else:
         what = f"a {path.suffix or 'plain'} file"
-    raise CheckpointError(f"{path} is not a gmenet checkpoint but {what}; {hint}", exit_code=2)
+    what = f"but {what}" if what else "(neither a PyTorch zip archive nor a pickle)"
+    raise CheckpointError(f"{path} is not a gmenet checkpoint {what}; {hint}", exit_code=2)
 
 
 def trained_sizes(ckpt: dict) -> list[int]:
