@@ -113,6 +113,9 @@ class AugmentConfig:
     gamma: float = 0.0  # raise to a power drawn log-uniformly in [1 / (1 + gamma), 1 + gamma]
     blur: float = 0.0  # probability of a Gaussian blur, sigma uniform in 0.3-1.5 HR pixels (defocus, motion)
     noise: float = 0.0  # sensor noise: Gaussian, std uniform in [0, noise] (0..255 units), at each view's size
+    # mixup (Zhang et al., ICLR 2018): each training face blended with another face of the batch, weight
+    # drawn from Beta(mixup, mixup) once per batch, and the targets blended alike; 0 = off
+    mixup: float = 0.0
 
 
 @dataclass
@@ -194,6 +197,7 @@ RANGES = {
     "augment.gamma": (0, INF, True, False),
     "augment.blur": (0, 1, True, True),
     "augment.noise": (0, 255, True, True),
+    "augment.mixup": (0, INF, True, False),
     "distill.weight": (0, INF, True, False),
     "distill.kd_weight": (0, INF, True, False),
     "distill.kd_temperature": (0, INF, False, False),

@@ -109,6 +109,12 @@ class ClassificationLoss(nn.Module):
             target = batch["votes"]  # F.cross_entropy takes probability targets (and smooths them the same way)
         else:
             target = batch["target"]
+        if "mix" in batch:  # mixup: the loss of the mixed face is the same mix of its two faces' losses
+            perm, lam = batch["mix"]
+            return lam * self._loss(logits, target) + (1 - lam) * self._loss(logits, target[perm])
+        return self._loss(logits, target)
+
+    def _loss(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         if not self.reweight:
             return F.cross_entropy(logits, target, label_smoothing=self.label_smoothing)
         # per face: the weight of its class (of its vote distribution's classes, weighted by the votes), so

@@ -298,3 +298,69 @@ def test_every_rank_and_epoch_reseeds_dropout(tiny_store, cli, workdir, monkeypa
     res = cli("distill-teacher", "--data", tiny_store, "--preset", "tiny", "--epochs", "2", "--seed", "5", "-q")
     assert res.exit_code == 0, res.output
     assert epoch_seed(5, 0, 0) in seen and epoch_seed(5, 1, 0) in seen
+
+
+def test_mixup_partners_stay_in_their_scale_group_and_leave_the_other_draws_alone(tiny_store):
+    split = Store(tiny_store).split("train")
+    plain, mixed = _online_batch(split, [2, 4], seed=5), _online_batch(split, [2, 4], seed=5, mixup=0.4)
+    assert "mix_lam" not in plain["augment"]
+    for key in ("theta", "erase"):  # drawn after everything else: a recipe without mixup keeps its stream
+        assert torch.equal(plain["augment"][key], mixed["augment"][key])
+    lam, perm = float(mixed["augment"]["mix_lam"]), mixed["augment"]["mix_perm"]
+    assert 0 < lam < 1 and sorted(perm.tolist()) == list(range(16)) and not torch.equal(perm, torch.arange(16))
+    for pos in mixed["augment"]["positions"].values():
+        assert set(perm[pos].tolist()) == set(pos.tolist())
+
+
+@pytest.mark.parametrize("stored", [False, True])
+def test_mixup_blends_the_hr_face_its_lr_faces_and_the_targets_alike(tiny_store, stored):
+    split = Store(tiny_store).split("train")
+    aug = {"shift": 4.0, "scale": 0.1, "rotate": 10.0, "erase": 0.0}
+
+    def views(**extra):
+        loader = PairedBatches(split, 16, [2, 4], seed=2, pin=False, online={**aug, **extra}, stored_lowres=stored)
+        batch = next(iter(loader))
+        return batch["augment"], augment.make_views(batch, student=True)
+
+    _, plain = views()
+    params, mixed = views(mixup=0.4)
+    lam, perm = params["mix_lam"], params["mix_perm"]
+    assert torch.allclose(mixed["hr"], lam * plain["hr"] + (1 - lam) * plain["hr"][perm], atol=1e-6)
+    for s, (pos, low) in mixed["lowres"].items():
+        p0, low0 = plain["lowres"][s]
+        assert torch.equal(pos, p0)
+        local = torch.searchsorted(pos, perm[pos])  # each face's partner, within the group
+        # LR faces are rounded to 8 bits after the blend: within half a level of blending the plain LR faces
+        assert (low - (lam * low0 + (1 - lam) * low0[local])).abs().max() <= 1.01 / 255
+    assert torch.equal(mixed["mix"][0], perm)
+
+    logits = torch.randn(16, 8)
+    hard = ClassificationLoss()
+    both = lam * F.cross_entropy(logits, mixed["target"]) + (1 - lam) * F.cross_entropy(logits, mixed["target"][perm])
+    assert torch.allclose(hard(logits, mixed), both)
+    soft = ClassificationLoss(soft=True, prior=[1 / 8] * 8, tau=0.5)  # vote targets: the blend of the votes
+    votes = lam * mixed["votes"] + (1 - lam) * mixed["votes"][perm]
+    assert torch.allclose(soft(logits, mixed), soft(logits, {"votes": votes}), atol=1e-6)
+
+
+def test_mixup_reaches_the_training_step(tiny_store, cli, workdir, monkeypatch):
+    """augment.mixup through the real command: every training batch's loss sees the blend; none without it."""
+    seen = []
+    forward = ClassificationLoss.forward
+
+    def spy(self, logits, batch):
+        seen.append("mix" in batch)
+        return forward(self, logits, batch)
+
+    monkeypatch.setattr(ClassificationLoss, "forward", spy)
+    res = cli("distill-teacher", "--data", tiny_store, "--preset", "tiny", "--epochs", "1", "--name", "mx", "-q",
+              "--set", "augment.mixup=0.4")
+    assert res.exit_code == 0, res.output
+    assert seen and all(seen)
+    seen.clear()
+    res = cli("distill-teacher", "--data", tiny_store, "--preset", "tiny", "--epochs", "1", "--name", "nomx", "-q")
+    assert res.exit_code == 0, res.output
+    assert seen and not any(seen)
+    res = cli("distill-teacher", "--data", tiny_store, "--preset", "tiny", "--epochs", "1", "--name", "bad", "-q",
+              "--set", "augment.mixup=-1")
+    assert res.exit_code == 2 and "augment.mixup" in res.stderr

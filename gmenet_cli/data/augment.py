@@ -26,14 +26,16 @@ import torch.nn.functional as F
 
 def draw(rng: np.random.Generator, n: int, size: int, flip: bool, shift: float, scale: float, rotate: float,
          erase: float, scales: list[int], brightness: float = 0.0, contrast: float = 0.0, gamma: float = 0.0,
-         blur: float = 0.0, noise: float = 0.0) -> dict:
+         blur: float = 0.0, noise: float = 0.0, mixup: float = 0.0) -> dict:
     """Random parameters for `n` samples of `size` px faces, as CPU tensors (pinned with the batch).
 
     theta (n, 2, 3): affine_grid matrices (output -> input coordinates, normalised to [-1, 1]);
     erase (n, 5): box y0, y1, x0, x1 in pixels (empty when y0 == y1) and its grey level in [0, 1];
     positions {scale: (b,)}: which samples get which of the student's LR scales (one drawn per sample);
     only when enabled: photo (n, 3) brightness offset, contrast factor, gamma; blur (n,) sigma in HR pixels
-    (0 = none); noise (n,) std in [0, 1] units and noise_field (n, 1, size, size) standard normal draws.
+    (0 = none); noise (n,) std in [0, 1] units and noise_field (n, 1, size, size) standard normal draws;
+    mix_lam () and mix_perm (n,): mixup's weight, Beta(mixup, mixup), one per batch, and each sample's
+    partner, drawn within its LR-scale group so that a student's mixed LR face is the mix of its mixed HR face.
     Groups are formed here, on the host, so the device never waits to learn their sizes. Parameters that
     are off draw nothing, so a recipe without them keeps the random stream it had before they existed."""
     angle = rng.uniform(-rotate, rotate, n) * math.pi / 180 if rotate > 0 else np.zeros(n)
@@ -72,7 +74,25 @@ def draw(rng: np.random.Generator, n: int, size: int, flip: bool, shift: float, 
     if noise > 0:
         out["noise"] = torch.from_numpy(rng.uniform(0, noise / 255.0, n).astype(np.float32))
         out["noise_field"] = torch.from_numpy(rng.standard_normal((n, 1, size, size), dtype=np.float32))
+    if mixup > 0:
+        perm = np.arange(n)
+        for p in out["positions"].values() if scales else [np.arange(n)]:
+            p = np.asarray(p)
+            perm[p] = p[rng.permutation(len(p))]
+        out["mix_lam"] = torch.tensor(float(rng.beta(mixup, mixup)), dtype=torch.float32)
+        out["mix_perm"] = torch.from_numpy(perm)
     return out
+
+
+def mix(x: torch.Tensor, params: dict, positions: torch.Tensor | None = None) -> torch.Tensor:
+    """Mixup of a view: lam * x + (1 - lam) * its partners' x. `positions`: the samples a group view holds
+    (their partners are in the same group, see `draw`). Unchanged without mixup."""
+    if "mix_lam" not in params:
+        return x
+    lam, perm = params["mix_lam"].to(x.dtype), params["mix_perm"]
+    if positions is not None:  # partners as indices into the group
+        perm = torch.searchsorted(positions, perm[positions])
+    return lam * x + (1 - lam) * x[perm]
 
 
 BLUR_RADIUS = 3  # kernel 7 taps: covers +-2 sigma of the widest blur drawn (1.5 px)
@@ -158,13 +178,16 @@ def make_views(batch: dict, student: bool) -> dict:
     already on the device."""
     params = batch.pop("augment")
     stored = batch.pop("stored", None)
-    hr = photometric(warp(batch["hr"], params), params)
+    hr = mix(photometric(warp(batch["hr"], params), params), params)
     out = {**batch, "hr": add_noise(hr, params)}
+    if "mix_lam" in params:  # the loss mixes the targets alike
+        out["mix"] = (params["mix_perm"], params["mix_lam"])
     if student and stored is not None:
         out["lowres"] = {}
         for s, (pos, low) in stored.items():
             sub = _for_lowres(params, pos, s)
-            out["lowres"][s] = (pos, torch.round(add_noise(photometric(warp(low, sub), sub), sub) * 255.0) / 255.0)
+            low = mix(photometric(warp(low, sub), sub), params, pos)
+            out["lowres"][s] = (pos, torch.round(add_noise(low, sub) * 255.0) / 255.0)
     elif student:
         out["lowres"] = {s: (pos, downsample(hr[pos], s, params, pos)) for s, pos in params["positions"].items()}
     return out
