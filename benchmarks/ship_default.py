@@ -31,7 +31,9 @@ CARD = """# gmenet default model: {name}
 - **Data**: FERPlus (FER2013 images, Microsoft FERPlus crowd labels, 8 classes: {classes}); trained on the
   crowd-vote distributions, evaluated on majority labels. Train split for training, Valid split for model
   selection and the numbers below. FER2013 images are for research use only: so is this model.
-- **Recipe** (the `ferplus` preset, exactly): `gmenet distill-teacher --preset ferplus` then `{command}`.
+- **Recipe** (the `ferplus` preset, with the frozen teacher in float: since 2026-12-04 the preset runs it in int8
+  on the CPU, which distilled students as accurate in two full-length pairs, and `--set
+  distill.teacher_runtime=auto` gives the float one): `gmenet distill-teacher --preset ferplus` then `{command}`.
   Teacher `{teacher}` ({teacher_acc}); A-SKD weight {askd}{kd}; {epochs} epochs, {optim} lr {lr} ({schedule}),
   batch {batch}, weight EMA {ema}, augmentation drawn on the fly (shift {shift} px, zoom +-{zoom}, rotation
   +-{rotate} deg, flip) with the LR faces degraded from the augmented HR faces; {objective}; trained {date} on

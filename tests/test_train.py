@@ -444,11 +444,13 @@ def test_the_shipped_recipe_runs_end_to_end(tiny_store, cli, workdir):
     teacher = workdir / "runs/distill-teacher/t/weights/best.pt"
     res = cli("train", "--data", tiny_store, "--model", "gmenet_t2", "--teacher", teacher, "--name", "s", *common)
     assert res.exit_code == 0, res.output
+    assert "teacher runs in int8" in res.stdout + res.stderr  # the preset's choice, told (it is not exact)
     best = workdir / "runs/train/s/weights/best.pt"
     ckpt = checkpoint.load(best)
     cfg = ckpt["config"]
     recipe = (cfg["optim"]["name"], cfg["optim"]["schedule"], cfg["train"]["ema"], cfg["train"]["soft_labels"])
     assert recipe == ("sgd", "onecycle", 0.998, True)
+    assert cfg["distill"]["teacher_runtime"] == "auto-int8"  # the int8 teacher on the CPU (BENCHMARKS.md)
     assert ckpt["model"]["name"] == "gmenet_t2" and ckpt["teacher"]["model"] == "teacher_t2"
     rows = _rows(workdir / "runs/train/s")
     assert float(rows[-1]["train_askd"]) > 0 and float(rows[-1]["train_kd"]) > 0  # both distillation terms ran

@@ -117,6 +117,9 @@ def train_student(cfg: Config, runtime: Runtime, data: str | None = None, teache
     teacher_ckpt = checkpoint.load(teacher_path)
     _check_teacher(teacher_ckpt, store, teacher_path)
     teacher_runtime = ort_teacher.resolve(cfg.distill.teacher_runtime, runtime.device)
+    if teacher_runtime == "onnxruntime-int8":  # not exact, so say so (a preset may have chosen it)
+        progress.message(f"the frozen teacher runs in int8 (distill.teacher_runtime {cfg.distill.teacher_runtime}; "
+                         "--set distill.teacher_runtime=auto for the float teacher)")
     task = DistillTask(
         model,
         checkpoint.build_model(teacher_ckpt, teacher_path),
