@@ -10,6 +10,7 @@ model may still predict them), per-class recall and the confusion matrix.
     python benchmarks/cross_eval.py ../shared/data/muxspace-val                     # the shipped default
     python benchmarks/cross_eval.py ../shared/data/muxspace-val --weights runs/train/exp/weights/best.pt
     python benchmarks/cross_eval.py DIR --sizes full,24,12,6 --json out.json --markdown
+    python benchmarks/cross_eval.py DIR --only '_[0-9]{4}[.]jpg$' --per-file rows.csv   # one sub-source, every file
 
 The folder is only read: use it for validation, never for training.
 """
@@ -114,22 +115,49 @@ def main(argv=None) -> int:
     ap.add_argument("--device", default=None)
     ap.add_argument("--json", type=Path, help="write every number here")
     ap.add_argument("--markdown", action="store_true", help="print Markdown tables (for BENCHMARKS.md)")
+    ap.add_argument("--only", help="score only the files whose name matches this regular expression (re.search)")
+    ap.add_argument("--skip", help="leave out the files whose name matches this regular expression")
+    ap.add_argument("--per-file", type=Path, help="write one CSV row per image and size (size, file, truth, "
+                                                  "label, confidence) to look into the mistakes")
     args = ap.parse_args(argv)
 
     clf = load_classifier(args.weights, args.device, tta=not args.no_tta)
     detector = make_detector("yunet", None) if args.detect else None
     files = labelled_files(args.folder, clf.classes)
+    for pattern, keep in ((args.only, True), (args.skip, False)):
+        if pattern:
+            import re
+
+            try:
+                rx = re.compile(pattern)
+            except re.error as e:
+                sys.exit(f"error: {pattern!r} is not a regular expression: {e}")
+            files = [(f, c) for f, c in files if bool(rx.search(f.name)) == keep]
+    if not files:
+        sys.exit("error: no image left after --only / --skip")
     truth = [c for _, c in files]
     counts = np.bincount(truth, minlength=len(clf.classes))
     scored = [i for i in range(len(clf.classes)) if counts[i] >= args.min_count]
     report = {"folder": str(args.folder), "weights": clf.path, "detect": args.detect, "tta": clf.tta,
+              "only": args.only, "skip": args.skip,
               "scored_classes": [clf.classes[i] for i in scored], "sizes": {}}
+    rows = []
     for size in [s.strip() for s in args.sizes.split(",") if s.strip()]:
         with tempfile.TemporaryDirectory() as tmp:
             paths = [str(f) for f, _ in files] if size == "full" else shrink(files, int(size), Path(tmp))
             pred, probs = predictions(paths, clf, detector, args.margin)
         report["sizes"][size] = score(truth, pred, clf.classes, scored, probs)
+        rows += [(size, str(f), clf.classes[t], clf.classes[p] if p >= 0 else "no_face",
+                  f"{max(pr):.4f}" if pr is not None else "")
+                 for (f, t), p, pr in zip(files, pred, probs)]
 
+    if args.per_file:
+        import csv
+
+        with open(args.per_file, "w", newline="", encoding="utf-8") as fh:
+            w = csv.writer(fh)
+            w.writerow(["size", "file", "truth", "label", "confidence"])
+            w.writerows(rows)
     if args.json:
         args.json.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
     names = report["scored_classes"]
