@@ -208,7 +208,8 @@ def _duration(seconds: float) -> str:
         return f"{seconds} s"
     if seconds < 5400:
         return f"{round(seconds / 60)} min"
-    return f"{seconds // 3600} h {round(seconds % 3600 / 60)} min"
+    minutes = round(seconds / 60)  # round once, so that 7,170 s reads "2 h 0 min", not "1 h 60 min"
+    return f"{minutes // 60} h {minutes % 60} min"
 
 
 def training_done(result, next_command: str) -> None:

@@ -327,6 +327,14 @@ def test_the_time_estimate_leaves_out_the_slow_first_batches(monkeypatch, capsys
     assert any("estimate with validation (30 s each): about 40 s to go" in x for x in lines), lines
 
 
+@pytest.mark.parametrize("seconds,text", [(89, "89 s"), (95, "2 min"), (5399, "90 min"), (5400, "1 h 30 min"),
+                                          (7170, "2 h 0 min"), (7229, "2 h 0 min"), (7290, "2 h 2 min")])
+def test_durations_read_as_a_person_would_write_them(seconds, text):
+    from gmenet_cli.render import _duration
+
+    assert _duration(seconds) == text
+
+
 def test_training_off_a_terminal_prints_progress_now_and_then(monkeypatch):
     """Piped or logged, there is no bar: a plain line every minute (none with --quiet)."""
     import time
