@@ -13,7 +13,6 @@ import argparse
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 # (x shift, y shift, zoom), in units of --shift and --zoom
 VIEWS = {"as given": (0, 0, 0), "right": (1, 0, 0), "left": (-1, 0, 0), "down": (0, 1, 0),
@@ -29,14 +28,16 @@ SETS = {
 
 
 def warp(x: torch.Tensor, dx: float, dy: float, scale: float) -> torch.Tensor:
-    """Shift by (dx, dy) pixels and scale the sampling grid by `scale` (below 1 zooms in), border replicated."""
+    """Shift by (dx, dy) pixels and scale the sampling grid by `scale` (below 1 zooms in), through the
+    training augmentation's own warp (border replicated, no erasing), back to the input's uint8 pixels."""
     if dx == 0 and dy == 0 and scale == 1:
         return x
+    from gmenet_cli.data import augment
+
     n, _, h, w = x.shape
     theta = torch.tensor([[scale, 0, 2 * dx / w], [0, scale, 2 * dy / h]], dtype=torch.float32).expand(n, 2, 3)
-    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
-    y = F.grid_sample(x.float(), grid, mode="bilinear", padding_mode="border", align_corners=False)
-    return y.round().clamp(0, 255).to(x.dtype)
+    y = augment.warp(x, {"theta": theta, "erase": torch.zeros(n, 5)})
+    return y.mul(255).round().clamp(0, 255).to(x.dtype)
 
 
 def main() -> None:
