@@ -130,6 +130,9 @@ class DistillConfig:
     # convolutions quantised to int8 (about 1.8x faster again, outputs within about 2%); auto-int8: that on
     # the CPU, torch on CUDA
     teacher_runtime: str = "auto"
+    # the teacher reads each face downsampled by this factor (1 = the HR face): a teacher assistant, e.g. a 24 px
+    # student (--teacher default-24px.onnx, teacher_scale 2) teaching a 12 px one; must be below the student's scales
+    teacher_scale: int = 1
 
 
 @dataclass
@@ -201,6 +204,7 @@ RANGES = {
     "distill.weight": (0, INF, True, False),
     "distill.kd_weight": (0, INF, True, False),
     "distill.kd_temperature": (0, INF, False, False),
+    "distill.teacher_scale": (1, INF, True, False),
 }
 FLAGS = {
     "train.epochs": "--epochs",

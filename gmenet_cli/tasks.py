@@ -36,15 +36,37 @@ class ClassifierTask(nn.Module):
         return {"loss": ce, "ce": ce.detach(), "logits": logits}
 
 
+class ReadsAt(nn.Module):
+    """A frozen teacher that reads each HR face area-downsampled by `scale` and rounded to 8-bit levels, as
+    the students' LR faces are made (augment.downsample), then upsampled by the teacher's own preprocessing:
+    a teacher assistant (Mirzadeh et al., AAAI 2020), e.g. the 24 px model teaching a 12 px student
+    (distill.teacher_scale). Part of the teacher's graph, so it runs wherever the teacher runs (onnxruntime
+    included) and the int8 teacher is calibrated on HR faces as before."""
+
+    def __init__(self, teacher: nn.Module, scale: int):
+        super().__init__()
+        self.teacher, self.scale = teacher, int(scale)
+
+    def forward(self, x: torch.Tensor, return_maps: bool = False):
+        if x.dtype == torch.uint8:
+            x = x.float() / 255.0
+        low = torch.round(nn.functional.avg_pool2d(x, self.scale) * 255.0) / 255.0
+        return self.teacher(low, return_maps=return_maps)
+
+
 class DistillTask(ClassifierTask):
-    """GME-Net student on low-resolution faces + the frozen HR teacher: CE + A-SKD (+ optional logit KD)."""
+    """GME-Net student on low-resolution faces + the frozen HR teacher: CE + A-SKD (+ optional logit KD).
+    With `teacher_scale` > 1 the teacher reads the faces downsampled by that factor (ReadsAt)."""
 
     def __init__(self, student: nn.Module, teacher: nn.Module, loss: ClassificationLoss, askd: ASKDLoss,
                  kd_weight: float = 0.0, kd_temperature: float = 4.0, fuse_teacher: bool = True,
-                 teacher_runtime: str = "torch", teacher_calibration: torch.Tensor | None = None):
+                 teacher_runtime: str = "torch", teacher_calibration: torch.Tensor | None = None,
+                 teacher_scale: int = 1):
         super().__init__(student, loss, view="lowres")
         from gmenet_cli.models.fuse import fuse_batchnorm
 
+        if teacher_scale > 1:
+            teacher = ReadsAt(teacher, teacher_scale)
         # Frozen: BN folded into its convolutions (the same outputs, one layer instead of two), no gradients.
         teacher = fuse_batchnorm(teacher) if fuse_teacher else teacher.eval()
         for p in teacher.parameters():

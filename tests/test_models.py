@@ -202,6 +202,33 @@ def test_teacher_in_onnxruntime_gives_the_torch_teacher_outputs_and_losses(dtype
         assert torch.allclose(a.grad, b.grad, atol=1e-5, rtol=1e-3)
 
 
+def test_a_teacher_assistant_reads_the_faces_its_scale_smaller_in_torch_and_in_onnxruntime():
+    """distill.teacher_scale: a student teaching another reads each HR face area-downsampled by the scale and
+    rounded to 8 bits (the LR faces students are trained on), then upsampled by its own preprocessing; the same
+    in onnxruntime. A teacher reading the HR face itself would give other logits: the test sees the difference."""
+    pytest.importorskip("onnxruntime")
+    from gmenet_cli.data.augment import downsample
+
+    torch.manual_seed(0)
+    assistant = create_model("gmenet_t2", in_chans=1, num_classes=8, input_size=48).eval()
+    student = create_model("gmenet_t2", in_chans=1, num_classes=8, input_size=48)
+    hr = torch.rand(4, 1, 48, 48)
+    with torch.no_grad():
+        want_logits, want_maps = assistant(downsample(hr, 2), return_maps=True)
+        _, hr_maps = assistant(hr, return_maps=True)
+    assert not torch.allclose(want_maps[0][1], hr_maps[0][1], atol=1e-3)  # the first spatial map
+    for rt in ("torch", "onnxruntime"):
+        task = DistillTask(copy.deepcopy(student), assistant, ClassificationLoss(), ASKDLoss(1.0),
+                           teacher_runtime=rt, teacher_scale=2)
+        with torch.no_grad():
+            logits, maps = task.teacher(hr, return_maps=True)
+            logits_u8 = task.teacher((hr * 255).round().to(torch.uint8))
+        assert torch.allclose(logits, want_logits, atol=1e-4, rtol=1e-4), rt
+        assert torch.allclose(logits_u8, logits, atol=2e-2), rt  # uint8 faces: the same faces within 1/255
+        for (c, s), (rc, rs) in zip(maps, want_maps):
+            assert torch.allclose(c, rc, atol=1e-4, rtol=1e-4) and torch.allclose(s, rs, atol=1e-4, rtol=1e-4)
+
+
 def test_teacher_runtime_choice():
     from gmenet_cli.training import ort_teacher
 

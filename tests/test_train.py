@@ -174,6 +174,23 @@ def test_mismatched_teacher_and_bad_options(tiny_store, tiny_runs, cli, workdir,
     assert missing.exit_code == 2 and "prepared store not found" in missing.stderr
 
 
+def test_a_student_teaches_a_smaller_student_at_its_own_scale(tiny_store, tiny_runs, cli, workdir):
+    """distill.teacher_scale: the tiny 24/12 px student teaches a 12 px one reading the faces at x2; a scale that
+    is not above the teacher's own is refused before training, naming the student's scales."""
+    res = cli("train", "--data", tiny_store, "--teacher", tiny_runs["student"], "--preset", "tiny", "--scales", "4",
+              "--set", "distill.teacher_scale=2", "--epochs", "1", "--name", "ta", "-q")
+    assert res.exit_code == 0, res.output
+    ck = checkpoint.load(workdir / "runs/train/ta/weights/best.pt")
+    assert ck["teacher"]["scale"] == 2 and ck["teacher"]["model"] == "gmenet_t"
+    assert ck["input"]["scales"] == [4]
+    for value, msg in (("4", "must be below the student's scales (x4)"), ("5", "does not divide the data's 48px"),
+                       ("0", "distill.teacher_scale must be at least 1")):
+        res = cli("train", "--data", tiny_store, "--teacher", tiny_runs["student"], "--preset", "tiny",
+                  "--scales", "4", "--set", f"distill.teacher_scale={value}", "-q")
+        assert res.exit_code == 2 and msg in res.stderr, (value, res.output)
+        assert "Traceback" not in res.output
+
+
 def test_ddp_shards_are_disjoint_and_equal(tiny_store):
     split = Store(tiny_store).split("train")
     shards = []

@@ -115,7 +115,8 @@ def train_student(cfg: Config, runtime: Runtime, data: str | None = None, teache
         return fit("train", task, store, cfg, runtime, start.run_dir, meta, scales, progress, start.state)
     teacher_path = start.teacher or _latest_teacher(cfg.model.name, progress)
     teacher_ckpt = checkpoint.load(teacher_path)
-    _check_teacher(teacher_ckpt, store, teacher_path)
+    teacher_scale = cfg.distill.teacher_scale
+    _check_teacher(teacher_ckpt, store, teacher_path, teacher_scale, scales)
     teacher_runtime = ort_teacher.resolve(cfg.distill.teacher_runtime, runtime.device)
     if teacher_runtime == "onnxruntime-int8":  # not exact, so say so (a preset may have chosen it)
         progress.message(f"the frozen teacher runs in int8 (distill.teacher_runtime {cfg.distill.teacher_runtime}; "
@@ -130,6 +131,7 @@ def train_student(cfg: Config, runtime: Runtime, data: str | None = None, teache
         teacher_runtime=teacher_runtime,
         teacher_calibration=ort_teacher.calibration_faces(store.split("train"))
         if teacher_runtime == "onnxruntime-int8" else None,
+        teacher_scale=teacher_scale,
     )
     task.check_pairing(store.channels, store.hr_size)
     meta["teacher"] = {
@@ -137,6 +139,7 @@ def train_student(cfg: Config, runtime: Runtime, data: str | None = None, teache
         "model": teacher_ckpt["model"]["name"],
         "val_metric": teacher_ckpt.get("best_metric"),
         "runtime": teacher_runtime,
+        "scale": teacher_scale,
     }
     return fit("train", task, store, cfg, runtime, start.run_dir, meta, scales, progress, start.state)
 
@@ -221,10 +224,19 @@ def _latest_teacher(student: str, progress: Callbacks) -> str:
     return str(found)
 
 
-def _check_teacher(ckpt: dict, store: Store, path) -> None:
-    if ckpt.get("kind") != "teacher":
+def _check_teacher(ckpt: dict, store: Store, path, scale: int = 1, student_scales: list[int] = ()) -> None:
+    """An HR teacher (from distill-teacher); with distill.teacher_scale > 1 also a student, read at that scale (a
+    teacher assistant), which must be a scale above the student's: it has to see more than the student does."""
+    if scale > 1:
+        if store.hr_size % scale:
+            raise UsageError(f"distill.teacher_scale {scale} does not divide the data's {store.hr_size}px faces")
+        if student_scales and scale >= min(student_scales):
+            raise UsageError(f"distill.teacher_scale {scale} must be below the student's scales "
+                             f"({', '.join(f'x{s}' for s in student_scales)}): a teacher must see more than its student")
+    elif ckpt.get("kind") != "teacher":
         raise CheckpointError(
-            f"{path} is a {ckpt.get('kind', 'unknown')} checkpoint, not a teacher (from gmenet distill-teacher)",
+            f"{path} is a {ckpt.get('kind', 'unknown')} checkpoint, not a teacher (from gmenet distill-teacher); "
+            "a student can teach with --set distill.teacher_scale=N, reading faces N times smaller",
             exit_code=2,
         )
     _check_fits_data(ckpt, store, f"teacher {path}")
