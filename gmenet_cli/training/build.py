@@ -225,8 +225,8 @@ def _latest_teacher(student: str, progress: Callbacks) -> str:
 
 
 def _check_teacher(ckpt: dict, store: Store, path, scale: int = 1, student_scales: list[int] = ()) -> None:
-    """An HR teacher (from distill-teacher); with distill.teacher_scale > 1 also a student, read at that scale (a
-    teacher assistant), which must be a scale above the student's: it has to see more than the student does."""
+    """An HR teacher (from distill-teacher); with distill.teacher_scale > 1 also a student (a teacher assistant),
+    reading the faces at that factor, which must be below the student's factors: it has to see larger faces."""
     if scale > 1:
         if store.hr_size % scale:
             raise UsageError(f"distill.teacher_scale {scale} does not divide the data's {store.hr_size}px faces")
