@@ -232,7 +232,8 @@ def _check_teacher(ckpt: dict, store: Store, path, scale: int = 1, student_scale
             raise UsageError(f"distill.teacher_scale {scale} does not divide the data's {store.hr_size}px faces")
         if student_scales and scale >= min(student_scales):
             raise UsageError(f"distill.teacher_scale {scale} must be below the student's scales "
-                             f"({', '.join(f'x{s}' for s in student_scales)}): a teacher must see more than its student")
+                             f"({', '.join(f'x{s}' for s in student_scales)}): "
+                             "a teacher must see more than its student")
     elif ckpt.get("kind") != "teacher":
         raise CheckpointError(
             f"{path} is a {ckpt.get('kind', 'unknown')} checkpoint, not a teacher (from gmenet distill-teacher); "
