@@ -11,6 +11,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from gmenet_cli.data.augment import downsample
 from gmenet_cli.losses import ASKDLoss, ClassificationLoss, logit_kd
 
 
@@ -50,8 +51,7 @@ class ReadsAt(nn.Module):
     def forward(self, x: torch.Tensor, return_maps: bool = False):
         if x.dtype == torch.uint8:
             x = x.float() / 255.0
-        low = torch.round(nn.functional.avg_pool2d(x, self.scale) * 255.0) / 255.0
-        return self.teacher(low, return_maps=return_maps)
+        return self.teacher(downsample(x, self.scale), return_maps=return_maps)
 
 
 class DistillTask(ClassifierTask):
