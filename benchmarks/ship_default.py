@@ -9,7 +9,9 @@ the model from it (--device cuda, train --init default) and no .pt ships (the pa
 `evaluate` metrics.json of the float16 checkpoint.
 
 `--name default-12px` ships a one-size model beside it instead (default-12px.onnx, which predict uses for
-the faces it reads at that size) and writes its own section of the model card.
+the faces it reads at that size) and writes its own section of the model card. `--int8-weights` stores
+its convolution weights as int8 with a scale per output channel (`gmenet export --int8-weights`: about half
+the float16 file; the card then reports how many labels differ from the float16 checkpoint's).
 """
 
 from __future__ import annotations
@@ -61,7 +63,7 @@ ONE_SIZE = ONE_SIZE_HEAD + """{name}
 - `gmenet predict` sends the faces it reads at {size} px to this model instead of the all-sizes one above
   ({what}). Trained {date} on {machine}:
   `{command}`.
-- **Files**: {files}, float16 weights as above;
+- **Files**: {files}, {dtype};
   logits within {parity:.0e} of the checkpoint's; {agree}.
 - **Accuracy on FERPlus {split}** (flip TTA; the model was selected on this split):
 
@@ -77,8 +79,11 @@ def main() -> None:
     ap.add_argument("--name", default="default", help="default, or default-<N>px for a one-size model")
     ap.add_argument("--command", help="one-size model: the commands that trained it (for the card)")
     ap.add_argument("--cross", help="cross_eval.py --json of this model on another source (muxspace-val), for the card")
+    ap.add_argument("--int8-weights", action="store_true",
+                    help="a one-size model: convolution weights as int8 per output channel (export --int8-weights)")
     args = ap.parse_args()
     one_size = args.name != "default"
+    assert one_size or not args.int8_weights, "--int8-weights is for a one-size model (default keeps float16)"
 
     from gmenet_cli import checkpoint
 
@@ -105,7 +110,8 @@ def main() -> None:
         half = Path(tmp) / out.name
         checkpoint.save(half, {k: v for k, v in ckpt.items() if k not in ("format", "format_version")})
         # graph at the working size, float16 weights; the file carries this checkpoint (checked by export)
-        info = export(str(half), "onnx", str(out.with_suffix(".onnx")), int(model.input_size), half_weights=True)
+        info = export(str(half), "onnx", str(out.with_suffix(".onnx")), int(model.input_size),
+                      half_weights=not args.int8_weights, int8_weights=args.int8_weights)
     print(f"wrote {info['path']}: parity {info['max_abs_diff']:.1e} at {info['checked_sizes']} px")
     onnx_mb = out.with_suffix(".onnx").stat().st_size / 1e6
     assert onnx_mb <= 10, f"{out.with_suffix('.onnx').name} is {onnx_mb:.1f} MB (limit 10)"
@@ -134,7 +140,11 @@ def main() -> None:
                 f"same architecture, classes and input; trained at {sizes[0]} px only")
         files = (f"`{args.name}.onnx` ({onnx_mb:.1f} MB; onnxruntime on the CPU, PyTorch from the checkpoint it "
                  "carries with `--device cuda`)")
+        dtype = ("convolution and linear weights stored as int8 with a scale per output channel (depthwise "
+                 "kernels and BatchNorm as float16; `gmenet export --int8-weights`), dequantized to float32 when "
+                 "loaded" if args.int8_weights else "float16 weights as above")
         section = ONE_SIZE.format(name=args.name, size=sizes[0], command=args.command, what=what, files=files,
+                                  dtype=dtype,
                                   agree=agree, split=report["split"],
                                   parity=max(info["max_abs_diff"], 1e-6), table="\n".join(rows),
                                   date=dt.date.today().isoformat(), machine=args.machine)
@@ -262,7 +272,7 @@ def agreement(model, onnx_path: Path, store_path: Path, split: str, scales: list
                 ref = model(torch.from_numpy(x).float() / 255.0).argmax(1).numpy()
             same += int((onnx.logits(x).argmax(1) == ref).sum())
             total += len(x)
-    print(f"{onnx_path.name} and the float16 checkpoint it carries agree on {same}/{total} {split} faces")
+    print(f"{onnx_path.name} and the float16 checkpoint it was made from agree on {same}/{total} {split} faces")
     return f"the same label on {same:,} of {total:,} FERPlus {split} faces at x{'/x'.join(map(str, sorted(scales)))}"
 
 

@@ -135,6 +135,8 @@ def from_onnx(path: str | Path) -> dict:
 
     path = Path(path)
     hint = "pass a best.pt from gmenet train or distill-teacher (gmenet predict also reads its .onnx export)"
+    import numpy as np
+
     try:
         import onnx
         from onnx import numpy_helper
@@ -156,10 +158,19 @@ def from_onnx(path: str | Path) -> dict:
         assert isinstance(data, dict)
     except (ValueError, AssertionError):
         raise CheckpointError(f"{path}: its checkpoint metadata is damaged (not a JSON object)") from None
-    state = {}
+    state, arrays = {}, {init.name: init for init in proto.graph.initializer}
     for init in proto.graph.initializer:
+        if init.name.endswith(("__scale", "__zero")):
+            continue  # read with their int8 tensor
         name = init.name.removesuffix("__fp16")  # export --half-weights renames what it stores as float16
-        state[name] = torch.from_numpy(numpy_helper.to_array(init).copy())
+        array = numpy_helper.to_array(init)
+        if init.name.endswith("__int8"):  # export --int8-weights: values x scale per output channel
+            name = init.name.removesuffix("__int8")
+            if f"{name}__scale" not in arrays:
+                raise CheckpointError(f"{path}: int8 tensor {name} without its scale")
+            scale = numpy_helper.to_array(arrays[f"{name}__scale"])
+            array = array.astype(np.float32) * scale.reshape(-1, *[1] * (array.ndim - 1))
+        state[name] = torch.from_numpy(array.copy())
     state.update({k: torch.tensor(v) for k, v in data.pop("int_buffers", {}).items()})
     state.update({k: state[v] for k, v in data.pop("aliases", {}).items() if v in state})
     keys = data.pop("state_keys", None)

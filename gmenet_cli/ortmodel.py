@@ -63,10 +63,13 @@ def upsample(x: np.ndarray, size: int) -> np.ndarray:
     return np.clip(out, 0.0, 1.0, out=out)
 
 
-def cpu_session(path: str | Path | bytes, threads: int = 0, spin: bool = True):
+def cpu_session(path: str | Path | bytes, threads: int = 0, spin: bool = True, float_weights: bool = False):
     """An onnxruntime CPU session for an ONNX file or serialised graph (the classifiers, the YuNet detector, the
     frozen teacher in training); ORT's own exception when it does not load, a UsageError when onnxruntime is
-    not installed. spin=False: idle worker threads sleep instead of spinning (other work shares the cores)."""
+    not installed. spin=False: idle worker threads sleep instead of spinning (other work shares the cores).
+    float_weights: a graph that computes in float32 throughout (gmenet's exports): the DequantizeLinear of
+    int8-stored weights (export --int8-weights) is folded into float32 constants when the session is made,
+    instead of being kept for ORT's int8 kernels and run at every call (about twice the time per face)."""
     try:
         import onnxruntime as ort
     except ImportError:
@@ -74,6 +77,8 @@ def cpu_session(path: str | Path | bytes, threads: int = 0, spin: bool = True):
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = threads
     opts.log_severity_level = 3  # errors only: ORT's warnings are not the user's business
+    if float_weights:
+        opts.add_session_config_entry("session.disable_quant_qdq", "1")
     if not spin:
         opts.inter_op_num_threads = 1
         opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
@@ -137,7 +142,7 @@ class OnnxModel:
                 f"model not found: {path}" if not path.exists() else f"{path} is not a file", exit_code=2
             )
         try:
-            self.session = cpu_session(path, threads)
+            self.session = cpu_session(path, threads, float_weights=True)
         except UsageError:
             raise
         except Exception as e:  # ORT raises its own exception types (Fail, InvalidProtobuf, ...)

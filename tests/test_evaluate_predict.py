@@ -257,6 +257,70 @@ def test_export_half_weights_halves_the_onnx_file_and_computes_in_float32(tiny_r
     assert cli("export", "--weights", student, "--format", "torchscript", "--half-weights").exit_code == 2
 
 
+def test_export_int8_weights_quarters_the_weights_and_rebuilds_the_same_model(tiny_runs, cli, workdir):
+    onnx = pytest.importorskip("onnx")
+    import numpy
+
+    from gmenet_cli import checkpoint
+    from gmenet_cli.export import dequantize, quantizable, quantize_per_channel
+    from gmenet_cli.ortmodel import OnnxModel
+
+    student = tiny_runs["student"]
+    full, small = workdir / "full8.onnx", workdir / "int8.onnx"
+    assert cli("export", "--weights", student, "--out", full).exit_code == 0
+    res = cli("export", "--weights", student, "--out", small, "--int8-weights", "--json")
+    assert res.exit_code == 0, res.output
+    info = json.loads(res.stdout)
+    assert info["weights_dtype"].startswith("int8") and info["max_abs_diff"] < 1e-4
+    graph = onnx.load(str(small)).graph
+    int8 = [i for i in graph.initializer if i.data_type == onnx.TensorProto.INT8 and i.name.endswith("__int8")]
+    # each int8 weight goes back to float32 through its DequantizeLinear, before any compute
+    dq = [n for n in graph.node if n.op_type == "DequantizeLinear"]
+    assert int8 and len(dq) == len(int8) and {n.input[0] for n in dq} == {i.name for i in int8}
+    kinds = [n.op_type for n in graph.node]
+    first_compute = next(i for i, k in enumerate(kinds) if k not in ("Cast", "DequantizeLinear"))
+    assert kinds[first_compute:].count("DequantizeLinear") == 0
+    # what is quantized is most of the weights, and the file's tensors shrink to well under half of float32
+    floats = lambda g: sum(numpy.prod(i.dims) * (4 if i.data_type == 1 else 2 if i.data_type == 10 else 1)  # noqa: E731
+                           for i in g.initializer)
+    assert floats(graph) < 0.4 * floats(onnx.load(str(full)).graph)
+    # the file rebuilds the model the parity check ran: float16-rounded, then int8 per output channel
+    want, got = checkpoint.load(student)["state_dict"], checkpoint.load(small)["state_dict"]
+    n = 0
+    for k, v in want.items():
+        ref = v.half().float() if v.is_floating_point() else v
+        if quantizable(ref):
+            ref, n = dequantize(*quantize_per_channel(ref)), n + 1
+        assert torch.equal(got[k].to(ref.dtype), ref), k
+    assert n == len(int8)
+    # onnxruntime folds the dequantization into float32 constants once, at load
+    model = OnnxModel(small)
+    assert model.session.get_session_options().get_session_config_entry("session.disable_quant_qdq") == "1"
+    ref = json_lines(cli("predict", ASTRONAUT, "--weights", student, "--json").stdout)
+    got = json_lines(cli("predict", ASTRONAUT, "--weights", small, "--json").stdout)
+    assert [g["label"] for g in got] == [r["label"] for r in ref]
+    assert max(abs(got[0]["probs"][c] - ref[0]["probs"][c]) for c in ref[0]["probs"]) <= 2e-2
+    for bad in (("--half-weights", "--int8-weights"), ("--format", "torchscript", "--int8-weights")):
+        res = cli("export", "--weights", student, "--out", workdir / "x.onnx", *bad)
+        assert res.exit_code == 2 and "Traceback" not in res.output, res.output
+        assert len(res.stderr.strip().splitlines()) == 1, res.stderr
+
+
+def test_int8_quantization_is_per_output_channel_and_symmetric():
+    from gmenet_cli.export import dequantize, quantizable, quantize_per_channel
+
+    w = torch.randn(4, 16, 3, 3)
+    w[2] = 0  # an all-zero channel stays zero, with a finite scale
+    w[1] *= 100
+    q, scale = quantize_per_channel(w)
+    assert q.dtype.name == "int8" and scale.shape == (4,) and abs(q).max() == 127
+    back = dequantize(q, scale)
+    assert torch.equal(back[2], torch.zeros_like(back[2]))
+    for c in (0, 1, 3):  # each channel within half a step of its own scale
+        assert (back[c] - w[c]).abs().max() <= scale[c] / 2 + 1e-6
+    assert quantizable(w) and not quantizable(torch.randn(32, 1, 7, 7)) and not quantizable(torch.randn(32))
+
+
 def test_numpy_bicubic_matches_torch():
     """The ONNX path resizes faces in numpy; it must be torch's bicubic (align_corners=False, clamped)."""
     import torch.nn.functional as F
