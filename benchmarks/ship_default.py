@@ -167,10 +167,15 @@ def main() -> None:
     ]
     others = sorted(int(m.group(1)) for p in out.parent.glob("default-*px.onnx")
                     if (m := re.fullmatch(r"default-(\d+)px\.onnx", p.name)))
-    above = [o for o in others if o > max(sizes)]
-    reads = f"{min(sizes)}-{above[0] - 1} px" if above else f"{min(sizes)} px"
+    own = [s for s in sorted(sizes) if s not in others]  # the sizes no one-size model takes from it
+    if own:
+        above = [o for o in others if o > own[0]]
+        reads = f"only the faces of {own[0]}-{above[0] - 1} px" if above else f"the faces of {own[0]} px and more"
+    else:
+        reads = ("none of the faces predict classifies (`train --init default` and `evaluate --weights default` "
+                 "read it)")
     routing = (f"; with the one-size models below shipped beside it ({', '.join(map(str, others))} px), this model "
-               f"reads only the faces of {reads}" if others else "")
+               f"reads {reads}" if others else "")
     card = CARD.format(
         routing=routing,
         name=ckpt["model"]["name"],
@@ -273,7 +278,8 @@ def agreement(model, onnx_path: Path, store_path: Path, split: str, scales: list
             same += int((onnx.logits(x).argmax(1) == ref).sum())
             total += len(x)
     print(f"{onnx_path.name} and the float16 checkpoint it was made from agree on {same}/{total} {split} faces")
-    return f"the same label on {same:,} of {total:,} FERPlus {split} faces at x{'/x'.join(map(str, sorted(scales)))}"
+    return (f"the same label as the float16 checkpoint it was made from on {same:,} of {total:,} FERPlus {split} "
+            f"faces at x{'/x'.join(map(str, sorted(scales)))}")
 
 
 if __name__ == "__main__":

@@ -894,7 +894,9 @@ def predict(
     # inputs that do not exist are reported with the others (an error record each) and make it a usage error
     missing = [f for f in files if not is_stream(f) and not Path(f).exists()]
     clf = load_classifier([str(w) for w in weights or []], device, tta)
-    for m in getattr(clf, "unused", []):
+    # a model the user listed that never gets a face; the shipped all-sizes default.onnx is left unused on
+    # purpose once one-size models cover its sizes (it stays for train --init default / evaluate --weights default)
+    for m in getattr(clf, "unused", []) if weights else []:
         err.print(
             f"warning: --weights {m.path} is not used: the models before it cover its face sizes "
             f"({', '.join(map(str, m.sizes))} px)"
