@@ -65,24 +65,24 @@ def main() -> None:
         probs[name, "face"] = calibrated_softmax(face, t)
         probs[name, "mirror"] = calibrated_softmax(mirror, t)
     k = probs["first", "tta"].shape[1]
+    base = probs["first", "tta"]
+    pair = (probs["first", "face"] + probs["second", "mirror"]) / 2
     rows = {
-        "first, flip TTA (2 reads)": probs["first", "tta"],
+        "first, flip TTA (2 reads)": base,
         "second, flip TTA (2 reads)": probs["second", "tta"],
         "first on the face (1 read)": probs["first", "face"],
-        "**pair: first on the face, second on the mirror (2 reads)**": (probs["first", "face"] +
-                                                                         probs["second", "mirror"]) / 2,
-        "both with flip TTA (4 reads)": (probs["first", "tta"] + probs["second", "tta"]) / 2,
+        "**pair: first on the face, second on the mirror (2 reads)**": pair,
+        "both with flip TTA (4 reads)": (base + probs["second", "tta"]) / 2,
     }
-    print(f"{px} px, FERPlus {split.name if hasattr(split, 'name') else 'val'} ({len(y)} faces); "
-          f"recall per class: {' / '.join(store.classes)}\n")
+    print(f"{px} px, FERPlus val ({len(y)} faces); recall per class: {' / '.join(store.classes)}\n")
     print("| model | accuracy | mean class acc | ECE | recall per class |\n|---|---|---|---|---|")
     for name, p in rows.items():
         met = metrics_from_confusion(confusion_from(np.log(p + 1e-12), y, k), store.classes)
         recall = " ".join(f"{100 * met['per_class'][c]['recall']:.0f}" for c in store.classes)
         print(f"| {name} | {100 * met['accuracy']:.2f} | {100 * met['mean_class_accuracy']:.2f} | "
               f"{ece(p, y):.3f} | {recall} |")
-    base_ok, w = per_face_scores(rows["first, flip TTA (2 reads)"], y, k)
-    pair_ok, _ = per_face_scores(rows["**pair: first on the face, second on the mirror (2 reads)**"], y, k)
+    base_ok, w = per_face_scores(base, y, k)
+    pair_ok, _ = per_face_scores(pair, y, k)
     rng = np.random.default_rng(0)
     d_acc, d_mca = [], []
     for _ in range(args.resamples):
@@ -92,8 +92,7 @@ def main() -> None:
         d_mca.append(((pair_ok[i] - base_ok[i]) * cw).sum() / k)
     lo, hi = np.percentile(d_acc, [2.5, 97.5]) * 100
     mlo, mhi = np.percentile(d_mca, [2.5, 97.5]) * 100
-    changed = int((rows["first, flip TTA (2 reads)"].argmax(1) != rows[
-        "**pair: first on the face, second on the mirror (2 reads)**"].argmax(1)).sum())
+    changed = int((base.argmax(1) != pair.argmax(1)).sum())
     print(f"\npair - first (flip TTA), paired bootstrap of {args.resamples} resamples: accuracy "
           f"{100 * (pair_ok - base_ok).mean():+.2f} (95% interval {lo:+.2f} to {hi:+.2f}), mean class accuracy "
           f"{100 * ((pair_ok - base_ok) * w).sum() / k:+.2f} ({mlo:+.2f} to {mhi:+.2f}); {changed} faces change label")

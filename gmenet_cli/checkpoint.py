@@ -127,6 +127,14 @@ def onnx_entry(ckpt: dict, aliases: dict | None = None) -> str:
     return json.dumps(data)
 
 
+def dequantize_int8(q, scale):
+    """int8 values (numpy) x a float32 scale per output channel (dim 0) -> float32 numpy: the product
+    DequantizeLinear computes, and what `export --int8-weights` checks the file against."""
+    import numpy as np
+
+    return q.astype(np.float32) * scale.reshape(-1, *[1] * (q.ndim - 1))
+
+
 def from_onnx(path: str | Path) -> dict:
     """The checkpoint a gmenet ONNX export was made from: its metadata entry plus a state_dict taken from the
     graph's initializers (the export keeps BatchNorm as a node, so they are the checkpoint's own tensors, in
@@ -135,8 +143,6 @@ def from_onnx(path: str | Path) -> dict:
 
     path = Path(path)
     hint = "pass a best.pt from gmenet train or distill-teacher (gmenet predict also reads its .onnx export)"
-    import numpy as np
-
     try:
         import onnx
         from onnx import numpy_helper
@@ -168,8 +174,7 @@ def from_onnx(path: str | Path) -> dict:
             name = init.name.removesuffix("__int8")
             if f"{name}__scale" not in arrays:
                 raise CheckpointError(f"{path}: int8 tensor {name} without its scale")
-            scale = numpy_helper.to_array(arrays[f"{name}__scale"])
-            array = array.astype(np.float32) * scale.reshape(-1, *[1] * (array.ndim - 1))
+            array = dequantize_int8(array, numpy_helper.to_array(arrays[f"{name}__scale"]))
         state[name] = torch.from_numpy(array.copy())
     state.update({k: torch.tensor(v) for k, v in data.pop("int_buffers", {}).items()})
     state.update({k: state[v] for k, v in data.pop("aliases", {}).items() if v in state})

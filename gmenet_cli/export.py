@@ -246,7 +246,7 @@ def quantize_per_channel(t: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
 
 def dequantize(q: np.ndarray, scale: np.ndarray) -> torch.Tensor:
     """int8 values x scale per output channel -> float32, the product DequantizeLinear computes."""
-    return torch.from_numpy(q.astype(np.float32) * scale.reshape(-1, *[1] * (q.ndim - 1)))
+    return torch.from_numpy(checkpoint.dequantize_int8(q, scale))
 
 
 def _int8_initializers(proto, quantized: dict, aliases: dict) -> None:
@@ -270,9 +270,7 @@ def _int8_initializers(proto, quantized: dict, aliases: dict) -> None:
                                                                name=f"{name}__zero"))
         nodes.append(helper.make_node("DequantizeLinear", [f"{name}__int8", f"{name}__scale", f"{name}__zero"],
                                       [name], axis=0))
-    rest = list(proto.graph.node)
-    del proto.graph.node[:]
-    proto.graph.node.extend(nodes + rest)
+    _prepend(proto, nodes)
 
 
 def _half_initializers(proto) -> None:
@@ -293,9 +291,14 @@ def _half_initializers(proto) -> None:
         name = init.name
         init.CopyFrom(numpy_helper.from_array(array, name=f"{name}__fp16"))
         casts.append(helper.make_node("Cast", [f"{name}__fp16"], [name], to=TensorProto.FLOAT))
-    nodes = casts + list(proto.graph.node)
+    _prepend(proto, casts)
+
+
+def _prepend(proto, nodes: list) -> None:
+    """Put nodes (the weights' Casts and DequantizeLinears) before the graph's own, which read their outputs."""
+    rest = list(proto.graph.node)
     del proto.graph.node[:]
-    proto.graph.node.extend(nodes)
+    proto.graph.node.extend(nodes + rest)
 
 
 def _write_torchscript(model, tmp: Path, example):
