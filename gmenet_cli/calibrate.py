@@ -16,7 +16,9 @@ untouched. Per size, the class temperatures are kept only where they calibrate f
 better than the one temperature does, by at least MIN_GAIN: each is fitted on one half of the validation faces
 and its ECE measured on the other (two folds, averaged: `ece_heldout`); smaller differences are within the
 folds' noise. Otherwise (the 48 px model, already calibrated by one temperature) every class gets the one
-temperature. The kept choice is then fitted on the whole split.
+temperature. The kept choice is then fitted on the whole split. A model whose raw confidences are already
+better calibrated held out than any fitted temperature leaves them (kept "none": every temperature 1), so
+calibration never makes a model's confidences worse than training left them.
 
 numpy only: `gmenet predict` imports this without torch.
 """
@@ -105,16 +107,17 @@ def calibrated_softmax(logits: np.ndarray, temperature) -> np.ndarray:
     return softmax(z / t[z.argmax(axis=1)][:, None]) if len(z) else softmax(z)
 
 
-def _heldout_ece(z: np.ndarray, y: np.ndarray, per_class: bool, seed: int = 0) -> float:
-    """Temperatures (per class, or one) fitted on one half of the faces, ECE measured on the other; two folds,
-    averaged."""
+def _heldout_ece(z: np.ndarray, y: np.ndarray, per_class: bool | None, seed: int = 0) -> float:
+    """Temperatures (per class, or one; None: no temperature) fitted on one half of the faces, ECE measured on
+    the other; two folds, averaged."""
     order = np.random.default_rng(seed).permutation(len(y))
     halves = (order[: len(y) // 2], order[len(y) // 2 :])
     errors = []
     for fit_on, test_on in (halves, halves[::-1]):
         if len(fit_on) == 0 or len(test_on) == 0:
             continue
-        temps = (fit_class_temperatures if per_class else fit_temperature)(z[fit_on], y[fit_on])
+        temps = 1.0 if per_class is None else (fit_class_temperatures if per_class else fit_temperature)(
+            z[fit_on], y[fit_on])
         errors.append(ece(calibrated_softmax(z[test_on], temps), y[test_on]))
     return float(np.mean(errors)) if errors else float("nan")
 
@@ -122,18 +125,25 @@ def _heldout_ece(z: np.ndarray, y: np.ndarray, per_class: bool, seed: int = 0) -
 def calibrate(logits_by_size: dict[int, tuple[np.ndarray, np.ndarray]]) -> dict:
     """{face px: (logits (N, K), labels (N,))} -> the checkpoint's `calibration` entry: per size, one
     temperature and the temperature of each predicted class (all equal where one temperature calibrates better
-    held out; keys are strings: checkpoints and ONNX metadata hold plain data), which of the two was kept, and
-    the ECE before, with one temperature, after (what predict applies) and held out (of the kept choice)."""
+    held out, all 1 where no temperature does; keys are strings: checkpoints and ONNX metadata hold plain data),
+    which was kept ("class", "one", "none"; the fitted one temperature stays in `temperature_fitted`), and the
+    ECE before, with the fitted temperature, after (what predict applies) and held out (of the kept choice)."""
     out: dict = {"method": "class-temperature", "temperature": {}, "class_temperature": {}, "kept": {},
-                 "ece_before": {}, "ece_temperature": {}, "ece_after": {}, "ece_heldout": {}}
+                 "temperature_fitted": {}, "ece_before": {}, "ece_temperature": {}, "ece_after": {},
+                 "ece_heldout": {}}
     for px, (z, y) in sorted(logits_by_size.items()):
         z, y = np.asarray(z), np.asarray(y, dtype=np.int64)
         t = fit_temperature(z, y)
-        heldout = {kind: _heldout_ece(z, y, kind == "class") for kind in ("class", "one")}
+        heldout = {kind: _heldout_ece(z, y, {"class": True, "one": False, "none": None}[kind])
+                   for kind in ("class", "one", "none")}
         kept = "class" if heldout["class"] < heldout["one"] - MIN_GAIN else "one"
-        temps = fit_class_temperatures(z, y, t) if kept == "class" else [t] * z.shape[1]
+        if heldout["none"] <= heldout[kept]:
+            kept = "none"
+        temps = (fit_class_temperatures(z, y, t) if kept == "class"
+                 else [1.0 if kept == "none" else t] * z.shape[1])
         key = str(px)
-        out["temperature"][key] = round(t, 4)
+        out["temperature"][key] = 1.0 if kept == "none" else round(t, 4)
+        out["temperature_fitted"][key] = round(t, 4)
         out["class_temperature"][key] = [round(v, 4) for v in temps]
         out["kept"][key] = kept
         out["ece_before"][key] = round(ece(softmax(z), y), 4)

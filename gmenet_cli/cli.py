@@ -713,8 +713,10 @@ def calibrate(
     cal = calibrate_checkpoint(weights, store.split(split), dev, batch_size, tta=True)
     for px, t in cal["temperature"].items():
         per = cal["class_temperature"][px]
-        kept = (f"per predicted class {min(per):.3f}-{max(per):.3f}" if cal["kept"][px] == "class"
-                else "one for every class (class temperatures no better held out)")
+        kept = {"class": f"per predicted class {min(per):.3f}-{max(per):.3f}",
+                "one": "one for every class (class temperatures no better held out)",
+                "none": f"none kept: the raw confidences are better calibrated held out than with the fitted "
+                        f"{cal['temperature_fitted'][px]:.3f}"}[cal["kept"][px]]
         err.print(
             f"{px:>3}px: temperature {t:.3f}, {kept}; ECE {cal['ece_before'][px]:.4f} -> "
             f"{cal['ece_after'][px]:.4f} (held out: {cal['ece_heldout'][px]:.4f})"

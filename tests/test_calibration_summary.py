@@ -76,6 +76,26 @@ def test_class_temperatures_fit_what_one_temperature_cannot():
     assert temperatures_for(cal, 12) == cal["class_temperature"]["12"]
 
 
+def test_calibration_never_makes_raw_confidences_worse_held_out():
+    """Confidences already calibrated (labels drawn from the model's own softmax): a temperature fitted on
+    400 faces only adds its fitting noise, so held out the raw confidences do better and are kept as they are
+    (every temperature 1, the fitted one recorded); over-confident logits still get their temperature."""
+    from gmenet_cli import calibrate as cal_mod
+
+    rng = np.random.default_rng(3)
+    logits = rng.normal(size=(400, 8)) * 3
+    labels = np.array([rng.choice(8, p=row) for row in softmax(logits)])
+    cal = calibrate({12: (logits, labels)})
+    heldout = {kind: cal_mod._heldout_ece(logits, labels, arg) for kind, arg in
+               (("none", None), ("one", False), ("class", True))}
+    assert heldout["none"] <= min(heldout["one"], heldout["class"])
+    assert cal["kept"]["12"] == "none" and cal["temperature"]["12"] == 1.0
+    assert cal["class_temperature"]["12"] == [1.0] * 8 and cal["temperature_fitted"]["12"] != 1.0
+    assert cal["ece_after"]["12"] == cal["ece_before"]["12"] and cal["ece_heldout"]["12"] == round(heldout["none"], 4)
+    over = calibrate({12: (logits * 2.5, labels)})  # the same faces, logits 2.5x too confident
+    assert over["kept"]["12"] != "none" and over["temperature"]["12"] == pytest.approx(2.5, rel=0.2)
+
+
 def test_training_calibrates_best_pt_for_every_trained_size(tiny_runs):
     for kind, sizes in (("student", {"12", "24"}), ("teacher", {"48"})):
         cal = checkpoint.load(tiny_runs[kind])["calibration"]
@@ -144,7 +164,7 @@ def test_calibrate_command_fits_an_uncalibrated_checkpoint(tiny_runs, tiny_store
     assert res.exit_code == 0, res.output
     cal = checkpoint.load(bare)["calibration"]
     assert set(cal["temperature"]) == set(cal["class_temperature"]) == {"12", "24"}
-    assert cal["kept"]["12"] in ("class", "one") and len(cal["class_temperature"]["12"]) == 8
+    assert cal["kept"]["12"] in ("class", "one", "none") and len(cal["class_temperature"]["12"]) == 8
     assert "Next: gmenet export" in res.stderr and "temperature" in res.stderr
     after = checkpoint.load(bare)["state_dict"]
     assert all(torch.equal(after[k], v) for k, v in ckpt["state_dict"].items())  # only the confidences change

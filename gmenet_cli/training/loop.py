@@ -445,7 +445,10 @@ def _calibrate(run: _Run, val_split, progress: Callbacks) -> None:
             f"{px}px T="
             + (f"{min(cal['class_temperature'][px]):.2f}-{max(cal['class_temperature'][px]):.2f} by class"
                if cal["kept"][px] == "class" else f"{t:.2f}")
-            + f" (ECE {cal['ece_before'][px]:.3f} -> {cal['ece_after'][px]:.3f}, held out {cal['ece_heldout'][px]:.3f})"
+            + (f" (ECE {cal['ece_before'][px]:.3f}, left as trained: no temperature calibrates better held out)"
+               if cal["kept"][px] == "none" else
+               f" (ECE {cal['ece_before'][px]:.3f} -> {cal['ece_after'][px]:.3f},"
+               f" held out {cal['ece_heldout'][px]:.3f})")
             for px, t in cal["temperature"].items()
         )
     )
