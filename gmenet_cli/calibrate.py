@@ -134,8 +134,8 @@ def calibrate(logits_by_size: dict[int, tuple[np.ndarray, np.ndarray]]) -> dict:
     for px, (z, y) in sorted(logits_by_size.items()):
         z, y = np.asarray(z), np.asarray(y, dtype=np.int64)
         t = fit_temperature(z, y)
-        heldout = {kind: _heldout_ece(z, y, {"class": True, "one": False, "none": None}[kind])
-                   for kind in ("class", "one", "none")}
+        heldout = {kind: _heldout_ece(z, y, per_class)
+                   for kind, per_class in (("class", True), ("one", False), ("none", None))}
         kept = "class" if heldout["class"] < heldout["one"] - MIN_GAIN else "one"
         if heldout["none"] <= heldout[kept]:
             kept = "none"
