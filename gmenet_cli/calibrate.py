@@ -139,10 +139,10 @@ def calibrate(logits_by_size: dict[int, tuple[np.ndarray, np.ndarray]]) -> dict:
         kept = "class" if heldout["class"] < heldout["one"] - MIN_GAIN else "one"
         if heldout["none"] <= heldout[kept]:
             kept = "none"
-        temps = (fit_class_temperatures(z, y, t) if kept == "class"
-                 else [1.0 if kept == "none" else t] * z.shape[1])
+        t_kept = 1.0 if kept == "none" else t  # the one temperature predict applies
+        temps = fit_class_temperatures(z, y, t) if kept == "class" else [t_kept] * z.shape[1]
         key = str(px)
-        out["temperature"][key] = 1.0 if kept == "none" else round(t, 4)
+        out["temperature"][key] = round(t_kept, 4)
         out["temperature_fitted"][key] = round(t, 4)
         out["class_temperature"][key] = [round(v, 4) for v in temps]
         out["kept"][key] = kept
