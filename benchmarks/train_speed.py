@@ -52,8 +52,12 @@ def configs(size: str) -> list[dict]:
              student="gmenet_s2", online=True, cl=True, full_kernels=True),
         dict(name="gmenet_s2 @24 + teacher_s2, channels_last, torch.compile (inductor) on the student",
              teacher="teacher_s2", student="gmenet_s2", online=True, cl=True, compile=True),
+        dict(name="gmenet_s2 @24 + teacher_s2, channels_last, teacher in onnxruntime int8, oneDNN's weight gradients",
+             teacher="teacher_s2", student="gmenet_s2", online=True, cl=True, ort="onnxruntime-int8",
+             hand_grad=False),
         dict(name="gmenet_s2 @24 + teacher_s2, channels_last, as before issue 26 (BN not folded, kernels not cut)",
-             teacher="teacher_s2", student="gmenet_s2", online=True, cl=True, fuse=False, full_kernels=True),
+             teacher="teacher_s2", student="gmenet_s2", online=True, cl=True, fuse=False, full_kernels=True,
+             hand_grad=False),
         dict(name="gmenet_s2 without global branch", teacher="teacher_s2", student="gmenet_s2", online=True, cl=True,
              kwargs={"global_branch": False}),
         dict(name="gmenet_s2 with CBAM spatial attention", teacher="teacher_s2", student="gmenet_s2", online=True,
@@ -106,16 +110,17 @@ def build(cfg: dict, store, batch_size: int, device):
     return task, opt, loader, model
 
 
-def timed(task, opt, batches, runtime, bf16: bool = False, full_kernels: bool = False) -> float:
+def timed(task, opt, batches, runtime, cfg: dict) -> float:
     import gmenet_cli.models.blocks as blocks
 
-    cut = blocks.same_conv
-    if full_kernels:  # every convolution with its whole kernel, as before blocks.same_conv
-        blocks.same_conv = lambda conv, x: conv(x)
+    cut, hand = blocks.same_conv, blocks.HAND_WEIGHT_GRAD
+    if cfg.get("full_kernels"):  # every convolution with its whole kernel, as before blocks.same_conv
+        blocks.same_conv = lambda conv, x: torch.nn.Conv2d.forward(conv, x)
+    blocks.HAND_WEIGHT_GRAD = cfg.get("hand_grad", True)  # False: oneDNN's weight gradients everywhere
     try:
-        return _timed(task, opt, batches, runtime, bf16)
+        return _timed(task, opt, batches, runtime, cfg.get("bf16", False))
     finally:
-        blocks.same_conv = cut
+        blocks.same_conv, blocks.HAND_WEIGHT_GRAD = cut, hand
 
 
 def _timed(task, opt, batches, runtime, bf16: bool) -> float:
@@ -149,13 +154,13 @@ def step_table(store, args, runtime) -> list:
     iters = [endless(loader) for _, _, _, loader, _ in built]
     for (c, task, opt, _, _), it in zip(built, iters):
         warm = 8 if c.get("compile") else 2  # compiling: one graph per LR face size and mix of sizes
-        timed(task, opt, itertools.islice(it, warm), runtime, c.get("bf16", False), c.get("full_kernels", False))
+        timed(task, opt, itertools.islice(it, warm), runtime, c)
     times = {c["name"]: [] for c, *_ in built}
     for _ in range(args.rounds):
         for (c, task, opt, _, _), it in zip(built, iters):
             batches = list(itertools.islice(it, args.steps))  # fetched first: the loader is timed on its own below
             times[c["name"]].append(
-                timed(task, opt, batches, runtime, c.get("bf16", False), c.get("full_kernels", False))
+                timed(task, opt, batches, runtime, c)
                 / (args.steps * args.batch_size)
             )
     for it in iters:  # stop the loaders' producer threads before the interpreter exits

@@ -7,6 +7,7 @@ import io
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from gmenet_cli.errors import UsageError
 from gmenet_cli.losses import ASKDLoss, ClassificationLoss, map_similarity_loss
@@ -353,3 +354,64 @@ def test_kernels_cut_to_small_maps_compute_the_same(name, monkeypatch):
                                                                        * conv.dilation[0]) or conv(t))
     model(x)
     assert any(calls)
+
+
+@pytest.mark.parametrize("layout", [torch.channels_last, torch.contiguous_format])
+@pytest.mark.parametrize("cin,cout,size,kernel,stride,dilation,groups", [
+    (256, 256, 3, 3, 1, 1, 1),  # dense 3x3 on the last stages' maps
+    (256, 256, 2, 3, 1, 1, 1),
+    (128, 256, 6, 3, 2, 1, 1),  # strided: 6x6 -> 3x3
+    (128, 128, 6, 7, 1, 1, 128),  # depthwise attention kernels
+    (256, 256, 3, 5, 1, 1, 256),
+    (8, 8, 12, 3, 1, 2, 8),  # the global branch's dilated groups
+    (8, 8, 12, 3, 1, 4, 8),
+])
+def test_hand_summed_weight_gradients_equal_onednns(cin, cout, size, kernel, stride, dilation, groups, layout):
+    """blocks.conv2d's weight gradient, summed by hand where oneDNN's is slow, is the same as oneDNN's (same
+    sums, another order), and so are the output and the input gradient; the hand path is really taken."""
+    import gmenet_cli.models.blocks as blocks
+
+    torch.manual_seed(0)
+    pad = dilation * (kernel // 2)
+    x = torch.randn(16, cin, size, size).contiguous(memory_format=layout).requires_grad_(True)
+    w = (torch.randn(cout, cin // groups, kernel, kernel) * 0.1).requires_grad_(True)
+    out = blocks.conv2d(x, w, None, (stride, stride), (pad, pad), (dilation, dilation), groups)
+    assert type(out.grad_fn).__name__.startswith("_HandWeightGrad")
+    grad = torch.randn_like(out)
+    gx, gw = torch.autograd.grad(out, (x, w), grad)
+    ref = F.conv2d(x, w, None, stride, pad, dilation, groups)
+    rx, rw = torch.autograd.grad(ref, (x, w), grad)
+    torch.testing.assert_close(out, ref)
+    torch.testing.assert_close(gx, rx)
+    torch.testing.assert_close(gw, rw, rtol=1e-4, atol=1e-4)
+    with torch.no_grad():  # inference (the frozen teacher, predict): plain F.conv2d
+        assert blocks.conv2d(x, w, None, (stride,) * 2, (pad,) * 2, (dilation,) * 2, groups).grad_fn is None
+    big = torch.randn(16, cin, 24, 24, requires_grad=True)  # large maps keep oneDNN's gradient
+    out = blocks.conv2d(big, w, None, (1, 1), (pad, pad), (1, 1), groups)
+    assert not type(out.grad_fn).__name__.startswith("_HandWeightGrad")
+
+
+def test_student_gradients_with_hand_summed_weight_gradients(monkeypatch):
+    """The shipped student's every gradient is the same with the hand-summed weight gradients as with
+    oneDNN's (train_speed.py's "oneDNN's weight gradients" row), and the model takes the hand path."""
+    import gmenet_cli.models.blocks as blocks
+
+    torch.manual_seed(0)
+    model = create_model("gmenet_s2", num_classes=8, in_chans=1, input_size=24).to(
+        memory_format=torch.channels_last).train()
+    x = torch.rand(8, 1, 24, 24).contiguous(memory_format=torch.channels_last)
+    grads, hand = {}, []
+    original = blocks._HandWeightGrad.apply
+    monkeypatch.setattr(blocks._HandWeightGrad, "apply", lambda *a: hand.append(a[1].shape) or original(*a))
+    for on in (True, False):
+        monkeypatch.setattr(blocks, "HAND_WEIGHT_GRAD", on)
+        model.zero_grad()
+        torch.manual_seed(1)
+        logits, maps = model(x, return_maps=True)
+        flat = [m for pair in maps if pair is not None for m in pair]
+        (logits.square().sum() + sum(m.square().sum() for m in flat)).backward()
+        grads[on] = {k: p.grad.clone() for k, p in model.named_parameters() if p.grad is not None}
+    assert len(hand) >= 10  # dense 3x3 on 3x3 / 2x2 maps, depthwise attention on 6x6 and below, dilated
+    assert grads[True].keys() == grads[False].keys()
+    for k in grads[False]:
+        torch.testing.assert_close(grads[True][k], grads[False][k], rtol=1e-4, atol=1e-5, msg=k)

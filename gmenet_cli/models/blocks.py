@@ -12,6 +12,89 @@ import torch.nn.functional as F
 from torch import nn
 
 
+class _HandWeightGrad(torch.autograd.Function):
+    """`F.conv2d` (no bias) whose weight gradient is summed by hand: the input gradient stays oneDNN's.
+
+    On small maps oneDNN's CPU weight gradient costs far more than the arithmetic (measured, batch 128, AVX2:
+    a depthwise 7x7 on 128 channels of 6x6 maps 25-42 ms against 9-15 ms summed tap by tap; a dense 3x3 on
+    256 channels of 2x2 maps 13 ms against 5 ms as one matrix product; BENCHMARKS.md, training step). The
+    same sums in another order: gradients equal to float rounding (tested)."""
+
+    @staticmethod
+    def forward(ctx, x, weight, stride, padding, dilation, groups):
+        ctx.save_for_backward(x, weight)
+        ctx.conf = (stride, padding, dilation, groups)
+        return F.conv2d(x, weight, None, stride, padding, dilation, groups)
+
+    @staticmethod
+    def backward(ctx, grad):
+        x, weight = ctx.saved_tensors
+        stride, padding, dilation, groups = ctx.conf
+        grad_x = grad_w = None
+        if ctx.needs_input_grad[0]:
+            grad_x = torch.ops.aten.convolution_backward(
+                grad, x, weight, None, stride, padding, dilation, False, (0, 0), groups, (True, False, False)
+            )[0]
+        if ctx.needs_input_grad[1]:
+            grad_w = _weight_grad(x, grad, weight.shape, stride, padding, dilation, groups)
+        return grad_x, grad_w, None, None, None, None
+
+
+def _weight_grad(x, grad, shape, stride, padding, dilation, groups) -> torch.Tensor:
+    """d(loss)/d(weight) of a bias-free conv2d: for each kernel tap, the input shifted to that tap times the
+    output gradient, summed. Dense (groups 1): all taps at once as one (Cout, N) x (N, taps * Cin) matrix
+    product; depthwise: per tap, a product summed per channel. Channels-last throughout."""
+    cout, cin, kh, kw = shape
+    (sh, sw), (ph, pw), (dh, dw) = stride, padding, dilation
+    ho, wo = grad.shape[-2:]
+    xn = F.pad(x.permute(0, 2, 3, 1), (0, 0, pw, pw, ph, ph))  # (B, H + 2ph, W + 2pw, Cin)
+    gn = grad.permute(0, 2, 3, 1)  # (B, Ho, Wo, Cout)
+    taps = [xn[:, i * dh : i * dh + sh * (ho - 1) + 1 : sh, j * dw : j * dw + sw * (wo - 1) + 1 : sw]
+            for i in range(kh) for j in range(kw)]
+    if groups == 1:
+        cols = torch.stack(taps, dim=3).reshape(-1, kh * kw * cin)
+        return (gn.reshape(-1, cout).t() @ cols).view(cout, kh, kw, cin).permute(0, 3, 1, 2)
+    return torch.stack([(tap * gn).sum((0, 1, 2)) for tap in taps], dim=1).view(cout, 1, kh, kw)
+
+
+HAND_WEIGHT_GRAD = True  # benchmarks/train_speed.py turns it off for its "oneDNN's weight gradients" rows
+
+
+def _hand_grad(x: torch.Tensor, weight: torch.Tensor, stride, padding, dilation, groups: int) -> bool:
+    """Where the hand-summed weight gradient is the faster one (measured on an AVX2 CPU, BENCHMARKS.md): dense
+    kernels on output maps of 3x3 and below, depthwise kernels on maps of 6x6 and below with 64 channels or
+    more, and dilated depthwise kernels. Only while training on the CPU in float32, never in an export."""
+    if not (HAND_WEIGHT_GRAD and torch.is_grad_enabled() and weight.requires_grad and x.device.type == "cpu"
+            and x.dtype == torch.float32 and not torch.is_autocast_enabled("cpu")):
+        return False
+    if torch.onnx.is_in_onnx_export() or torch.jit.is_tracing() or torch.jit.is_scripting():
+        return False
+    kh, kw = weight.shape[-2:]
+    ho, wo = ((x.shape[i - 2] + 2 * padding[i] - dilation[i] * (weight.shape[i - 2] - 1) - 1) // stride[i] + 1
+              for i in (0, 1))
+    if groups == 1:
+        return kh * kw > 1 and ho * wo <= 9
+    if groups == x.shape[1] == weight.shape[0]:
+        return max(dilation) > 1 or (ho * wo <= 36 and groups >= 64)
+    return False
+
+
+def conv2d(x: torch.Tensor, weight: torch.Tensor, bias, stride, padding, dilation, groups: int) -> torch.Tensor:
+    """`F.conv2d`, with the hand-summed weight gradient where `_hand_grad` says it is faster."""
+    if bias is None and _hand_grad(x, weight, stride, padding, dilation, groups):
+        return _HandWeightGrad.apply(x, weight, tuple(stride), tuple(padding), tuple(dilation), groups)
+    return F.conv2d(x, weight, bias, stride, padding, dilation, groups)
+
+
+class Conv2d(nn.Conv2d):
+    """nn.Conv2d (same parameters and state dict) that takes `conv2d`'s faster weight gradient in training."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.padding_mode != "zeros" or isinstance(self.padding, str):
+            return super().forward(x)
+        return conv2d(x, self.weight, self.bias, self.stride, self.padding, self.dilation, self.groups)
+
+
 def same_conv(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
     """`conv(x)` for a stride-1 "same" convolution (padding = dilation * (kernel // 2)), with the kernel cut
     to the taps a map of x's size can reach: on a 3x3 map a 7x7 kernel's outer ring only ever multiplies
@@ -24,10 +107,8 @@ def same_conv(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
     dh, dw = conv.dilation
     ch, cw = kh // 2, kw // 2
     rh, rw = min(ch, (x.shape[-2] - 1) // dh), min(cw, (x.shape[-1] - 1) // dw)
-    if (rh, rw) == (ch, cw):
-        return conv(x)
-    weight = conv.weight[:, :, ch - rh : ch + rh + 1, cw - rw : cw + rw + 1]
-    return F.conv2d(x, weight, conv.bias, 1, (dh * rh, dw * rw), conv.dilation, conv.groups)
+    weight = conv.weight if (rh, rw) == (ch, cw) else conv.weight[:, :, ch - rh : ch + rh + 1, cw - rw : cw + rw + 1]
+    return conv2d(x, weight, conv.bias, (1, 1), (dh * rh, dw * rw), conv.dilation, conv.groups)
 
 
 class ChannelAttention(nn.Module):
@@ -85,7 +166,7 @@ SPATIAL = {"standard": SpatialAttention, "depthwise": DepthwiseSpatialAttention}
 def conv_bn(cin: int, cout: int, kernel: int = 3, stride: int = 1, groups: int = 1, dilation: int = 1) -> nn.Sequential:
     pad = dilation * (kernel // 2)
     return nn.Sequential(
-        nn.Conv2d(cin, cout, kernel, stride, pad, dilation=dilation, groups=groups, bias=False), nn.BatchNorm2d(cout)
+        Conv2d(cin, cout, kernel, stride, pad, dilation=dilation, groups=groups, bias=False), nn.BatchNorm2d(cout)
     )
 
 
