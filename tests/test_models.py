@@ -386,6 +386,9 @@ def test_hand_summed_weight_gradients_equal_onednns(cin, cout, size, kernel, str
     torch.testing.assert_close(gw, rw, rtol=1e-4, atol=1e-4)
     with torch.no_grad():  # inference (the frozen teacher, predict): plain F.conv2d
         assert blocks.conv2d(x, w, None, (stride,) * 2, (pad,) * 2, (dilation,) * 2, groups).grad_fn is None
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # train.cpu_bf16: plain F.conv2d, autocast's dtype
+        assert not type(blocks.conv2d(x, w, None, (stride,) * 2, (pad,) * 2, (dilation,) * 2, groups).grad_fn
+                        ).__name__.startswith("_HandWeightGrad")
     big = torch.randn(16, cin, 24, 24, requires_grad=True)  # large maps keep oneDNN's gradient
     out = blocks.conv2d(big, w, None, (1, 1), (pad, pad), (1, 1), groups)
     assert not type(out.grad_fn).__name__.startswith("_HandWeightGrad")

@@ -57,6 +57,13 @@ def _weight_grad(x, grad, shape, stride, padding, dilation, groups) -> torch.Ten
     return torch.stack([(tap * gn).sum((0, 1, 2)) for tap in taps], dim=1).view(cout, 1, kh, kw)
 
 
+def _cpu_autocast() -> bool:
+    try:
+        return torch.is_autocast_enabled("cpu")
+    except TypeError:  # torch before 2.4 asks per device
+        return torch.is_autocast_cpu_enabled()
+
+
 HAND_WEIGHT_GRAD = True  # benchmarks/train_speed.py turns it off for its "oneDNN's weight gradients" rows
 
 
@@ -65,7 +72,7 @@ def _hand_grad(x: torch.Tensor, weight: torch.Tensor, stride, padding, dilation,
     kernels on output maps of 3x3 and below, depthwise kernels on maps of 6x6 and below with 64 channels or
     more, and dilated depthwise kernels. Only while training on the CPU in float32, never in an export."""
     if not (HAND_WEIGHT_GRAD and torch.is_grad_enabled() and weight.requires_grad and x.device.type == "cpu"
-            and x.dtype == torch.float32 and not torch.is_autocast_enabled("cpu")):
+            and x.dtype == torch.float32 and not _cpu_autocast()):
         return False
     if torch.onnx.is_in_onnx_export() or torch.jit.is_tracing() or torch.jit.is_scripting():
         return False
