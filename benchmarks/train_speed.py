@@ -37,6 +37,8 @@ def configs(size: str) -> list[dict]:
         dict(name="teacher_s (first generation), NCHW", teacher="teacher_s", online=False, cl=False),
         dict(name="teacher_s2, NCHW", teacher="teacher_s2", online=True, cl=False),
         dict(name="teacher_s2, channels_last", teacher="teacher_s2", online=True, cl=True),
+        dict(name="teacher_s2, channels_last, oneDNN's weight gradients", teacher="teacher_s2", online=True, cl=True,
+             hand_grad=False),
         dict(name="gmenet_s @48 + teacher_s (first generation), NCHW", teacher="teacher_s", student="gmenet_s",
              online=False, cl=False),
         dict(name="gmenet_s2 @24 + teacher_s2, NCHW", teacher="teacher_s2", student="gmenet_s2", online=True, cl=False),
