@@ -366,10 +366,13 @@ def test_kernels_cut_to_small_maps_compute_the_same(name, monkeypatch):
     (8, 8, 12, 3, 1, 2, 8),  # the global branch's dilated groups
     (8, 8, 12, 3, 1, 4, 8),
 ])
-def test_hand_summed_weight_gradients_equal_onednns(cin, cout, size, kernel, stride, dilation, groups, layout):
+def test_hand_summed_weight_gradients_equal_onednns(cin, cout, size, kernel, stride, dilation, groups, layout,
+                                                    monkeypatch):
     """blocks.conv2d's weight gradient, summed by hand where oneDNN's is slow, is the same as oneDNN's (same
     sums, another order), and so are the output and the input gradient; the hand path is really taken."""
     import gmenet_cli.models.blocks as blocks
+
+    monkeypatch.setattr(blocks, "HAND_WEIGHT_GRAD", True)  # on whatever CPU runs the tests
 
     torch.manual_seed(0)
     pad = dilation * (kernel // 2)
@@ -418,3 +421,18 @@ def test_student_gradients_with_hand_summed_weight_gradients(monkeypatch):
     assert grads[True].keys() == grads[False].keys()
     for k in grads[False]:
         torch.testing.assert_close(grads[True][k], grads[False][k], rtol=1e-4, atol=1e-5, msg=k)
+
+
+def test_hand_summed_weight_gradients_only_on_the_cpus_measured(monkeypatch):
+    """By default (HAND_WEIGHT_GRAD None) the hand path is taken on AVX2 CPUs, where it was measured faster,
+    and not on others (AVX-512: not measured)."""
+    import gmenet_cli.models.blocks as blocks
+
+    x = torch.randn(4, 256, 3, 3, requires_grad=True)
+    w = torch.randn(256, 256, 3, 3, requires_grad=True)
+    for capability, hand in (("AVX2", True), ("AVX512", False), ("DEFAULT", False)):
+        blocks._measured_cpu.cache_clear()
+        monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda c=capability: c)
+        out = blocks.conv2d(x, w, None, (1, 1), (1, 1), (1, 1), 1)
+        assert type(out.grad_fn).__name__.startswith("_HandWeightGrad") == hand, capability
+    blocks._measured_cpu.cache_clear()

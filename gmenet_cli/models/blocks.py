@@ -7,6 +7,8 @@ teacher/student pairing is a visible contract rather than a forward hook.
 
 from __future__ import annotations
 
+import functools
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -64,14 +66,24 @@ def _cpu_autocast() -> bool:
         return torch.is_autocast_cpu_enabled()
 
 
-HAND_WEIGHT_GRAD = True  # benchmarks/train_speed.py turns it off for its "oneDNN's weight gradients" rows
+# None: on the CPUs where the hand-summed weight gradient was measured faster (x86 with AVX2 and no AVX-512;
+# on AVX-512 CPUs oneDNN has other kernels and it is not measured yet); True / False: on / off everywhere
+# (benchmarks/train_speed.py's rows set it).
+HAND_WEIGHT_GRAD: bool | None = None
+
+
+@functools.cache
+def _measured_cpu() -> bool:
+    return torch.backends.cpu.get_cpu_capability() == "AVX2"
 
 
 def _hand_grad(x: torch.Tensor, weight: torch.Tensor, stride, padding, dilation, groups: int) -> bool:
     """Where the hand-summed weight gradient is the faster one (measured on an AVX2 CPU, BENCHMARKS.md): dense
     kernels on output maps of 3x3 and below, depthwise kernels on maps of 6x6 and below with 64 channels or
-    more, and dilated depthwise kernels. Only while training on the CPU in float32, never in an export."""
-    if not (HAND_WEIGHT_GRAD and torch.is_grad_enabled() and weight.requires_grad and x.device.type == "cpu"
+    more, and dilated depthwise kernels. Only while training on the CPU in float32, never in an export; by
+    default only on the kind of CPU it was measured on (HAND_WEIGHT_GRAD)."""
+    on = _measured_cpu() if HAND_WEIGHT_GRAD is None else HAND_WEIGHT_GRAD
+    if not (on and torch.is_grad_enabled() and weight.requires_grad and x.device.type == "cpu"
             and x.dtype == torch.float32 and not _cpu_autocast()):
         return False
     if torch.onnx.is_in_onnx_export() or torch.jit.is_tracing() or torch.jit.is_scripting():
