@@ -18,7 +18,7 @@ class _HandWeightGrad(torch.autograd.Function):
     """`F.conv2d` (no bias) whose weight gradient is summed by hand: the input gradient stays oneDNN's.
 
     On small maps oneDNN's CPU weight gradient costs far more than the arithmetic (measured, batch 128, AVX2:
-    a depthwise 7x7 on 128 channels of 6x6 maps 25-42 ms against 9-15 ms summed tap by tap; a dense 3x3 on
+    a depthwise 7x7 on 128 channels of 6x6 maps 30-42 ms against 9-15 ms summed tap by tap; a dense 3x3 on
     256 channels of 2x2 maps 13 ms against 5 ms as one matrix product; BENCHMARKS.md, training step). The
     same sums in another order: gradients equal to float rounding (tested)."""
 
