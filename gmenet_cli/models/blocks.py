@@ -62,7 +62,7 @@ def _weight_grad(x, grad, shape, stride, padding, dilation, groups) -> torch.Ten
 def _cpu_autocast() -> bool:
     try:
         return torch.is_autocast_enabled("cpu")
-    except TypeError:  # torch before 2.4 asks per device
+    except TypeError:  # older torch: no device argument, a function per device
         return torch.is_autocast_cpu_enabled()
 
 
