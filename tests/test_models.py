@@ -319,6 +319,17 @@ def test_int8_teacher_is_quantised_on_training_faces_and_close_to_the_float_one(
         ort_teacher.OrtTeacher(teacher, int8=True)
 
 
+def _outputs_and_grads(model, x):
+    """Logits, attention maps and every parameter's gradient of sum(logits^2) + sum(maps^2), dropout seeded."""
+    model.zero_grad()
+    torch.manual_seed(1)  # the same dropout masks
+    logits, maps = model(x, return_maps=True)
+    flat = [m for pair in maps if pair is not None for m in pair]
+    (logits.square().sum() + sum(m.square().sum() for m in flat)).backward()
+    return (logits.detach(), [m.detach() for m in flat],
+            {k: p.grad.clone() for k, p in model.named_parameters() if p.grad is not None})
+
+
 @pytest.mark.parametrize("name", ["gmenet_s2", "teacher_s2"])
 def test_kernels_cut_to_small_maps_compute_the_same(name, monkeypatch):
     """same_conv drops the kernel taps a small map never reaches (a 7x7 attention kernel on 3x3 and 2x2
@@ -334,13 +345,7 @@ def test_kernels_cut_to_small_maps_compute_the_same(name, monkeypatch):
     for cut in (True, False):
         if not cut:
             monkeypatch.setattr(blocks, "same_conv", lambda conv, t: conv(t))
-        model.zero_grad()
-        torch.manual_seed(1)  # the same dropout masks
-        logits, maps = model(x, return_maps=True)
-        flat = [m for pair in maps if pair is not None for m in pair]
-        (logits.square().sum() + sum(m.square().sum() for m in flat)).backward()
-        results[cut] = (logits.detach(), [m.detach() for m in flat],
-                        {k: p.grad.clone() for k, p in model.named_parameters() if p.grad is not None})
+        results[cut] = _outputs_and_grads(model, x)
     (l1, m1, g1), (l0, m0, g0) = results[True], results[False]
     torch.testing.assert_close(l1, l0, rtol=1e-5, atol=1e-5)
     for a, b in zip(m1, m0):
@@ -411,12 +416,7 @@ def test_student_gradients_with_hand_summed_weight_gradients(monkeypatch):
     monkeypatch.setattr(blocks._HandWeightGrad, "apply", lambda *a: hand.append(a[1].shape) or original(*a))
     for on in (True, False):
         monkeypatch.setattr(blocks, "HAND_WEIGHT_GRAD", on)
-        model.zero_grad()
-        torch.manual_seed(1)
-        logits, maps = model(x, return_maps=True)
-        flat = [m for pair in maps if pair is not None for m in pair]
-        (logits.square().sum() + sum(m.square().sum() for m in flat)).backward()
-        grads[on] = {k: p.grad.clone() for k, p in model.named_parameters() if p.grad is not None}
+        grads[on] = _outputs_and_grads(model, x)[2]
     assert len(hand) >= 10  # dense 3x3 on 3x3 / 2x2 maps, depthwise attention on 6x6 and below, dilated
     assert grads[True].keys() == grads[False].keys()
     for k in grads[False]:
