@@ -153,6 +153,20 @@ def calibrate(logits_by_size: dict[int, tuple[np.ndarray, np.ndarray]]) -> dict:
     return out
 
 
+def describe(cal: dict, px) -> str:
+    """One face size of a `calibration` entry in words, as train's last line and `gmenet calibrate` print it:
+    the temperature kept, and the ECE before, after and held out."""
+    key = str(px)
+    t, kept, before = cal["temperature"][key], cal["kept"][key], cal["ece_before"][key]
+    if kept == "none":
+        return (f"no temperature (the fitted {cal['temperature_fitted'][key]:.3f} does not calibrate better held "
+                f"out); ECE {before:.4f} as trained")
+    per = cal["class_temperature"][key]
+    which = (f"T {t:.3f}, per predicted class {min(per):.3f}-{max(per):.3f}" if kept == "class"
+             else f"T {t:.3f} for every class")
+    return f"{which}; ECE {before:.4f} -> {cal['ece_after'][key]:.4f} (held out {cal['ece_heldout'][key]:.4f})"
+
+
 def temperature_for(calibration: dict | None, size: int) -> float:
     """The one temperature stored for face size `size` (1 = uncalibrated, as every older checkpoint)."""
     temps = (calibration or {}).get("temperature") or {}

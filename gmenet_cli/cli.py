@@ -692,6 +692,7 @@ def calibrate(
     the .onnx file. Example: gmenet calibrate --weights runs/train/exp/weights/best.pt
     """
     from gmenet_cli import checkpoint
+    from gmenet_cli.calibrate import describe
     from gmenet_cli.data.store import Store
     from gmenet_cli.errors import UsageError
     from gmenet_cli.evaluate import _check_compatible, calibrate_checkpoint
@@ -711,16 +712,8 @@ def calibrate(
     if split not in store.splits:
         raise UsageError(f"{store.path} has no '{split}' split (it has {', '.join(store.splits)})")
     cal = calibrate_checkpoint(weights, store.split(split), dev, batch_size, tta=True)
-    for px, t in cal["temperature"].items():
-        per = cal["class_temperature"][px]
-        kept = {"class": f"per predicted class {min(per):.3f}-{max(per):.3f}",
-                "one": "one for every class (class temperatures no better held out)",
-                "none": f"none kept: the raw confidences are better calibrated held out than with the fitted "
-                        f"{cal['temperature_fitted'][px]:.3f}"}[cal["kept"][px]]
-        err.print(
-            f"{px:>3}px: temperature {t:.3f}, {kept}; ECE {cal['ece_before'][px]:.4f} -> "
-            f"{cal['ece_after'][px]:.4f} (held out: {cal['ece_heldout'][px]:.4f})"
-        )
+    for px in cal["temperature"]:
+        err.print(f"{px:>3}px: {describe(cal, px)}")
     err.print(f"wrote the temperatures into {weights} (fitted on {store.path} {split})")
     err.print(f"Next: gmenet export --weights {weights}")
 

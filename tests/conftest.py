@@ -110,9 +110,10 @@ def tiny_runs(tmp_path_factory, tiny_store) -> dict:
         )
         assert res.exit_code == 0, res.output
         student = base / "runs" / "train" / "s" / "weights" / "best.pt"
+        student_log = res.stderr
     finally:
         os.chdir(cwd)
-    return {"teacher": teacher, "student": student, "base": base}
+    return {"teacher": teacher, "student": student, "base": base, "student_log": student_log}
 
 
 def json_lines(text: str, summaries: bool = False) -> list[dict]:

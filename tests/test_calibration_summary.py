@@ -15,6 +15,7 @@ from gmenet_cli import checkpoint
 from gmenet_cli.calibrate import (
     calibrate,
     calibrated_softmax,
+    describe,
     ece,
     fit_class_temperatures,
     fit_temperature,
@@ -96,11 +97,30 @@ def test_calibration_never_makes_raw_confidences_worse_held_out():
     assert over["kept"]["12"] != "none" and over["temperature"]["12"] == pytest.approx(2.5, rel=0.2)
 
 
+def test_describe_words_each_kept_choice_with_its_numbers():
+    """train's last line and `gmenet calibrate` print a size through one describe(): its wording follows what
+    was kept, with the numbers of the entry."""
+    cal = {"temperature": {"12": 1.5, "24": 0.8, "6": 1.0}, "temperature_fitted": {"12": 1.5, "24": 0.8, "6": 1.1},
+           "kept": {"12": "class", "24": "one", "6": "none"},
+           "class_temperature": {"12": [1.2, 1.9], "24": [0.8, 0.8], "6": [1.0, 1.0]},
+           "ece_before": {"12": 0.1, "24": 0.05, "6": 0.02}, "ece_after": {"12": 0.01, "24": 0.02, "6": 0.02},
+           "ece_heldout": {"12": 0.015, "24": 0.025, "6": 0.021}}
+    assert describe(cal, 12) == ("T 1.500, per predicted class 1.200-1.900; ECE 0.1000 -> 0.0100 "
+                                 "(held out 0.0150)")
+    assert describe(cal, "24") == "T 0.800 for every class; ECE 0.0500 -> 0.0200 (held out 0.0250)"
+    assert describe(cal, 6) == ("no temperature (the fitted 1.100 does not calibrate better held out); "
+                                "ECE 0.0200 as trained")
+
+
 def test_training_calibrates_best_pt_for_every_trained_size(tiny_runs):
     for kind, sizes in (("student", {"12", "24"}), ("teacher", {"48"})):
         cal = checkpoint.load(tiny_runs[kind])["calibration"]
         assert set(cal["temperature"]) == sizes and cal["split"] == "val"
         assert all(0.05 <= t <= 20 for t in cal["temperature"].values())
+    # train's last line says what was kept for each size, in calibrate.describe's words
+    log = tiny_runs["student_log"].replace("\n", " ")
+    cal = checkpoint.load(tiny_runs["student"])["calibration"]
+    assert f"calibrated best.pt on val: 12px {describe(cal, 12)}; 24px {describe(cal, 24)}" in log, log
 
 
 def _with_temperature(src, dst, temps: dict, per_class: dict | None = None):
@@ -165,7 +185,9 @@ def test_calibrate_command_fits_an_uncalibrated_checkpoint(tiny_runs, tiny_store
     cal = checkpoint.load(bare)["calibration"]
     assert set(cal["temperature"]) == set(cal["class_temperature"]) == {"12", "24"}
     assert cal["kept"]["12"] in ("class", "one", "none") and len(cal["class_temperature"]["12"]) == 8
-    assert "Next: gmenet export" in res.stderr and "temperature" in res.stderr
+    assert "Next: gmenet export" in res.stderr and "wrote the temperatures into" in res.stderr
+    for px in ("12", "24"):  # one line per size, in calibrate.describe's words
+        assert f"{px}px: {describe(cal, px)}" in res.stderr.replace("\n", " "), res.stderr
     after = checkpoint.load(bare)["state_dict"]
     assert all(torch.equal(after[k], v) for k, v in ckpt["state_dict"].items())  # only the confidences change
     res = cli("calibrate", "--weights", bare, "--data", tiny_store, "--split", "nope")

@@ -432,26 +432,14 @@ def _calibrate(run: _Run, val_split, progress: Callbacks) -> None:
     """After the last epoch: temperatures per trained face size (and predicted class where that calibrates
     better), fitted on the validation split, go into best.pt (calibrate.py), so that predict's confidences are
     probabilities a user can act on."""
+    from gmenet_cli.calibrate import describe
     from gmenet_cli.evaluate import calibrate_checkpoint
 
     cal = calibrate_checkpoint(
         run.weights / "best.pt", val_split, run.runtime.device, max(run.cfg.train.batch_size, 256), run.cfg.train.tta
     )
-    progress.message(
-        "calibrated best.pt on "
-        + val_split.name
-        + ": "
-        + ", ".join(
-            f"{px}px T="
-            + (f"{min(cal['class_temperature'][px]):.2f}-{max(cal['class_temperature'][px]):.2f} by class"
-               if cal["kept"][px] == "class" else f"{t:.2f}")
-            + (f" (ECE {cal['ece_before'][px]:.3f}, left as trained: no temperature calibrates better held out)"
-               if cal["kept"][px] == "none" else
-               f" (ECE {cal['ece_before'][px]:.3f} -> {cal['ece_after'][px]:.3f},"
-               f" held out {cal['ece_heldout'][px]:.3f})")
-            for px, t in cal["temperature"].items()
-        )
-    )
+    progress.message(f"calibrated best.pt on {val_split.name}: "
+                     + "; ".join(f"{px}px {describe(cal, px)}" for px in cal["temperature"]))
 
 
 def _interrupted(command: str, run: _Run, epoch: int, fresh: bool):
