@@ -80,6 +80,9 @@ class TrainConfig:
     compile_backend: str = "inductor"  # torch.compile backend (aot_eager: no code generation, for checks)
     label_smoothing: float = 0.0
     soft_labels: bool = False  # train on FERPlus vote distributions (every FERPlus store has them)
+    # with soft_labels: this share of each target is the face's majority label, the rest its vote distribution
+    # (0 = the votes alone, 1 = the majority label alone, as soft_labels false)
+    majority_mix: float = 0.0
     # tau of the logit-adjusted loss (Menon et al. 2021): rare classes get a margin; 0 = off, 1 = balanced softmax
     logit_adjust: float = 0.0
     # deferred re-weighting (Cao et al. 2019): from this fraction of the epochs on, the classification loss
@@ -186,6 +189,7 @@ RANGES = {
     "train.teacher_epochs": (0, INF, True, False),
     "train.batch_size": (1, INF, True, False),
     "train.label_smoothing": (0, 1, True, False),
+    "train.majority_mix": (0, 1, True, True),
     "train.logit_adjust": (0, INF, True, False),
     "train.drw": (0, 1, True, False),
     "train.ema": (0, 1, True, False),
@@ -269,6 +273,9 @@ def validate(cfg: Config) -> Config:
         )
     if cfg.prepare.val_ratio + cfg.prepare.test_ratio >= 1:
         raise UsageError("prepare.val_ratio + prepare.test_ratio must be less than 1")
+    if cfg.train.majority_mix and not cfg.train.soft_labels:
+        raise UsageError("train.majority_mix mixes the vote targets with the majority labels: it needs "
+                         "train.soft_labels=true (with false, every target is the majority label already)")
     parse_device(cfg.train.device)
     return cfg
 

@@ -81,9 +81,10 @@ class ClassificationLoss(nn.Module):
     with their rarity. tau = 0 is plain cross-entropy; tau = 1 is the balanced softmax."""
 
     def __init__(self, label_smoothing: float = 0.0, soft: bool = False, prior=None, tau: float = 0.0,
-                 drw: float = 0.0, train_size: int = 0):
+                 drw: float = 0.0, train_size: int = 0, majority_mix: float = 0.0):
         super().__init__()
         self.label_smoothing, self.soft, self.tau, self.drw = label_smoothing, soft, tau, drw
+        self.majority_mix = majority_mix  # soft targets only: the majority label's share of each target
         if (tau or drw) and prior is None:
             raise UsageError("train.logit_adjust and train.drw need the class prior of the training split")
         shift = torch.zeros(0) if not tau else tau * torch.log(torch.as_tensor(prior, dtype=torch.float32))
@@ -107,6 +108,9 @@ class ClassificationLoss(nn.Module):
                     "train.soft_labels needs vote distributions; this store has none (only FERPlus has crowd votes)"
                 )
             target = batch["votes"]  # F.cross_entropy takes probability targets (and smooths them the same way)
+            if self.majority_mix:
+                hard = F.one_hot(batch["target"], target.shape[1]).to(target.dtype)
+                target = torch.lerp(target, hard, self.majority_mix)
         else:
             target = batch["target"]
         if "mix" in batch:  # mixup: the loss of the mixed face is the same mix of its two faces' losses
@@ -124,15 +128,17 @@ class ClassificationLoss(nn.Module):
         return (w * per_face).mean()
 
 
-def class_prior(split, num_classes: int, soft: bool, floor: float = 1e-4) -> list[float]:
-    """The training split's class frequencies (the mean vote distribution with soft targets), floored so
-    that a class without faces gets a finite log-prior. (K,) floats summing to 1."""
+def class_prior(split, num_classes: int, soft: bool, floor: float = 1e-4, majority_mix: float = 0.0) -> list[float]:
+    """The training split's class frequencies: the mean of the targets the loss sees (the mean vote
+    distribution with soft targets, mixed with the majority labels' frequencies by `majority_mix`), floored
+    so that a class without faces gets a finite log-prior. (K,) floats summing to 1."""
     import numpy as np
 
+    p = np.bincount(np.asarray(split.labels), minlength=num_classes).astype(np.float64)
+    p /= max(p.sum(), 1e-12)
     if soft and split.votes is not None:
-        p = np.asarray(split.votes, dtype=np.float64).mean(0)
-    else:
-        p = np.bincount(np.asarray(split.labels), minlength=num_classes).astype(np.float64)
+        votes = np.asarray(split.votes, dtype=np.float64).mean(0)
+        p = (1 - majority_mix) * votes / max(votes.sum(), 1e-12) + majority_mix * p
     p = np.maximum(p / max(p.sum(), 1e-12), floor)
     return (p / p.sum()).tolist()
 

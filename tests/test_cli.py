@@ -99,6 +99,8 @@ def test_models_table(cli):
     ("augment.blur=2", "augment.blur must be in [0, 1], got 2.0"),
     ("distill.maps=all", "distill.maps must be one of both, channel, spatial"),
     ("train.device=gpu", "--device must be auto, cpu, cuda or cuda:N, got 'gpu'"),
+    ("train.majority_mix=0.5", "train.majority_mix mixes the vote targets with the majority labels: it needs "
+                               "train.soft_labels=true"),
 ])
 def test_a_bad_config_value_is_refused_before_any_store_is_looked_for(command, setting, message, cli, workdir):
     """No store exists here: the value's own error must come first (exit 2), naming the valid values."""

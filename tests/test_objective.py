@@ -83,6 +83,22 @@ def test_class_prior_from_votes_or_labels_is_floored():
     assert class_prior(Split, 3, soft=True) == pytest.approx([0.625, 0.375, 1e-4], abs=1e-3)
     assert class_prior(Split, 3, soft=False)[:2] == pytest.approx([0.75, 0.25], abs=1e-3)
     assert min(class_prior(Split, 3, soft=False)) > 0
+    # half majority labels, half votes: the prior of the mixed targets
+    assert class_prior(Split, 3, soft=True, majority_mix=0.5)[:2] == pytest.approx([0.6875, 0.3125], abs=1e-3)
+
+
+def test_majority_mix_blends_each_vote_target_with_its_majority_label():
+    torch.manual_seed(0)
+    logits, target = torch.randn(16, 3), torch.randint(0, 3, (16,))
+    votes = torch.softmax(torch.randn(16, 3), 1)
+    batch = {"votes": votes, "target": target}
+    for mix in (0.0, 0.3, 1.0):
+        loss = ClassificationLoss(soft=True, majority_mix=mix)(logits, batch)
+        mixed = (1 - mix) * votes + mix * F.one_hot(target, 3).float()
+        assert loss == pytest.approx(-(mixed * torch.log_softmax(logits, 1)).sum(1).mean().item(), abs=1e-6)
+    # mix 1 is the majority labels' cross-entropy, as soft_labels false
+    one = ClassificationLoss(soft=True, majority_mix=1.0)(logits, batch)
+    assert one == pytest.approx(ClassificationLoss()(logits, batch).item(), abs=1e-6)
 
 
 def _params(**kw):

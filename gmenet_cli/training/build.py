@@ -163,8 +163,10 @@ def _classification_loss(cfg: Config, store: Store) -> tuple[ClassificationLoss,
     (kept in the checkpoint: predict-time corrections and model cards read it from there)."""
     t = cfg.train
     split = store.split("train")
-    prior = class_prior(split, len(store.classes), t.soft_labels)
-    return ClassificationLoss(t.label_smoothing, t.soft_labels, prior, t.logit_adjust, t.drw, len(split.labels)), prior
+    prior = class_prior(split, len(store.classes), t.soft_labels, majority_mix=t.majority_mix)
+    loss = ClassificationLoss(t.label_smoothing, t.soft_labels, prior, t.logit_adjust, t.drw, len(split.labels),
+                              t.majority_mix)
+    return loss, prior
 
 
 def _init_weights(
