@@ -165,7 +165,7 @@ def _classification_loss(cfg: Config, store: Store) -> tuple[ClassificationLoss,
     split = store.split("train")
     prior = class_prior(split, len(store.classes), t.soft_labels, majority_mix=t.majority_mix)
     loss = ClassificationLoss(t.label_smoothing, t.soft_labels, prior, t.logit_adjust, t.drw, len(split.labels),
-                              t.majority_mix)
+                              majority_mix=t.majority_mix)
     return loss, prior
 
 
