@@ -143,6 +143,34 @@ def test_the_tiny_recipe_trains_with_logit_adjustment_and_camera_augmentation(ti
     assert res.exit_code == 2 and "logit_adjust" in res.stderr
 
 
+def test_training_with_majority_mix_keeps_the_prior_of_its_blended_targets(cli, workdir):
+    """train.majority_mix through the real command: the checkpoint's class prior (what the logit adjustment
+    used) is the blend of the store's mean votes and majority-label frequencies, not the votes' alone. Six
+    extra neutral faces with 4 of 10 votes for sadness make the two differ."""
+    import cv2
+    import synth
+
+    from gmenet_cli import checkpoint
+    from gmenet_cli.data.store import Store
+
+    extra = [[f"split{i}.png", "(0, 0, 48, 48)", 6, 0, 0, 4, 0, 0, 0, 0, 0, 0] for i in range(6)]
+    root = synth.make_ferplus(workdir / "fp", per_class=2, extra_rows=extra)
+    for folder in ("FER2013Train", "FER2013Valid"):
+        for row in extra:
+            cv2.imwrite(str(root / folder / row[0]), synth.face(0, 48, seed=7))
+    assert cli("prepare", "--src", "ferplus", "--root", root, "--scale", "4", "--out", workdir / "store",
+               "--label-mode", "votes").exit_code == 0
+    res = cli("distill-teacher", "--data", workdir / "store", "--preset", "tiny", "--epochs", "1", "--name", "mix",
+              "-q", "--set", "train.soft_labels=true", "--set", "train.majority_mix=0.5",
+              "--set", "train.logit_adjust=0.5")
+    assert res.exit_code == 0, res.output
+    prior = checkpoint.load(workdir / "runs" / "distill-teacher" / "mix" / "weights" / "best.pt")["class_prior"]
+    train = Store(workdir / "store").split("train")
+    assert prior == pytest.approx(class_prior(train, 8, soft=True, majority_mix=0.5), abs=1e-6)
+    assert prior != pytest.approx(class_prior(train, 8, soft=True), abs=1e-3)
+    assert prior != pytest.approx(class_prior(train, 8, soft=False), abs=1e-3)
+
+
 def test_training_turns_deferred_reweighting_on_at_its_epoch(tiny_store, cli, workdir, monkeypatch):
     """train.drw through the real loop: the loss is told each epoch (so a resumed run re-derives it), and the
     class weights are on only from the epoch the fraction names."""
